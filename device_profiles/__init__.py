@@ -1,0 +1,1 @@
+"""The unified data standard: canonical readings and declarative per-vendor device profiles."""

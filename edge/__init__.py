@@ -1,0 +1,1 @@
+"""linli edge package."""
