@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,13 +55,20 @@ class PgServer:
 
     def create_database(self) -> str:
         name = f"t_{uuid.uuid4().hex[:12]}"
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(self.template)
+        )
+        # A backend that used the template may still be exiting after its client disconnected.
+        deadline = time.monotonic() + 10
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(self.template)
-                )
-            )
-        return name
+            while True:
+                try:
+                    conn.execute(statement)
+                    return name
+                except psycopg.errors.ObjectInUse:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
