@@ -1,1 +1,45 @@
-"""The unified data standard: canonical readings and declarative per-vendor device profiles."""
+"""The unified data standard: canonical readings and declarative per-vendor device profiles.
+
+    from device_profiles import DecodeError, ProfileSet
+
+    profiles = ProfileSet.shipped()
+    result = profiles.decode(topic, payload, received_at)   # Reading | DecodeError, never raises
+    topic, payload = profiles.encode(reading)               # the vendor's dialect (simulators)
+
+See docs/data-standard.md for the canonical names and units and the profile file format.
+"""
+
+from device_profiles.engine import MAX_PAYLOAD_BYTES, ProfileSet
+from device_profiles.errors import (
+    DeviceProfilesError,
+    EncodeError,
+    LinliProfilesError,
+    ProfileError,
+    UnknownProfileError,
+)
+from device_profiles.jsonschema import reading_schema
+from device_profiles.loader import SHIPPED_DIR
+from device_profiles.model import DEFAULT_REPORT_INTERVAL_S, Profile
+from device_profiles.reading import DEVICE_TYPES, Reading
+from device_profiles.standard import EVENTS, METRICS, QUALITY_FLAGS, REASONS, DecodeError
+
+__all__ = [
+    "DEFAULT_REPORT_INTERVAL_S",
+    "DEVICE_TYPES",
+    "EVENTS",
+    "MAX_PAYLOAD_BYTES",
+    "METRICS",
+    "QUALITY_FLAGS",
+    "REASONS",
+    "SHIPPED_DIR",
+    "DecodeError",
+    "DeviceProfilesError",
+    "EncodeError",
+    "LinliProfilesError",
+    "Profile",
+    "ProfileError",
+    "ProfileSet",
+    "Reading",
+    "UnknownProfileError",
+    "reading_schema",
+]

@@ -1,0 +1,253 @@
+"""``linli bench cloud --json``: sustained ingest throughput against the raw binary-COPY ceiling.
+
+Starts a private durable PostgreSQL+TimescaleDB and a private Mosquitto, then:
+
+1. **ceiling**: one binary ``COPY readings`` of the same rows in one transaction, from Python,
+   as the writer builds them (rows/s);
+2. **1 worker** and **2 workers**: ``linli cloud ingest`` processes subscribe once (creating their
+   persistent sessions) and stop; the pre-built envelope batches are published to the broker;
+   the workers start again and drain the backlog. Throughput is rows stored divided by the time
+   from the first transaction's start (``ingested_batches.ingested_at``) to the moment the last
+   batch was seen committed.
+
+"readings" here are rows of the ``readings`` table (one metric value each); a canonical reading
+of a door contact carries three. Both figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.store.migrate import migrate
+
+_T0_US = 1_767_225_600_000_000
+_METRICS = ("contact_open", "battery_pct", "link_quality")
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    p = subparsers.add_parser("cloud", help="cloud ingest throughput vs the binary COPY ceiling")
+    p.add_argument("--json", action="store_true", help="print only the JSON figures")
+    p.add_argument("--batches", type=int, default=300, help="envelopes per run")
+    p.add_argument("--readings-per-batch", type=int, default=1000)
+    p.add_argument("--gateways", type=int, default=20)
+    p.add_argument("--devices", type=int, default=20_000)
+    p.add_argument("--workdir", type=Path, default=None, help="keep services here (default: a temp dir)")
+    p.set_defaults(handler=_run)
+
+
+def build_envelopes(
+    *, batches: int, per_batch: int, gateways: int, devices: int, seed: int
+) -> list[tuple[str, bytes]]:
+    """Pre-built ``(topic, payload)`` pairs in the documented envelope format."""
+    rng = random.Random(seed)  # noqa: S311 - load generation
+    out: list[tuple[str, bytes]] = []
+    ts = _T0_US
+    for b in range(batches):
+        gw = f"gw{b % gateways:03d}"
+        readings = []
+        for _ in range(per_batch):
+            ts += 1000
+            d = rng.randrange(devices)
+            readings.append(
+                [
+                    f"dev{d:06d}",
+                    "door_contact",
+                    ts,
+                    ts + 500,
+                    {"contact_open": d & 1, "battery_pct": 50 + d % 50, "link_quality": 100 + d % 100},
+                    [],
+                    [],
+                    "aqara/mccgq11lm",
+                    f"{rng.getrandbits(128):032x}",
+                ]
+            )
+        payload = msgspec.msgpack.encode(
+            {
+                "v": 1,
+                "gateway_id": gw,
+                "community_id": "c1",
+                "batch_seq": b // gateways + 1,
+                "class": "telemetry",
+                "created_at_us": ts,
+                "counters": {},
+                "readings": readings,
+            }
+        )
+        out.append((f"linli/v1/c1/{gw}/up", payload))
+    return out
+
+
+def copy_ceiling(url: str, rows: int) -> float:
+    """Rows/s of one binary COPY into ``readings`` (then rolled back)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    data = [
+        (
+            epoch + timedelta(microseconds=_T0_US + i * 1000),
+            f"dev{i % 20_000:06d}",
+            _METRICS[i % 3],
+            float(i % 100),
+        )
+        for i in range(rows)
+    ]
+    with psycopg.connect(url) as conn:
+        start = time.perf_counter()
+        with conn.cursor().copy(
+            "COPY readings (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
+        ) as cp:
+            cp.set_types(["timestamptz", "text", "text", "float8"])
+            for row in data:
+                cp.write_row(row)
+        conn.commit()
+        elapsed = time.perf_counter() - start
+        conn.execute("TRUNCATE readings")
+        conn.commit()
+    return rows / elapsed
+
+
+def _config(workdir: Path, url: str, broker_url: str, client_id: str, group: str) -> Path:
+    path = workdir / f"{client_id}.toml"
+    path.write_text(
+        f'database_url = "{url}"\nlog_level = "WARNING"\n'
+        f'[mqtt]\nurl = "{broker_url}"\nclient_id = "{client_id}"\n'
+        f'share_group = "{group}"\nreceive_maximum = 64\n'
+        "[ingest]\nmax_readings_per_txn = 50000\nlinger_ms = 100\n"
+        "[retention]\ninterval_s = 3600\n[http]\nport = -1\n"
+    )
+    return path
+
+
+@contextmanager
+def _workers(configs: list[Path]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "cloud", "cloud", "ingest", "--config", str(c)])  # noqa: S603 - ours
+        for c in configs
+    ]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _scalar(url: str, query: str) -> Any:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query.encode()).fetchone()
+    return None if row is None else row[0]
+
+
+def _wait_subscribed(url: str, broker: Any, n: int) -> None:
+    """Each worker writes the probe status; n rows of it... (one row per gateway): wait for it."""
+    probe = f"probe{os.getpid()}"
+    pub = _publisher(broker)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pub.publish(f"linli/v1/c1/{probe}/status", b'{"state": "online"}', qos=1).wait_for_publish(10)
+        time.sleep(0.5)
+        if _scalar(url, f"SELECT count(*) FROM gateways WHERE gateway_id = '{probe}'") == 1:  # noqa: S608
+            time.sleep(1.0 * n)
+            break
+    else:
+        raise RuntimeError("ingest workers did not subscribe within 60 s")
+    pub.disconnect()
+    pub.loop_stop()
+
+
+def _publisher(broker: Any) -> mqtt.Client:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5
+    )
+    client.max_inflight_messages_set(200)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
+def run_ingest(
+    url: str, broker: Any, workdir: Path, envelopes: list[tuple[str, bytes]], n_workers: int
+) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, ingested_batches, reading_ids, devices, gateways")
+    # A group per run: a stopped worker's persistent session keeps receiving its share of its group.
+    group = f"bench-{n_workers}"
+    configs = [_config(workdir, url, broker.url, f"bench-{n_workers}-{i}", group) for i in range(n_workers)]
+    with _workers(configs):  # create the persistent sessions and their subscriptions
+        _wait_subscribed(url, broker, n_workers)
+    pub = _publisher(broker)
+    for topic, payload in envelopes:
+        pub.publish(topic, payload, qos=1)
+    pub.publish("linli/v1/c1/bench/status", b"{}", qos=1).wait_for_publish(60)
+    pub.disconnect()
+    pub.loop_stop()
+    with _workers(configs):
+        deadline = time.monotonic() + 600
+        while _scalar(url, "SELECT count(*) FROM ingested_batches") < len(envelopes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("ingest did not finish in 10 minutes")
+            time.sleep(0.02)
+        done = datetime.now(UTC)
+    first: datetime = _scalar(url, "SELECT min(ingested_at) FROM ingested_batches")
+    rows = _scalar(url, "SELECT count(*) FROM readings")
+    return float(rows) / float((done - first).total_seconds())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from simulators.services import MosquittoBroker, PostgresCluster
+
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="linli-bench-cloud-"))
+    envelopes = build_envelopes(
+        batches=args.batches,
+        per_batch=args.readings_per_batch,
+        gateways=args.gateways,
+        devices=args.devices,
+        seed=1,
+    )
+    rows = args.batches * args.readings_per_batch * len(_METRICS)
+    with (
+        PostgresCluster(datadir=root / "pg", durable=True) as pg,
+        MosquittoBroker(workdir=root / "mqtt") as broker,
+    ):
+        url = pg.dsn()
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        ceiling = copy_ceiling(url, rows)
+        one = run_ingest(url, broker, root, envelopes, 1)
+        two = run_ingest(url, broker, root, envelopes, 2)
+    figures = {
+        "readings_per_s_1_worker": round(one),
+        "readings_per_s_2_workers": round(two),
+        "copy_ceiling_rows_per_s": round(ceiling),
+        "ratio_to_ceiling": round(one / ceiling, 3),
+        "canonical_readings_per_s_1_worker": round(one / len(_METRICS)),
+        "rows": rows,
+    }
+    if not args.json:
+        print(
+            f"{args.batches} envelopes x {args.readings_per_batch} readings x {len(_METRICS)} metrics",
+            file=sys.stderr,
+        )
+    print(json.dumps(figures))
+    return 0

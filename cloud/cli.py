@@ -1,0 +1,58 @@
+"""``linli cloud ingest --config cloud.toml``: run one ingest worker until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from cloud.errors import CloudError
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    cloud = subparsers.add_parser("cloud", help="the cloud side: ingest")
+    commands = cloud.add_subparsers(dest="cloud_command", required=True, metavar="COMMAND")
+    ingest = commands.add_parser("ingest", help="consume uplink batches into the database until SIGTERM")
+    ingest.add_argument(
+        "--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it"
+    )
+    ingest.set_defaults(handler=_ingest)
+    check = commands.add_parser("check-config", help="validate a configuration and exit")
+    check.add_argument("--config", type=Path, required=True)
+    check.set_defaults(handler=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from cloud.config import load_settings
+
+    try:
+        load_settings(args.config)
+    except CloudError as exc:
+        print(f"linli cloud: {exc}", file=sys.stderr)
+        return 2
+    print("configuration ok")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from cloud.config import load_settings
+    from cloud.ingest.service import run_ingest
+
+    try:
+        settings = load_settings(args.config)
+    except CloudError as exc:
+        print(f"linli cloud: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+
+    def _signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    return run_ingest(settings, stop)

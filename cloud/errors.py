@@ -1,0 +1,74 @@
+"""Exceptions of the cloud side.
+
+One root, everything below it::
+
+    CloudError
+    ├── ConfigError            the configuration is invalid; ``key`` names the offending key
+    ├── MigrationError         a migration failed, or an applied migration file was changed
+    ├── StoreUnavailable       the database cannot be reached (the ingest waits and retries)
+    └── EnvelopeError          an uplink payload is not a valid envelope (it is dead-lettered)
+        └── UnknownVersion     the envelope's ``v`` is not one this reader knows
+
+Lower-layer errors (``psycopg.Error``, ``msgspec.DecodeError``, ``pydantic.ValidationError``) are
+translated where they are met, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class CloudError(Exception):
+    """Root of every exception the cloud package raises."""
+
+
+class ConfigError(CloudError):
+    """The configuration is invalid.
+
+    Attributes:
+        key: the dotted configuration key at fault (``mqtt.url``), '' for the whole file.
+        detail: what is wrong with it.
+    """
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        self.detail = detail
+        super().__init__(f"{key}: {detail}" if key else detail)
+
+
+class MigrationError(CloudError):
+    """A migration failed or the applied history does not match the files.
+
+    Attributes:
+        version: the migration at fault ('' when none in particular).
+    """
+
+    def __init__(self, version: str, detail: str) -> None:
+        self.version = version
+        super().__init__(f"migration {version}: {detail}" if version else detail)
+
+
+class StoreUnavailable(CloudError):
+    """The database cannot be reached or dropped the connection."""
+
+
+class EnvelopeError(CloudError):
+    """A payload on an uplink topic is not a valid envelope.
+
+    Attributes:
+        reason: a short machine-friendly reason, stored in the dead-letter table.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class UnknownVersion(EnvelopeError):
+    """The envelope's version is not one this reader knows.
+
+    Attributes:
+        version: the version found.
+    """
+
+    def __init__(self, version: object) -> None:
+        self.version = version
+        super().__init__(f"unknown envelope version {version!r}")

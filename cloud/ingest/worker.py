@@ -1,0 +1,253 @@
+"""One ingest worker: broker -> decode -> bounded queue -> transaction -> PUBACK.
+
+Threads, each with one owner:
+
+- paho's network thread (owned by `Consumer`) decodes each message and puts it on the queue;
+- the writer thread (owned here) groups queued messages into transactions of up to
+  ``ingest.max_readings_per_txn`` readings or ``ingest.linger_ms``, commits, then acknowledges;
+- the maintenance thread (owned here) runs retention, the rollup and pruning on a schedule.
+
+While the database is unreachable the writer keeps its group, retries with capped jittered
+backoff and acknowledges nothing; the broker stops sending once ``receive_maximum`` messages are
+unacknowledged, so memory stays bounded and nothing is lost. Each state change (database down or
+back, broker down or back) is logged once.
+
+`stop` shuts down in a fixed order: stop intake, commit what is queued, acknowledge it,
+disconnect, stop maintenance.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from cloud.config import CloudSettings
+from cloud.endpoint import Snapshot
+from cloud.errors import EnvelopeError, StoreUnavailable
+from cloud.ingest.consumer import Consumer, Inbound
+from cloud.ingest.envelope import Envelope, decode, topic_ids
+from cloud.store.maintenance import Maintenance
+from cloud.store.mode import ModeInfo
+from cloud.store.writer import BatchWriter, DeadLetter, GatewayStatus
+
+log = logging.getLogger("linli.cloud.ingest")
+
+_STOP: Final = object()
+_status_decoder: Final = msgspec.json.Decoder(dict[str, Any])
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Capped, fully jittered exponential backoff."""
+    return rng.uniform(0, min(cap, base * 2 ** min(attempt, 30)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    inbound: Inbound
+    batch: Envelope | None = None
+    dead: DeadLetter | None = None
+    status: GatewayStatus | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.batch.readings) if self.batch is not None else 1
+
+
+def classify(msg: Inbound) -> _Item:
+    """Decode one message into a batch, a gateway status, or a dead letter (never raises)."""
+    kind = msg.topic.rsplit("/", 1)[-1]
+    if kind == "status":
+        ids = topic_ids(msg.topic)
+        try:
+            doc = _status_decoder.decode(msg.payload) if msg.payload else {"state": "offline"}
+        except msgspec.DecodeError as exc:
+            return _Item(
+                msg, dead=DeadLetter(msg.topic, msg.payload, f"malformed status: {exc}", msg.received_at)
+            )
+        if ids is None:
+            return _Item(msg, dead=DeadLetter(msg.topic, msg.payload, "unexpected topic", msg.received_at))
+        state = str(doc.get("state", "unknown"))
+        return _Item(msg, status=GatewayStatus(ids[0], ids[1], state, doc, msg.received_at))
+    try:
+        return _Item(msg, batch=decode(msg.topic, msg.payload))
+    except EnvelopeError as exc:
+        return _Item(msg, dead=DeadLetter(msg.topic, msg.payload, exc.reason, msg.received_at))
+
+
+class IngestWorker:
+    """Runs until `stop`. Build with settings; `start` returns once the threads run."""
+
+    def __init__(
+        self,
+        *,
+        settings: CloudSettings,
+        mode: ModeInfo | None = None,
+        rng: random.Random | None = None,
+        maintenance: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.mode = mode
+        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter
+        self._monotonic = monotonic
+        cfg = settings.mqtt
+        self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=cfg.receive_maximum + 1024)
+        self._intake = threading.Event()
+        self._intake.set()
+        self._stopping = threading.Event()
+        self.counters: Counter[str] = Counter()
+        self.db_up: bool | None = None
+        self.last_commit: float | None = None
+        self.consumer = Consumer(config=cfg, on_message=self._on_message, on_state=self._on_broker_state)
+        self.writer = BatchWriter(database_url=settings.database_url)
+        self._writer_thread = threading.Thread(
+            target=self._write_loop, name="linli-ingest-writer", daemon=True
+        )
+        self.maintenance = Maintenance(settings=settings) if maintenance else None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer_thread.start()
+        if self.maintenance is not None:
+            self.maintenance.start()
+        self.consumer.start()
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        """Stop intake, commit and acknowledge what is queued, disconnect, stop maintenance."""
+        self._intake.clear()
+        self._stopping.set()
+        self._queue.put(_STOP)
+        self._writer_thread.join(timeout)
+        if self._writer_thread.is_alive():
+            log.warning("writer did not finish in %.0f s; its messages stay unacknowledged", timeout)
+        self.consumer.stop()
+        self.writer.close()
+        if self.maintenance is not None:
+            self.maintenance.stop()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def broker_up(self) -> bool:
+        return self.consumer.connected
+
+    # -- paho thread ---------------------------------------------------------------------------
+
+    def _on_message(self, msg: Inbound) -> None:
+        if not self._intake.is_set():
+            return  # not acknowledged: the broker keeps it for our next session
+        self._queue.put(classify(msg))
+
+    def _on_broker_state(self, up: bool) -> None:
+        self.counters["broker_connects" if up else "broker_disconnects"] += 1
+
+    # -- writer thread -------------------------------------------------------------------------
+
+    def _set_db_state(self, up: bool, detail: str = "") -> None:
+        if up == self.db_up:
+            return
+        if up:
+            log.info("database available%s", " again" if self.db_up is False else "")
+        else:
+            log.error("database unavailable, holding acknowledgements and retrying: %s", detail)
+        self.db_up = up
+
+    def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
+        group = [first]
+        size = first.size
+        limit = self.settings.ingest.max_readings_per_txn
+        deadline = self._monotonic() + self.settings.ingest.linger_ms / 1000
+        while size < limit:
+            remaining = deadline - self._monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, _Item):  # the stop marker
+                return group, True
+            group.append(item)
+            size += item.size
+        return group, False
+
+    def _write_loop(self) -> None:
+        ing = self.settings.ingest
+        stop_seen = False
+        while not stop_seen:
+            first = self._queue.get()
+            if not isinstance(first, _Item):  # the stop marker
+                break
+            group, stop_seen = self._collect(first)
+            attempt = 0
+            while True:
+                try:
+                    result = self.writer.write(
+                        [i.batch for i in group if i.batch is not None],
+                        dead_letters=[i.dead for i in group if i.dead is not None],
+                        statuses=[i.status for i in group if i.status is not None],
+                    )
+                    break
+                except StoreUnavailable as exc:
+                    self._set_db_state(False, str(exc))
+                    self.counters["db_errors"] += 1
+                    if self._stopping.is_set():
+                        log.warning(
+                            "stopping with %d messages uncommitted (the broker keeps them)", len(group)
+                        )
+                        return
+                    delay = backoff_delay(
+                        attempt, base=ing.backoff_base_s, cap=ing.backoff_cap_s, rng=self._rng
+                    )
+                    attempt += 1
+                    if self._stopping.wait(delay):
+                        log.warning(
+                            "stopping with %d messages uncommitted (the broker keeps them)", len(group)
+                        )
+                        return
+            self._set_db_state(True)
+            self.last_commit = self._monotonic()
+            acked = self.consumer.ack(i.inbound for i in group)
+            c = self.counters
+            c["transactions"] += 1
+            c["messages"] += len(group)
+            c["acks"] += acked
+            c["batches_stored"] += result.batches
+            c["batches_duplicate"] += result.duplicate_batches
+            c["readings_stored"] += result.readings
+            c["readings_duplicate"] += result.duplicate_readings
+            c["rows_stored"] += result.rows
+            c["events_stored"] += result.events
+            c["dead_letters"] += result.dead_letters
+            c["gateway_statuses"] += result.statuses
+
+    def snapshot(self) -> Snapshot:
+        """Counters, gauges and health for the endpoint."""
+        last = self.last_commit
+        return Snapshot(
+            counters=dict(self.counters),
+            gauges={
+                "queue_depth": float(self.queue_depth),
+                "database_up": 1.0 if self.db_up else 0.0,
+                "broker_up": 1.0 if self.broker_up else 0.0,
+                "seconds_since_commit": -1.0 if last is None else self._monotonic() - last,
+            },
+            health={
+                "mode": self.mode.mode.value if self.mode else "unknown",
+                "mode_detail": self.mode.describe() if self.mode else "",
+                "database": "up" if self.db_up is not False else "down",
+                "broker": "up" if self.broker_up else "down",
+                "client_id": self.settings.mqtt.client_id,
+                "queue_depth": self.queue_depth,
+            },
+        )

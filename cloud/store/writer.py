@@ -1,0 +1,397 @@
+"""Writes a group of uplink batches to the database in one transaction, with binary COPY.
+
+One `BatchWriter.write` call is one transaction holding, for many batches at once:
+
+1. the claim of each ``(gateway_id, batch_seq)`` in ``ingested_batches`` (``ON CONFLICT DO
+   NOTHING RETURNING``): a batch already stored, by this worker or another, is skipped whole;
+2. the claim of each reading's id in ``reading_ids``: a reading already stored inside another
+   batch (a gateway resending after a crash) is skipped; only the rare duplicates travel back;
+3. ``COPY readings``, ``COPY events`` (binary) for what is left;
+4. one set-based upsert of the device registry (last seen, battery, status) in device order;
+5. dead letters and gateway status documents received in the same window.
+
+Nothing is acknowledged to the broker until this transaction committed; a redelivered batch
+then finds its claim and is skipped, so however often it arrives it is stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from cloud.errors import StoreUnavailable
+from cloud.ingest.envelope import Envelope, WireReading, reading_uuid
+
+log = logging.getLogger("linli.cloud.writer")
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_LIVENESS: Final = frozenset({"device_offline", "device_online"})
+_RETRIES: Final = 5
+
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS stage_ids (reading_id uuid NOT NULL) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS stage_devices ("
+    " device_id text, device_type text, profile text, community_id text, gateway_id text,"
+    " first_seen timestamptz, last_seen timestamptz, status text, status_at timestamptz,"
+    " battery_pct double precision, battery_at timestamptz) ON COMMIT DELETE ROWS",
+)
+
+_CLAIM_BATCHES = """
+INSERT INTO ingested_batches
+    (gateway_id, batch_seq, community_id, batch_class, readings, min_time, max_time)
+SELECT * FROM unnest(%s::text[], %s::int8[], %s::text[], %s::text[], %s::int4[],
+                     %s::timestamptz[], %s::timestamptz[])
+ON CONFLICT DO NOTHING
+RETURNING gateway_id, batch_seq
+"""
+
+_CLAIM_READINGS = """
+WITH claimed AS (
+    INSERT INTO reading_ids (reading_id) SELECT reading_id FROM stage_ids
+    ON CONFLICT DO NOTHING RETURNING reading_id
+)
+SELECT s.reading_id FROM stage_ids s
+WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.reading_id = s.reading_id)
+"""
+
+_UPSERT_DEVICES = """
+INSERT INTO devices AS d (device_id, device_type, profile, community_id, gateway_id,
+                          first_seen, last_seen, status, status_at, battery_pct, battery_at)
+SELECT device_id, device_type, profile, community_id, gateway_id,
+       first_seen, last_seen, status, status_at, battery_pct, battery_at
+FROM stage_devices ORDER BY device_id
+ON CONFLICT (device_id) DO UPDATE SET
+    device_type  = EXCLUDED.device_type,
+    profile      = EXCLUDED.profile,
+    community_id = EXCLUDED.community_id,
+    gateway_id   = EXCLUDED.gateway_id,
+    first_seen   = least(d.first_seen, EXCLUDED.first_seen),
+    last_seen    = greatest(d.last_seen, EXCLUDED.last_seen),
+    status       = CASE WHEN d.status_at IS NULL OR EXCLUDED.status_at >= d.status_at
+                        THEN EXCLUDED.status ELSE d.status END,
+    status_at    = greatest(d.status_at, EXCLUDED.status_at),
+    battery_pct  = CASE WHEN EXCLUDED.battery_at IS NOT NULL
+                         AND (d.battery_at IS NULL OR EXCLUDED.battery_at >= d.battery_at)
+                        THEN EXCLUDED.battery_pct ELSE d.battery_pct END,
+    battery_at   = greatest(d.battery_at, EXCLUDED.battery_at),
+    updated_at   = now()
+"""
+
+_UPSERT_GATEWAYS = """
+INSERT INTO gateways AS g (gateway_id, community_id, state, status, status_at)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[], %s::timestamptz[])
+ORDER BY 1
+ON CONFLICT (gateway_id) DO UPDATE SET
+    community_id = EXCLUDED.community_id, state = EXCLUDED.state,
+    status = EXCLUDED.status, status_at = EXCLUDED.status_at
+WHERE EXCLUDED.status_at >= g.status_at
+"""
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    payload: bytes
+    reason: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    community_id: str
+    gateway_id: str
+    state: str
+    document: dict[str, Any]
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class WriteResult:
+    batches: int = 0
+    duplicate_batches: int = 0
+    readings: int = 0
+    duplicate_readings: int = 0
+    rows: int = 0
+    events: int = 0
+    devices: int = 0
+    dead_letters: int = 0
+    statuses: int = 0
+
+
+@dataclass(slots=True)
+class _Device:
+    device_type: str
+    profile: str
+    community_id: str
+    gateway_id: str
+    first_seen: int | None = None
+    last_seen: int | None = None
+    status: str = "online"
+    status_at: int = -1
+    battery: float | None = None
+    battery_at: int = -1
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one transaction writes, after the claims."""
+
+    readings: list[tuple[WireReading, str, str]] = field(default_factory=list)
+
+
+class BatchWriter:
+    """Owns one database connection and writes groups of batches through it.
+
+    Not thread-safe: one writer per thread. Call `close` when done.
+    """
+
+    def __init__(self, *, database_url: str, connect_timeout_s: float = 5.0) -> None:
+        self.database_url = database_url
+        self.connect_timeout_s = connect_timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def connect(self) -> None:
+        if self.connected:
+            return
+        try:
+            conn = psycopg.connect(self.database_url, connect_timeout=max(1, int(self.connect_timeout_s)))
+            with conn.transaction():
+                for statement in _STAGING:
+                    conn.execute(statement)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
+        self._conn = conn
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        self.connect()
+        if self._conn is None:
+            raise StoreUnavailable("no database connection")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def write(
+        self,
+        batches: Sequence[Envelope],
+        *,
+        dead_letters: Sequence[DeadLetter] = (),
+        statuses: Sequence[GatewayStatus] = (),
+    ) -> WriteResult:
+        """Store everything in one transaction; raises `StoreUnavailable` when the database is
+        gone (nothing is then committed, or the commit's outcome is unknown: redelivery is safe)."""
+        for attempt in range(_RETRIES):
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    return self._write(conn, batches, dead_letters, statuses)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                log.info("transaction conflict (%s), retrying (%d)", type(exc).__name__, attempt + 1)
+            except psycopg.OperationalError as exc:
+                self.close()
+                raise StoreUnavailable(f"database unavailable: {exc}") from exc
+        raise StoreUnavailable("transaction kept conflicting with another writer")
+
+    def _write(
+        self,
+        conn: psycopg.Connection[Any],
+        batches: Sequence[Envelope],
+        dead_letters: Sequence[DeadLetter],
+        statuses: Sequence[GatewayStatus],
+    ) -> WriteResult:
+        result = WriteResult()
+        cur = conn.cursor()
+        fresh = self._claim_batches(cur, batches, result)
+        plan = _Plan()
+        seen: set[str] = set()
+        for env in fresh:
+            for r in env.readings:
+                if r.reading_id in seen:
+                    result.duplicate_readings += 1
+                    continue
+                seen.add(r.reading_id)
+                plan.readings.append((r, env.community_id, env.gateway_id))
+        if plan.readings:
+            dupes = self._claim_readings(cur, plan)
+            if dupes:
+                result.duplicate_readings += len(dupes)
+                plan.readings = [p for p in plan.readings if reading_uuid(p[0].reading_id) not in dupes]
+            self._copy_readings(cur, plan, result)
+            self._upsert_devices(cur, plan, result)
+        if dead_letters:
+            with cur.copy(
+                "COPY dead_letters (received_at, topic, payload, reason) FROM STDIN (FORMAT BINARY)"
+            ) as cp:
+                cp.set_types(["timestamptz", "text", "bytea", "text"])
+                for d in dead_letters:
+                    cp.write_row((d.received_at, d.topic, d.payload, d.reason))
+            result.dead_letters = len(dead_letters)
+        if statuses:
+            self._upsert_gateways(cur, statuses, result)
+        return result
+
+    def _claim_batches(
+        self, cur: psycopg.Cursor[Any], batches: Sequence[Envelope], result: WriteResult
+    ) -> list[Envelope]:
+        unique: dict[tuple[str, int], Envelope] = {}
+        for env in batches:
+            unique.setdefault((env.gateway_id, env.batch_seq), env)
+        result.duplicate_batches = len(batches) - len(unique)
+        if not unique:
+            return []
+        cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        for env in unique.values():
+            times = [r.ts_us for r in env.readings]
+            values = (
+                env.gateway_id,
+                env.batch_seq,
+                env.community_id,
+                env.batch_class,
+                len(env.readings),
+                from_us(min(times)) if times else None,
+                from_us(max(times)) if times else None,
+            )
+            for col, value in zip(cols, values, strict=True):
+                col.append(value)
+        cur.execute(_CLAIM_BATCHES, cols)
+        claimed = {(str(g), int(s)) for g, s in cur.fetchall()}
+        result.duplicate_batches += len(unique) - len(claimed)
+        result.batches = len(claimed)
+        return [env for key, env in unique.items() if key in claimed]
+
+    def _claim_readings(self, cur: psycopg.Cursor[Any], plan: _Plan) -> set[uuid.UUID]:
+        with cur.copy("COPY stage_ids (reading_id) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(["uuid"])
+            for r, _, _ in plan.readings:
+                cp.write_row((reading_uuid(r.reading_id),))
+        cur.execute(_CLAIM_READINGS)
+        return {row[0] for row in cur.fetchall()}
+
+    def _copy_readings(self, cur: psycopg.Cursor[Any], plan: _Plan, result: WriteResult) -> None:
+        events: list[tuple[datetime, str, str, Jsonb]] = []
+        rows = 0
+        with cur.copy("COPY readings (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(["timestamptz", "text", "text", "float8"])
+            write_row = cp.write_row
+            for r, _, gateway_id in plan.readings:
+                ts = from_us(r.ts_us)
+                device_id = r.device_id
+                for metric, value in r.metrics.items():
+                    write_row((ts, device_id, metric, value))
+                rows += len(r.metrics)
+                for event in r.events:
+                    attrs: dict[str, Any] = {"reading_id": r.reading_id, "gateway_id": gateway_id}
+                    if r.quality:
+                        attrs["quality"] = list(r.quality)
+                    if r.device_ts_us is not None:
+                        attrs["device_ts_us"] = r.device_ts_us
+                    events.append((ts, device_id, event, Jsonb(attrs)))
+        if events:
+            with cur.copy(
+                "COPY events (time, device_id, event, attributes) FROM STDIN (FORMAT BINARY)"
+            ) as cp:
+                cp.set_types(["timestamptz", "text", "text", "jsonb"])
+                for row in events:
+                    cp.write_row(row)
+        result.readings = len(plan.readings)
+        result.rows = rows
+        result.events = len(events)
+
+    def _upsert_devices(self, cur: psycopg.Cursor[Any], plan: _Plan, result: WriteResult) -> None:
+        devices: dict[str, _Device] = {}
+        for r, community_id, gateway_id in plan.readings:
+            d = devices.get(r.device_id)
+            if d is None:
+                d = devices[r.device_id] = _Device(r.device_type, r.profile, community_id, gateway_id)
+            ts = r.ts_us
+            liveness = [e for e in r.events if e in _LIVENESS]
+            if liveness:
+                if ts >= d.status_at:
+                    d.status, d.status_at = ("offline" if "device_offline" in liveness else "online"), ts
+                continue
+            if d.last_seen is None or ts >= d.last_seen:
+                d.last_seen = ts
+                d.device_type, d.profile, d.community_id, d.gateway_id = (
+                    r.device_type,
+                    r.profile,
+                    community_id,
+                    gateway_id,
+                )
+            if d.first_seen is None or ts < d.first_seen:
+                d.first_seen = ts
+            if ts >= d.status_at:
+                d.status, d.status_at = "online", ts
+            battery = r.metrics.get("battery_pct")
+            if battery is not None and ts >= d.battery_at:
+                d.battery, d.battery_at = battery, ts
+        with cur.copy(
+            "COPY stage_devices (device_id, device_type, profile, community_id, gateway_id, first_seen,"
+            " last_seen, status, status_at, battery_pct, battery_at) FROM STDIN (FORMAT BINARY)"
+        ) as cp:
+            cp.set_types(
+                [
+                    "text",
+                    "text",
+                    "text",
+                    "text",
+                    "text",
+                    "timestamptz",
+                    "timestamptz",
+                    "text",
+                    "timestamptz",
+                    "float8",
+                    "timestamptz",
+                ]
+            )
+            for device_id, d in devices.items():
+                cp.write_row(
+                    (
+                        device_id,
+                        d.device_type,
+                        d.profile,
+                        d.community_id,
+                        d.gateway_id,
+                        None if d.first_seen is None else from_us(d.first_seen),
+                        None if d.last_seen is None else from_us(d.last_seen),
+                        d.status,
+                        from_us(d.status_at) if d.status_at >= 0 else None,
+                        d.battery,
+                        from_us(d.battery_at) if d.battery is not None else None,
+                    )
+                )
+        cur.execute(_UPSERT_DEVICES)
+        result.devices = len(devices)
+
+    def _upsert_gateways(
+        self, cur: psycopg.Cursor[Any], statuses: Iterable[GatewayStatus], result: WriteResult
+    ) -> None:
+        latest: dict[str, GatewayStatus] = {}
+        for s in statuses:
+            prev = latest.get(s.gateway_id)
+            if prev is None or s.received_at >= prev.received_at:
+                latest[s.gateway_id] = s
+        cols: tuple[list[Any], ...] = ([], [], [], [], [])
+        for s in latest.values():
+            for col, value in zip(
+                cols, (s.gateway_id, s.community_id, s.state, Jsonb(s.document), s.received_at), strict=True
+            ):
+                col.append(value)
+        cur.execute(_UPSERT_GATEWAYS, cols)
+        result.statuses = len(latest)

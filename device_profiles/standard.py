@@ -1,0 +1,130 @@
+"""The data standard as data: canonical metric and event names, units, quality flags, reason codes.
+
+docs/data-standard.md describes the same tables in prose; a test keeps the two in step. Profiles
+for the device types below may only use these names (plus vendor extensions prefixed ``x_``);
+profiles for other device types may use any snake_case name.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final, NamedTuple
+
+import msgspec
+
+
+class MetricDef(NamedTuple):
+    """A canonical metric: its unit and the range a sane device reports."""
+
+    unit: str
+    description: str
+    low: float
+    high: float
+
+
+_BATTERY = MetricDef("%", "battery charge", 0, 100)
+_RSSI = MetricDef("dBm", "received signal strength; from CSQ as -113 + 2 * csq", -200, 0)
+_LQI = MetricDef("1", "Zigbee link quality indicator", 0, 255)
+
+#: Metrics any device type may report.
+COMMON_METRICS: Final = MappingProxyType({"battery_pct": _BATTERY, "rssi_dbm": _RSSI, "link_quality": _LQI})
+
+#: Canonical metrics per device type (name -> definition). Common metrics are repeated where the
+#: issue lists them, so each table reads as the complete set for its type.
+METRICS: Final = MappingProxyType(
+    {
+        "door_contact": MappingProxyType(
+            {
+                "contact_open": MetricDef("0/1", "1 when the door or window is open", 0, 1),
+                "open_count": MetricDef("1", "openings counted by the device since reset", 0, 2**32),
+                **COMMON_METRICS,
+            }
+        ),
+        "manhole_cover": MappingProxyType(
+            {
+                "cover_open": MetricDef("0/1", "1 when the cover is lifted or displaced", 0, 1),
+                "tilt_deg": MetricDef("deg", "tilt of the cover from level", -180, 180),
+                "water_level_mm": MetricDef("mm", "water level below the cover", 0, 65535),
+                "h2s_ppm": MetricDef("ppm", "hydrogen sulphide concentration", 0, 1000),
+                "ch4_pct_lel": MetricDef("%LEL", "methane, percent of lower explosive limit", 0, 100),
+                **COMMON_METRICS,
+            }
+        ),
+        "streetlight": MappingProxyType(
+            {
+                "lamp_on": MetricDef("0/1", "1 when the lamp is lit", 0, 1),
+                "dim_pct": MetricDef("%", "dimming level, 100 = full output", 0, 100),
+                "voltage_v": MetricDef("V", "supply voltage", 0, 500),
+                "current_a": MetricDef("A", "lamp current", 0, 100),
+                "power_w": MetricDef("W", "active power", 0, 10000),
+                "energy_kwh": MetricDef("kWh", "energy meter reading since install", 0, 10**7),
+                "lamp_fault": MetricDef("0/1", "1 when the driver reports a lamp fault", 0, 1),
+                **COMMON_METRICS,
+            }
+        ),
+        "sos_button": MappingProxyType({**COMMON_METRICS}),
+    }
+)
+
+#: Canonical events per device type: things the payload states explicitly.
+EVENTS: Final = MappingProxyType(
+    {
+        "door_contact": frozenset[str](),
+        "manhole_cover": frozenset({"water_alarm", "gas_alarm"}),
+        "streetlight": frozenset[str](),
+        "sos_button": frozenset({"sos_pressed", "sos_long_pressed", "sos_cancelled", "heartbeat"}),
+    }
+)
+
+#: Quality flags a decoded reading may carry (`Reading.quality`, sorted).
+QUALITY_FLAGS: Final = MappingProxyType(
+    {
+        "out_of_range": "a metric is outside its declared valid range; the profile says flag, not reject",
+        "estimated_ts": "the payload has no device time; `ts` is the receive time",
+    }
+)
+
+#: Reason codes of `DecodeError`.
+REASONS: Final = MappingProxyType(
+    {
+        "no_profile": "no profile handles the topic, or none of its profiles matches the payload",
+        "unknown_profile": "a profile was forced (or mapped by the inventory) that is not loaded",
+        "ambiguous_profile": "the payload matches more than one profile and no inventory mapping decides",
+        "too_large": "the payload is larger than the size cap",
+        "too_deep": "the JSON nests deeper than the parser's recursion guard allows",
+        "not_utf8": "the payload (or a JSON string in it) is not valid UTF-8",
+        "malformed_json": "the payload is not one valid JSON document",
+        "bad_encoding": "an embedded binary payload is not valid base64 or hex",
+        "bad_length": "the binary payload is not the length the profile declares",
+        "missing_field": "a required field is absent or null",
+        "bad_type": "a field has the wrong JSON type (string for number, ...)",
+        "not_finite": "a number is NaN or infinite (or too large for a float)",
+        "out_of_range": "a value is outside its valid range and the profile says reject",
+        "unknown_value": "a value is not in the profile's enum or event map",
+        "bad_timestamp": "the device time is missing, unparseable, not UTC-resolvable or implausible",
+        "bad_device_id": "the device id is missing, empty, too long or does not fit the profile's pattern",
+        "device_mismatch": "the device id in the payload differs from the one in the topic",
+    }
+)
+
+
+class DecodeError(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a payload did not become a `Reading`. A value, not an exception.
+
+    Attributes:
+        reason: a reason code from `REASONS`.
+        message: a human-readable explanation naming the field or value at fault.
+        topic: the MQTT topic the payload arrived on.
+        profile: the profile that rejected it, or None when no profile was selected.
+    """
+
+    reason: str
+    message: str
+    topic: str
+    profile: str | None = None
+
+
+def metric_names(device_type: str) -> frozenset[str] | None:
+    """The canonical metric names of a device type, or None for a type the standard does not know."""
+    table = METRICS.get(device_type)
+    return None if table is None else frozenset(table)

@@ -1,0 +1,5 @@
+"""``python -m edge run --config edge.toml``: the same as ``linli edge ...``."""
+
+from edge.cli import main
+
+raise SystemExit(main())

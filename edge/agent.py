@@ -1,0 +1,415 @@
+"""The edge agent: wires the field link, the buffer, the uplink and the housekeeping together.
+
+`Agent.run()` owns every long-running task in one `asyncio.TaskGroup`, each with a name:
+``field-link``, ``cloud-link``, ``buffer-writer``, ``uplink``, ``liveness``, ``status``,
+``housekeeping``, ``reloader``. SIGTERM (or SIGINT) shuts down in order:
+
+1. stop intake: stop reading the field socket (the broker keeps the rest in our session);
+2. flush: commit what was received and acknowledge it;
+3. disconnect from the field broker (the session stays);
+4. drain: form and send batches while the cloud link is up, up to ``uplink.drain_timeout_s``;
+5. await the PUBACKs in flight;
+6. publish the final status (``state: offline``, retained) and disconnect from the cloud broker.
+
+SIGHUP reloads the profiles and the inventory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from device_profiles import ProfileSet
+from edge.buffer import Buffer, Intake
+from edge.config import BrokerConfig, EdgeConfig
+from edge.endpoint import Endpoint, Snapshot
+from edge.errors import BufferFull, EdgeError, MqttError
+from edge.inventory import InventoryView, load_inventory
+from edge.liveness import DeviceMemory, Liveness
+from edge.logs import get_logger
+from edge.mqtt import Message, MqttLink, Will, tls_context
+from edge.normalise import Classifier, Normaliser
+from edge.status import StatusReporter, offline_payload
+from edge.uplink import Uplink
+
+_log = get_logger("edge.agent")
+
+
+def load_profiles(config: EdgeConfig) -> ProfileSet:
+    """The configured profile folders, or the shipped profiles when none is configured."""
+    return ProfileSet.load(*config.profiles) if config.profiles else ProfileSet.shipped()
+
+
+def _link(config: BrokerConfig, **kwargs: Any) -> MqttLink:
+    tls = None
+    if config.uses_tls:
+        t = config.tls
+        tls = tls_context(
+            ca_cert=t.ca_cert if t else None,
+            client_cert=t.client_cert if t else None,
+            client_key=t.client_key if t else None,
+        )
+    return MqttLink(
+        host=config.host,
+        port=config.port,
+        tls=tls,
+        username=config.username,
+        password=config.password.get_secret_value() if config.password else None,
+        keepalive_s=config.keepalive_s,
+        session_expiry_s=config.session_expiry_s,
+        connect_timeout_s=config.connect_timeout_s,
+        backoff_base_s=config.backoff_base_s,
+        backoff_cap_s=config.backoff_cap_s,
+        **kwargs,
+    )
+
+
+class Agent:
+    """One gateway's agent. ``await Agent(config=...).run()`` until `stop()` or a signal."""
+
+    def __init__(
+        self,
+        *,
+        config: EdgeConfig,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        install_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.wall = wall
+        self.monotonic = monotonic
+        self.install_signals = install_signals
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._flush = asyncio.Event()
+        self._intake = Intake()
+        self._messages: list[Message] = []
+        self._buffer_full = False
+        self._field_connected_at: float | None = None
+        self.snapshot = Snapshot()
+        self.endpoint: Endpoint | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        self._reload.set()
+
+    # -- setup ----------------------------------------------------------------------------
+
+    async def _load(self) -> tuple[ProfileSet, InventoryView]:
+        cfg = self.config
+
+        def load() -> tuple[ProfileSet, InventoryView]:  # file reads and compiling: off the loop
+            return load_profiles(cfg), load_inventory(cfg.inventory, gateway_id=cfg.gateway_id)
+
+        return await asyncio.to_thread(load)
+
+    async def run(self) -> None:
+        cfg = self.config
+        profiles, inventory = await self._load()
+        self.buffer = buffer = await Buffer.open(
+            cfg.buffer.path,
+            max_bytes=cfg.buffer.max_bytes,
+            ttl_s=cfg.buffer.ttl_s,
+            durability=cfg.buffer.durability,
+            chunk_max=cfg.uplink.batch_max_readings,
+            quarantine_max_rows=cfg.buffer.quarantine_max_rows,
+            quarantine_max_payload_bytes=cfg.buffer.quarantine_max_payload_bytes,
+            wall=self.wall,
+        )
+        try:
+            await self._run(profiles, inventory)
+        finally:
+            await buffer.close()
+            _log.info("stopped")
+
+    async def _run(self, profiles: ProfileSet, inventory: InventoryView) -> None:
+        cfg = self.config
+        memory = {d: DeviceMemory.from_row(row) for d, row in (await self.buffer.devices()).items()}
+        self.liveness = Liveness(
+            gateway_id=cfg.gateway_id,
+            inventory=inventory,
+            profile_intervals={p.id: p.report_interval_s for p in profiles.profiles.values()},
+            overrides=cfg.liveness.intervals,
+            multiple=cfg.liveness.multiple,
+            memory=memory,
+        )
+        self.normaliser = Normaliser(
+            profiles=profiles,
+            inventory=inventory,
+            liveness=self.liveness,
+            classifier=Classifier(
+                alarm_events=cfg.classes.alarm_events, alarm_metrics=cfg.classes.alarm_metrics
+            ),
+            clock_skew_bound_s=cfg.normalise.clock_skew_bound_s,
+            dedupe_window=cfg.normalise.dedupe_window,
+            state_events=cfg.normalise.state_events,
+            wall=self.wall,
+        )
+        self._enrol()
+        self.field = _link(
+            cfg.field,
+            name="field",
+            client_id=cfg.field_client_id,
+            receive_maximum=cfg.field.receive_maximum,
+            subscriptions=profiles.topic_filters(),
+            on_message=self._on_field_message,
+            manual_ack=True,
+        )
+        self.cloud = _link(
+            cfg.cloud,
+            name="cloud",
+            client_id=cfg.cloud_client_id,
+            will=Will(
+                cfg.status_topic, offline_payload(gateway_id=cfg.gateway_id, community_id=cfg.community_id)
+            ),
+            max_inflight=cfg.cloud.max_inflight,
+        )
+        self.uplink = Uplink(
+            link=self.cloud,
+            buffer=self.buffer,
+            topic=cfg.up_topic,
+            gateway_id=cfg.gateway_id,
+            community_id=cfg.community_id,
+            batch_max_readings=cfg.uplink.batch_max_readings,
+            batch_max_latency_s=cfg.uplink.batch_max_latency_ms / 1000,
+            window=cfg.uplink.window,
+            alarm_window=cfg.uplink.alarm_window,
+            monotonic=self.monotonic,
+            wall=self.wall,
+        )
+        self.status = StatusReporter(
+            gateway_id=cfg.gateway_id,
+            community_id=cfg.community_id,
+            buffer_path=cfg.buffer.path,
+            wall=self.wall,
+            monotonic=self.monotonic,
+        )
+        if cfg.metrics.address:
+            host, port = cfg.metrics.host_port
+            self.endpoint = Endpoint(host=host, port=port, snapshot=lambda: self.snapshot)
+            try:
+                await self.endpoint.start()
+            except OSError as exc:
+                raise EdgeError(f"cannot listen on metrics.address {cfg.metrics.address}: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        if self.install_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.stop)
+            loop.add_signal_handler(signal.SIGINT, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        _log.info(
+            "starting",
+            gateway_id=cfg.gateway_id,
+            community_id=cfg.community_id,
+            devices=len(inventory),
+            profiles=len(profiles),
+            buffer=str(cfg.buffer.path),
+            filters=",".join(profiles.topic_filters()),
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self.field.run(), name="field-link"),
+                    tg.create_task(self.cloud.run(), name="cloud-link"),
+                    tg.create_task(self._writer(), name="buffer-writer"),
+                    tg.create_task(self.uplink.run(), name="uplink"),
+                    tg.create_task(self._liveness_loop(), name="liveness"),
+                    tg.create_task(self._status_loop(), name="status"),
+                    tg.create_task(self._housekeeping(), name="housekeeping"),
+                    tg.create_task(self._reloader(), name="reloader"),
+                ]
+                await self._stop.wait()
+                await self._shutdown()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            if self.install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+            if self.endpoint is not None:
+                await self.endpoint.close()
+
+    def _enrol(self) -> None:
+        now_us = int(self.wall() * 1_000_000)
+        for device_id in self.liveness.enrol(now_us):
+            self._intake.devices[device_id] = self.liveness.memory[device_id].row()
+        if self._intake.devices:
+            self._flush.set()
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def _on_field_message(self, message: Message) -> None:
+        try:
+            alarm = self.normaliser.handle(message.topic, message.payload, self._intake)
+        except Exception as exc:  # noqa: BLE001 - never crash on input: a decoder bug quarantines the message
+            _log.error("normalise_failed", topic=message.topic, error=repr(exc))
+            self.normaliser._quarantine(
+                self._intake,
+                int(self.wall() * 1_000_000),
+                message.topic,
+                message.payload,
+                "internal_error",
+                repr(exc)[:500],
+            )
+            alarm = False
+        self._messages.append(message)
+        if alarm or len(self._messages) >= self.config.buffer.commit_max_messages:
+            self._flush.set()
+        if self._field_connected_at is None:
+            self._field_connected_at = self.monotonic()
+
+    async def _writer(self) -> None:
+        interval = self.config.buffer.commit_interval_ms / 1000
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._flush.wait()
+            self._flush.clear()
+            await self.commit_pending()
+
+    async def commit_pending(self) -> None:
+        """Commit everything received so far in one transaction, then acknowledge it."""
+        intake, messages = self._intake, self._messages
+        if not messages and not len(intake) and not intake.devices and not intake.quarantine:
+            return
+        self._intake, self._messages = Intake(), []
+        while True:
+            try:
+                evicted = await self.buffer.commit(intake)
+                break
+            except BufferFull as exc:
+                if not self._buffer_full:
+                    _log.error("buffer_full", error=str(exc))
+                    self._buffer_full = True
+                    self.field.pause_reading()
+                await asyncio.sleep(1.0)
+        if self._buffer_full:
+            self._buffer_full = False
+            self.field.resume_reading()
+            _log.info("buffer_accepting")
+        for message in messages:
+            self.field.ack(message)
+        if evicted:
+            self.uplink.evicted(evicted)
+            _log.warning("telemetry_evicted", readings=evicted)
+        self.uplink.notify(alarm=len(intake.alarm), telemetry=len(intake.telemetry))
+
+    # -- background loops -----------------------------------------------------------------
+
+    async def _liveness_loop(self) -> None:
+        cfg = self.config.liveness
+        await self.field.wait_connected()
+        if self._field_connected_at is None:
+            self._field_connected_at = self.monotonic()
+        await asyncio.sleep(cfg.startup_grace_s)
+        while True:
+            now_us = int(self.wall() * 1_000_000)
+            found = self.liveness.check(now_us)
+            for device, reading in found:
+                self.normaliser.add(reading, self._intake)
+                self._intake.devices[device.device_id] = self.liveness.memory[device.device_id].row()
+                _log.warning("device_offline", device_id=device.device_id)
+            if found:
+                self._flush.set()
+            await asyncio.sleep(cfg.check_interval_s)
+
+    async def _refresh(self, *, publish: bool, state: str = "online") -> None:
+        stats = await self.buffer.stats()
+        doc = self.status.document(
+            stats=stats,
+            received=self.normaliser.received,
+            quarantined=stats.counters.get("quarantined", 0),
+            links={"field": self.field.connected, "cloud": self.cloud.connected},
+            state=state,
+        )
+        counters = dict(stats.counters)
+        counters["messages_received"] = self.normaliser.received
+        self.snapshot = Snapshot(
+            counters=counters,
+            gauges={
+                "buffer_depth": stats.depth,
+                "buffer_alarm_readings": stats.alarm_readings,
+                "buffer_telemetry_readings": stats.telemetry_readings,
+                "buffer_disk_bytes": stats.disk_bytes,
+                "buffer_cap_bytes": stats.cap_bytes,
+                "oldest_buffered_age_seconds": doc["buffer"]["oldest_age_s"] or 0,
+                "batches_in_flight": self.uplink.in_flight,
+                "field_connected": int(self.field.connected),
+                "cloud_connected": int(self.cloud.connected),
+                "rss_bytes": doc["rss_bytes"],
+                "cpu_percent": doc["cpu_pct"],
+            },
+            healthy=self.field.connected and not self._buffer_full,
+            detail=(
+                f"field={'up' if self.field.connected else 'down'} "
+                f"cloud={'up' if self.cloud.connected else 'down'} "
+                f"buffer={'full' if self._buffer_full else 'ok'} depth={stats.depth}"
+            ),
+        )
+        if publish and self.cloud.connected:
+            try:
+                fut = self.cloud.publish(
+                    self.config.status_topic, self.status.encode(doc), qos=1, retain=True
+                )
+            except MqttError:
+                return
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if state != "online":
+                with contextlib.suppress(TimeoutError, MqttError):
+                    async with asyncio.timeout(2):
+                        await fut
+
+    async def _status_loop(self) -> None:
+        interval = self.config.status.interval_s
+        await self.cloud.wait_connected()
+        next_at = self.monotonic()
+        while True:
+            publish = self.monotonic() >= next_at
+            await self._refresh(publish=publish)
+            if publish:
+                next_at = self.monotonic() + interval
+            await asyncio.sleep(min(interval, 5.0))
+
+    async def _housekeeping(self) -> None:
+        period = min(60.0, self.config.buffer.ttl_s / 10)
+        while True:
+            expired = await self.buffer.expire()
+            if expired:
+                self.uplink.evicted(expired)
+                _log.warning("telemetry_expired", readings=expired)
+            await asyncio.sleep(period)
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            try:
+                profiles, inventory = await self._load()
+            except (EdgeError, Exception) as exc:  # noqa: BLE001 - a bad reload keeps the running set
+                _log.error("reload_failed", error=str(exc))
+                continue
+            self.normaliser.reload(profiles=profiles, inventory=inventory)
+            self.liveness.profile_intervals = {p.id: p.report_interval_s for p in profiles.profiles.values()}
+            self._enrol()
+            self.field.set_subscriptions(profiles.topic_filters())
+            _log.info("reloaded", devices=len(inventory), profiles=len(profiles))
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        cfg = self.config
+        _log.info("stopping")
+        self.field.pause_reading()
+        await self.commit_pending()
+        await self.field.close()
+        if self.cloud.connected:
+            drained = await self.uplink.drain(within_s=cfg.uplink.drain_timeout_s)
+            await self.uplink.wait_acks(within_s=max(1.0, cfg.uplink.drain_timeout_s / 2))
+            _log.info("drained", complete=drained)
+            await self._refresh(publish=True, state="offline")
+        await self.cloud.close()

@@ -1,0 +1,288 @@
+"""``linli bench edge``: the agent's throughput, CPU per reading, memory and disk footprint.
+
+Method (docs/benchmarks.md has the figures):
+
+1. Two private Mosquitto brokers (field, cloud) and a device inventory of a realistic mix of the
+   shipped profiles. The agent runs as a subprocess pinned to one core (``sched_setaffinity``),
+   with the default durability (``full``: every commit fsynced).
+2. Throughput: a load generator in another process (pinned to another core when there is one)
+   publishes vendor payloads made with `ProfileSet.encode` at QoS 1; a subscriber on the cloud
+   broker counts readings. ``readings_per_s`` is readings counted at the cloud broker divided by
+   the time from the first publish to the last reading's arrival; ``cpu_us_per_reading`` is the
+   agent's user+system CPU time over the same span divided by the readings.
+3. Footprint: the cloud broker is stopped and ``--buffered`` readings (default 1,000,000) are
+   published; once the agent has buffered them all, ``buffer_bytes_per_reading`` is the buffer's
+   disk use (database + WAL) divided by the readings, and ``peak_rss_mb`` the agent's highest RSS
+   sampled during both phases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import multiprocessing as mp
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psutil
+
+_PROFILE_MIX = {
+    "generic_lorawan/door_contact": 40,
+    "aqara/mccgq11lm": 20,
+    "generic_lorawan/manhole_cover": 10,
+    "generic_nbiot/manhole_cover": 5,
+    "generic_lorawan/streetlight": 10,
+    "generic_nbiot/streetlight": 5,
+    "generic_lorawan/sos_button": 5,
+    "tuya/ts0215a_sos": 5,
+}
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    p = subparsers.add_parser("edge", help="edge agent: readings/s, CPU per reading, RSS, disk per reading")
+    p.add_argument("--json", action="store_true", help="print only the JSON figures")
+    p.add_argument("--readings", type=int, default=200_000, help="readings for the throughput phase")
+    p.add_argument(
+        "--buffered", type=int, default=1_000_000, help="readings buffered for the footprint phase"
+    )
+    p.add_argument("--devices", type=int, default=2000)
+    p.set_defaults(handler=_handler)
+
+
+def _fleet(n: int, rng: random.Random) -> list[tuple[str, str, str]]:
+    from device_profiles import ProfileSet
+    from device_profiles.samples import sample_device_id
+
+    profiles = ProfileSet.shipped()
+    total = sum(_PROFILE_MIX.values())
+    out = []
+    for pid, share in _PROFILE_MIX.items():
+        profile = profiles.get(pid)
+        for _ in range(max(1, n * share // total)):
+            out.append((sample_device_id(profile, rng), pid, profile.device_type))
+    return out
+
+
+def _payloads(fleet: list[tuple[str, str, str]], count: int, seed: int) -> list[tuple[str, bytes]]:
+    from device_profiles import ProfileSet
+    from device_profiles.samples import sample_reading
+
+    profiles = ProfileSet.shipped()
+    rng = random.Random(seed)  # noqa: S311 - load, not secrets
+    out = []
+    now = datetime.now(UTC)
+    for i in range(count):  # every payload distinct: repeats would be dropped as duplicates
+        device_id, pid, _ = fleet[i % len(fleet)]
+        r = sample_reading(profiles.get(pid), rng, received_at=now, device_id=device_id)
+        # Alarms are rare in the field: SOS buttons send heartbeats here (a LoRaWAN frame needs
+        # an event; a Zigbee battery report has none).
+        events = ("heartbeat",) if pid == "generic_lorawan/sos_button" else () if "sos" in pid else r.events
+        r = msgspec.structs.replace(r, ts=now.replace(microsecond=0), events=events)
+        out.append(profiles.encode(r))
+    return out
+
+
+def _generator(
+    host: str,
+    port: int,
+    fleet: list[tuple[str, str, str]],
+    count: int,
+    seed: int,
+    cpu: int | None,
+    started: Any,
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    if cpu is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {cpu})
+    payloads = _payloads(fleet, count, seed)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-gen-{seed}", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(2000)
+    client.max_queued_messages_set(0)
+    client.connect(host, port)
+    client.loop_start()
+    started.set()
+    outstanding: collections.deque[Any] = collections.deque()
+    for topic, payload in payloads:
+        outstanding.append(client.publish(topic, payload, qos=1))
+        if len(outstanding) > 30_000:  # packet ids are 16 bits: never wrap onto one in flight
+            outstanding.popleft().wait_for_publish(600)
+    for info in outstanding:
+        info.wait_for_publish(600)
+    client.disconnect()
+    client.loop_stop()
+
+
+class _Counter:
+    def __init__(self, host: str, port: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.readings = 0
+        self.last_at = 0.0
+        self.ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-cloud", protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, *a: c.subscribe("linli/v1/+/+/up", qos=1)
+        self.client.on_subscribe = lambda *a: self.ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        self.ready.wait(10)
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        env = msgspec.msgpack.decode(msg.payload, type=dict[str, msgspec.Raw])
+        self.readings += len(msgspec.msgpack.decode(env["readings"], type=list[msgspec.Raw]))
+        self.last_at = time.monotonic()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _buffered(db: Path) -> int:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+            row = conn.execute("SELECT value FROM counters WHERE name = 'readings_buffered'").fetchone()
+            return int(row[0]) if row else 0
+    except sqlite3.Error:
+        return 0
+
+
+def _disk(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+
+
+def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[str, float]:
+    from device_profiles.inventory import Device, Inventory, Location
+    from simulators.services import MosquittoBroker
+
+    cpus = sorted(os.sched_getaffinity(0))
+    agent_cpu = cpus[0]
+    gen_cpu = cpus[1] if len(cpus) > 1 else None
+    rng = random.Random(11)  # noqa: S311 - load, not secrets
+    fleet = _fleet(devices, rng)
+    with tempfile.TemporaryDirectory(prefix="linli-bench-edge-") as tmp_name:
+        tmp = Path(tmp_name)
+        where = Location(lat=31.23, lon=121.47)
+        Inventory(
+            Device(
+                device_id=d,
+                device_type=t,
+                profile=p,
+                community_id="c-bench",
+                gateway_id="gw-bench",
+                location=where,
+            )
+            for d, p, t in fleet
+        ).dump(tmp / "inventory.json")
+        with MosquittoBroker(workdir=tmp / "field") as field, MosquittoBroker(workdir=tmp / "cloud") as cloud:
+            db = tmp / "buffer.db"
+            (tmp / "edge.toml").write_text(
+                'gateway_id = "gw-bench"\ncommunity_id = "c-bench"\ninventory = "inventory.json"\n'
+                f'[field]\nurl = "{field.url}"\n[cloud]\nurl = "{cloud.url}"\nbackoff_cap_s = 1.0\n'
+                f'[buffer]\npath = "{db}"\nmax_bytes = {4 << 30}\n'
+                '[metrics]\naddress = ""\n[liveness]\nstartup_grace_s = 3600\n'
+            )
+            agent_log = (tmp / "agent.log").open("wb")
+            agent = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "edge", "run", "--config", str(tmp / "edge.toml")],
+                stdout=agent_log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: os.sched_setaffinity(0, {agent_cpu}),
+            )
+            proc = psutil.Process(agent.pid)
+            peak = [0]
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.is_set():
+                    with contextlib.suppress(psutil.Error):
+                        peak[0] = max(peak[0], proc.memory_info().rss)
+                    time.sleep(0.2)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            counter = _Counter(cloud.host, cloud.port)
+            try:
+                deadline = time.monotonic() + 30
+                while b'"subscribed"' not in (tmp / "agent.log").read_bytes():
+                    if time.monotonic() > deadline or agent.poll() is not None:
+                        raise RuntimeError(
+                            "the agent did not start: " + (tmp / "agent.log").read_text()[-2000:]
+                        )
+                    time.sleep(0.1)
+                ctx = mp.get_context("spawn")
+                log(f"throughput: {readings} readings from {len(fleet)} devices")
+                started = ctx.Event()
+                gen = ctx.Process(
+                    target=_generator, args=(field.host, field.port, fleet, readings, 1, gen_cpu, started)
+                )
+                gen.start()
+                started.wait(120)
+                t0 = time.monotonic()
+                cpu0 = proc.cpu_times()
+                deadline = t0 + 600
+                while counter.readings < readings and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                cpu1 = proc.cpu_times()
+                elapsed = counter.last_at - t0
+                gen.join(60)
+                got = counter.readings
+                cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+                figures = {
+                    "readings_per_s": round(got / elapsed, 1),
+                    "cpu_us_per_reading": round(cpu_s / got * 1e6, 1),
+                }
+                log(f"throughput: {figures}")
+                # Footprint: cloud down, buffer everything.
+                cloud.stop()
+                base = _buffered(db)
+                log(f"footprint: buffering {buffered} readings with the cloud broker down")
+                gen = ctx.Process(
+                    target=_generator, args=(field.host, field.port, fleet, buffered, 2, gen_cpu, started)
+                )
+                gen.start()
+                deadline = time.monotonic() + 1800
+                while _buffered(db) - base < buffered and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                gen.join(60)
+                time.sleep(1.0)
+                n = _buffered(db) - base
+                figures["peak_rss_mb"] = round(peak[0] / 2**20, 1)
+                figures["buffer_bytes_per_reading"] = round(_disk(db) / max(1, n), 1)
+                figures["buffered_readings"] = n
+                log(f"footprint: {figures}")
+            finally:
+                stop.set()
+                counter.close()
+                agent.terminate()
+                try:
+                    agent.wait(60)
+                except subprocess.TimeoutExpired:
+                    agent.kill()
+                    agent.wait(10)
+                agent_log.close()
+    return figures
+
+
+def _handler(args: argparse.Namespace) -> int:
+    def log(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    figures = run_bench(readings=args.readings, buffered=args.buffered, devices=args.devices, log=log)
+    print(msgspec.json.encode(figures).decode())
+    return 0

@@ -1,0 +1,306 @@
+"""The agent's configuration: a TOML file, overridden by ``LINLI_EDGE_*`` environment variables.
+
+Nested keys use ``__`` in the environment: ``LINLI_EDGE_CLOUD__URL=mqtts://...`` overrides
+``[cloud] url``. Everything is validated once, at start, and a bad value raises `ConfigError`
+naming the dotted key (``cloud.tls.client_cert``). docs/edge.md documents every key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edge.errors import ConfigError
+
+#: MQTT topic levels must not contain wildcards or separators.
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+DEFAULT_ALARM_EVENTS = (
+    "sos_pressed",
+    "sos_long_pressed",
+    "sos_cancelled",
+    "cover_opened",
+    "water_alarm",
+    "gas_alarm",
+    "device_offline",
+    "device_online",
+)
+DEFAULT_ALARM_METRICS = {"cover_open": 1.0, "lamp_fault": 1.0}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Section):
+    """TLS towards a broker. ``ca_cert`` alone: server authentication; with ``client_cert`` and
+    ``client_key``: mutual TLS."""
+
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.client_cert is None) != (self.client_key is None):
+            missing = "client_key" if self.client_key is None else "client_cert"
+            raise ValueError(f"{missing} is required when the other half of the client key pair is set")
+        return self
+
+
+class BrokerConfig(_Section):
+    url: str
+    client_id: str = ""
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    session_expiry_s: int = Field(default=7 * 86400, ge=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_cap_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
+
+
+class FieldBrokerConfig(BrokerConfig):
+    url: str = "mqtt://127.0.0.1:1883"
+    #: Receive Maximum sent in CONNECT: the broker hands over at most this many unacknowledged
+    #: messages, which bounds what the agent holds in memory before committing.
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+
+
+class CloudBrokerConfig(BrokerConfig):
+    #: PUBLISHes the paho client keeps in flight at most (our own window is smaller).
+    max_inflight: int = Field(default=64, ge=1, le=65535)
+
+
+class BufferConfig(_Section):
+    path: Path = Path("/var/lib/linli-edge/buffer.db")
+    max_bytes: int = Field(default=1 << 30, ge=1 << 20, description="disk cap incl. WAL")
+    ttl_s: float = Field(default=7 * 86400, gt=0)
+    durability: Literal["full", "normal"] = "full"
+    commit_interval_ms: float = Field(default=50, gt=0)
+    commit_max_messages: int = Field(default=500, ge=1)
+    quarantine_max_rows: int = Field(default=10_000, ge=1)
+    quarantine_max_payload_bytes: int = Field(default=4096, ge=0)
+
+
+class UplinkConfig(_Section):
+    batch_max_readings: int = Field(default=500, ge=1, le=10_000)
+    batch_max_latency_ms: float = Field(default=1000, gt=0)
+    window: int = Field(default=4, ge=1, le=256, description="telemetry batches in flight")
+    alarm_window: int = Field(default=16, ge=1, le=256, description="alarm batches in flight")
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+
+
+class ClassesConfig(_Section):
+    alarm_events: tuple[str, ...] = DEFAULT_ALARM_EVENTS
+    #: metric -> threshold: a reading is alarm-class when the metric is at or above it.
+    alarm_metrics: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ALARM_METRICS))
+
+
+class NormaliseConfig(_Section):
+    clock_skew_bound_s: float = Field(default=300.0, gt=0)
+    dedupe_window: int = Field(default=20_000, ge=0)
+    state_events: bool = True
+
+
+class LivenessConfig(_Section):
+    multiple: float = Field(default=3.0, gt=1)
+    check_interval_s: float = Field(default=30.0, gt=0)
+    startup_grace_s: float = Field(default=60.0, ge=0)
+    #: expected report interval in seconds, by profile id or device type (beats the profile's own).
+    intervals: dict[str, float] = Field(default_factory=dict)
+
+
+class StatusConfig(_Section):
+    interval_s: float = Field(default=60.0, gt=0)
+
+
+class MetricsConfig(_Section):
+    #: host:port of the /metrics and /healthz endpoint; empty disables it.
+    address: str = "127.0.0.1:9108"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class EdgeConfig(BaseSettings):
+    """The whole configuration. Build it with `load_config`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LINLI_EDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    gateway_id: Annotated[str, Field(min_length=1)]
+    community_id: Annotated[str, Field(min_length=1)]
+    inventory: Path
+    profiles: tuple[Path, ...] = ()
+    field: FieldBrokerConfig = FieldBrokerConfig()
+    cloud: CloudBrokerConfig
+    buffer: BufferConfig = BufferConfig()
+    uplink: UplinkConfig = UplinkConfig()
+    classes: ClassesConfig = ClassesConfig()
+    normalise: NormaliseConfig = NormaliseConfig()
+    liveness: LivenessConfig = LivenessConfig()
+    status: StatusConfig = StatusConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("gateway_id", "community_id")
+    @classmethod
+    def _topic_level(cls, value: str) -> str:
+        if not _TOPIC_LEVEL.match(value):
+            raise ValueError("must be 1-64 letters, digits, '_', '.', '-' (it is an MQTT topic level)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init values).
+        return env_settings, init_settings
+
+    @property
+    def up_topic(self) -> str:
+        return f"linli/v1/{self.community_id}/{self.gateway_id}/up"
+
+    @property
+    def status_topic(self) -> str:
+        return f"linli/v1/{self.community_id}/{self.gateway_id}/status"
+
+    @property
+    def field_client_id(self) -> str:
+        return self.field.client_id or f"linli-edge-{self.gateway_id}-field"
+
+    @property
+    def cloud_client_id(self) -> str:
+        return self.cloud.client_id or f"linli-edge-{self.gateway_id}"
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def load_config(path: Path, *, check_files: bool = True) -> EdgeConfig:
+    """Read, merge and validate the configuration; raise `ConfigError` naming the key at fault.
+
+    Relative paths in the file are taken relative to the file's folder.
+    """
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"{path} is not valid TOML: {exc}") from exc
+    try:
+        config = EdgeConfig(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(_key(first["loc"]), first["msg"]) from exc
+    config = _resolve_paths(config, path.parent)
+    if check_files:
+        check_paths(config)
+    return config
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else base / p
+
+
+def _resolve_tls(base: Path, tls: TlsConfig | None) -> TlsConfig | None:
+    if tls is None:
+        return None
+    return tls.model_copy(
+        update={
+            name: _resolve(base, getattr(tls, name))
+            for name in ("ca_cert", "client_cert", "client_key")
+            if getattr(tls, name) is not None
+        }
+    )
+
+
+def _resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
+    return config.model_copy(
+        update={
+            "inventory": _resolve(base, config.inventory),
+            "profiles": tuple(_resolve(base, p) for p in config.profiles),
+            "buffer": config.buffer.model_copy(update={"path": _resolve(base, config.buffer.path)}),
+            "field": config.field.model_copy(update={"tls": _resolve_tls(base, config.field.tls)}),
+            "cloud": config.cloud.model_copy(update={"tls": _resolve_tls(base, config.cloud.tls)}),
+        }
+    )
+
+
+def check_paths(config: EdgeConfig) -> None:
+    """The files the configuration names exist (the buffer's folder may be created)."""
+    if not config.inventory.is_file():
+        raise ConfigError("inventory", f"no such file: {config.inventory}")
+    for i, folder in enumerate(config.profiles):
+        if not folder.is_dir():
+            raise ConfigError(f"profiles.{i}", f"no such folder: {folder}")
+    for side in ("field", "cloud"):
+        broker: BrokerConfig = getattr(config, side)
+        if broker.tls is None:
+            continue
+        for name in ("ca_cert", "client_cert", "client_key"):
+            p = getattr(broker.tls, name)
+            if p is not None and not p.is_file():
+                raise ConfigError(f"{side}.tls.{name}", f"no such file: {p}")
+    parent = config.buffer.path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError("buffer.path", f"{parent} is not a folder")

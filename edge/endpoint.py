@@ -1,0 +1,97 @@
+"""The local HTTP endpoint: ``/metrics`` (Prometheus text format) and ``/healthz``.
+
+A deliberately tiny HTTP/1.0 server on `asyncio.start_server`: GET only, one request per
+connection. The metrics come from the agent's own `CollectorRegistry` (never the process-global
+one), filled at scrape time from a snapshot function, so the hot path pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the endpoint reports; the agent refreshes it."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
+    healthy: bool = False
+    detail: str = "starting"
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, get: Callable[[], Snapshot]) -> None:
+        self._get = get
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._get()
+        for name, value in sorted(snap.counters.items()):
+            c = CounterMetricFamily(f"linli_edge_{name}", f"linli edge agent: {name.replace('_', ' ')}")
+            c.add_metric([], value)
+            yield c
+        for name, gvalue in sorted(snap.gauges.items()):
+            g = GaugeMetricFamily(f"linli_edge_{name}", f"linli edge agent: {name.replace('_', ' ')}")
+            g.add_metric([], gvalue)
+            yield g
+
+
+class Endpoint:
+    """Serve `/metrics` and `/healthz` for a snapshot source until `close()`."""
+
+    def __init__(self, *, host: str, port: int, snapshot: Callable[[], Snapshot]) -> None:
+        self.host = host
+        self.port = port
+        self._snapshot = snapshot
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_SnapshotCollector(snapshot))
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        sock = self._server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                line = await reader.readline()
+                while (await reader.readline()).strip():
+                    pass
+            parts = line.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else ""
+            if len(parts) < 2 or parts[0] != "GET":
+                status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            elif path == "/metrics":
+                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
+            elif path == "/healthz":
+                snap = self._snapshot()
+                status = "200 OK" if snap.healthy else "503 Service Unavailable"
+                ctype, body = "text/plain", f"{snap.detail}\n".encode()
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, OSError, UnicodeError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

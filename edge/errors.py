@@ -1,0 +1,86 @@
+"""Exceptions of the edge agent.
+
+One root, everything below it::
+
+    EdgeError
+    ├── ConfigError          the configuration is invalid; ``key`` names the offending key
+    ├── InventoryError       the inventory file cannot be read or is invalid
+    ├── BufferError_         the SQLite buffer cannot be opened or written (wraps sqlite3 errors)
+    │   └── BufferFull       alarm-class readings alone fill the size cap; intake waits
+    └── MqttError            an MQTT connection failed or was refused
+        ├── UplinkUnavailable    not connected (publish refused, or the link dropped in flight)
+        └── NegativeAck          the broker answered a PUBLISH with a failure reason code
+
+Lower-layer errors (``sqlite3.Error``, ``OSError``, ``pydantic.ValidationError``) are translated at
+the module that meets them, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Root of every exception the edge agent raises."""
+
+
+class ConfigError(EdgeError):
+    """The configuration is invalid.
+
+    Attributes:
+        key: the dotted configuration key at fault (``cloud.tls.client_cert``), '' for the file.
+        detail: what is wrong with it.
+    """
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        self.detail = detail
+        super().__init__(f"{key}: {detail}" if key else detail)
+
+
+class InventoryError(EdgeError):
+    """The inventory file cannot be read or is invalid."""
+
+
+class BufferError_(EdgeError):  # the builtin BufferError means something else
+    """The SQLite buffer cannot be opened or written."""
+
+
+class BufferFull(BufferError_):
+    """Alarm-class readings alone fill the size cap, so nothing can be evicted to make room.
+
+    Attributes:
+        used_bytes: disk used by the buffer.
+        cap_bytes: the configured cap.
+    """
+
+    def __init__(self, used_bytes: int, cap_bytes: int) -> None:
+        self.used_bytes = used_bytes
+        self.cap_bytes = cap_bytes
+        super().__init__(f"buffer holds {used_bytes} bytes of alarm readings, the cap is {cap_bytes}")
+
+
+class MqttError(EdgeError):
+    """An MQTT connection failed, was refused or dropped.
+
+    Attributes:
+        reason: the broker's reason code or paho's error, as text.
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class UplinkUnavailable(MqttError):
+    """Not connected: a publish was refused, or the connection dropped before its PUBACK."""
+
+
+class NegativeAck(MqttError):
+    """The broker answered a PUBLISH with a failure reason code.
+
+    Attributes:
+        mid: the packet id of the refused PUBLISH.
+    """
+
+    def __init__(self, mid: int, reason: str) -> None:
+        self.mid = mid
+        super().__init__(f"PUBLISH {mid} refused: {reason}", reason=reason)

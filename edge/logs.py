@@ -1,0 +1,82 @@
+"""Structured logs: one JSON object per line on stdout.
+
+    log = get_logger("edge.uplink")
+    log.info("batch_acked", seq=17, readings=500)
+
+prints ``{"ts": "2025-01-01T00:00:00.000Z", "level": "info", "logger": "edge.uplink",
+"event": "batch_acked", "seq": 17, "readings": 500}``. Built on the standard `logging` module, so
+levels and handlers work as usual; `configure` installs the JSON handler on the ``edge`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+import msgspec
+
+_json = msgspec.json.Encoder()
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        secs = time.gmtime(record.created)
+        doc: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", secs) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            doc.update(fields)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return _json.encode(doc).decode(errors="replace")
+
+
+class Logger:
+    """A thin keyword-argument front to a stdlib logger."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+
+    def _emit(self, level: int, event: str, fields: dict[str, Any], exc_info: bool = False) -> None:
+        if self._log.isEnabledFor(level):
+            self._log.log(level, event, extra={"fields": _plain(fields)}, exc_info=exc_info)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit(logging.WARNING, event, fields)
+
+    def error(self, event: str, *, exc_info: bool = False, **fields: Any) -> None:
+        self._emit(logging.ERROR, event, fields, exc_info)
+
+
+def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, str | int | float | bool | None) else str(v) for k, v in fields.items()}
+
+
+def get_logger(name: str) -> Logger:
+    return Logger(logging.getLogger(name))
+
+
+def configure(level: str = "info", stream: TextIO | None = None) -> None:
+    """Send the ``edge`` loggers to `stream` (stdout) as JSON lines."""
+    root = logging.getLogger("edge")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False

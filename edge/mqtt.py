@@ -1,0 +1,513 @@
+"""A small asyncio driver over `paho.mqtt.client.Client`, with manual acknowledgement.
+
+aiomqtt has no manual acknowledgement, and the agent must acknowledge a field message only after
+its reading is durable. So this module drives paho itself, the way aiomqtt does: paho's socket
+callbacks register the socket with the event loop (``add_reader``/``add_writer``), a misc task
+calls ``loop_misc`` for keep-alives, and every paho callback runs on the event loop's thread.
+
+One `MqttLink` is one logical connection (stable client id, MQTT v5, ``clean_start=False`` with a
+Session Expiry Interval, so the broker keeps the session across restarts). `run()` connects and
+reconnects with capped, jittered exponential backoff
+(``delay = uniform(0, min(cap, base * 2**attempt))``) until `close()`. Each connection attempt
+uses a fresh paho client, so nothing paho queued for a dead connection is replayed behind the
+agent's back: the agent's buffer is the only source of resends.
+
+- `publish()` returns a future resolved on PUBACK (failed with `UplinkUnavailable` if the link
+  drops first, or `NegativeAck` for a failure reason code).
+- With ``manual_ack=True`` incoming QoS 1 messages stay unacknowledged until `ack(message)`.
+  An ack for a message delivered on an earlier connection is dropped: the broker redelivers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge.errors import MqttError, NegativeAck, UplinkUnavailable
+from edge.logs import Logger, get_logger
+
+_READ_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received PUBLISH. `epoch` identifies the connection that delivered it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def tls_context(
+    *, ca_cert: Path | None = None, client_cert: Path | None = None, client_key: Path | None = None
+) -> ssl.SSLContext:
+    """A client TLS context: server verification against `ca_cert` (or the system's CAs), and a
+    client certificate for mutual TLS when given."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_cert) if ca_cert else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if client_cert is not None and client_key is not None:
+        ctx.load_cert_chain(str(client_cert), str(client_key))
+    return ctx
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Capped, jittered exponential backoff ("full jitter")."""
+    return rng.uniform(0, min(cap, base * 2 ** min(attempt, 32)))
+
+
+class _BufferedSocket:
+    """Serves paho's one-byte-at-a-time ``recv`` calls from one large read.
+
+    paho reads a packet with two or three ``recv`` calls; at thousands of messages a second those
+    system calls dominate. Everything but ``recv`` goes to the wrapped socket.
+    """
+
+    __slots__ = ("_buf", "_pos", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._pos >= len(self._buf):
+            data = self._sock.recv(_READ_SIZE)
+            if not data:
+                return b""
+            self._buf, self._pos = data, 0
+        chunk = self._buf[self._pos : self._pos + size]
+        self._pos += len(chunk)
+        return chunk
+
+    def buffered(self) -> int:
+        pending = len(self._buf) - self._pos
+        if isinstance(self._sock, ssl.SSLSocket):
+            pending += self._sock.pending()
+        return pending
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class MqttLink:
+    """One persistent-session MQTT v5 connection, reconnected until closed.
+
+    Args:
+        name: for logs (``field``, ``cloud``).
+        host, port: the broker.
+        client_id: stable across restarts: the broker keys the session on it.
+        tls: a context from `tls_context`, or None for plain TCP.
+        session_expiry_s: how long the broker keeps the session while we are away.
+        receive_maximum: at most this many unacknowledged QoS 1 messages in flight to us.
+        subscriptions: QoS 1 filters, (re)subscribed on every connect with retain handling 1
+            (retained messages only for a new subscription).
+        on_message: called on the event loop for each PUBLISH (manual_ack: then call `ack`).
+        will: the Last Will.
+        max_inflight: paho's cap on our unacknowledged PUBLISHes.
+        backoff_base_s, backoff_cap_s: reconnect delays; `rng` draws the jitter.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        host: str,
+        port: int,
+        client_id: str,
+        tls: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive_s: int = 30,
+        session_expiry_s: int = 7 * 86400,
+        receive_maximum: int | None = None,
+        subscriptions: Sequence[str] = (),
+        on_message: Callable[[Message], None] | None = None,
+        manual_ack: bool = False,
+        will: Will | None = None,
+        max_inflight: int = 64,
+        connect_timeout_s: float = 10.0,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 60.0,
+        rng: random.Random | None = None,
+        log: Logger | None = None,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self._tls = tls
+        self._username = username
+        self._password = password
+        self._keepalive = keepalive_s
+        self._session_expiry = session_expiry_s
+        self._receive_maximum = receive_maximum
+        self.subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._manual_ack = manual_ack
+        self._will = will
+        self._max_inflight = max_inflight
+        self._connect_timeout = connect_timeout_s
+        self._backoff_base = backoff_base_s
+        self._backoff_cap = backoff_cap_s
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._log = log or get_logger(f"edge.mqtt.{name}")
+
+        self._client: paho.Client | None = None
+        self._sock: _BufferedSocket | None = None
+        self._fd = -1
+        self._reading = True
+        self._epoch = 0
+        self._connected = asyncio.Event()
+        self._gone = asyncio.Event()
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._connack: asyncio.Future[bool] | None = None
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self.session_present = False
+        self.connects = 0
+        self._loop: asyncio.AbstractEventLoop
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def epoch(self) -> int:
+        """Increases with every connection attempt."""
+        return self._epoch
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def wait_disconnected(self) -> None:
+        await self._gone.wait()
+
+    # -- the connection loop --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, and reconnect after every loss, until `close()`."""
+        self._loop = asyncio.get_running_loop()
+        attempt = 0
+        while not self._closing:
+            try:
+                await self._connect_once()
+            except MqttError as exc:
+                self._log.warning(
+                    "connect_failed", broker=f"{self.host}:{self.port}", error=str(exc), attempt=attempt
+                )
+            else:
+                attempt = 0
+                misc = asyncio.get_running_loop().create_task(self._misc(), name=f"mqtt-{self.name}-misc")
+                try:
+                    await self._gone.wait()
+                finally:
+                    misc.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await misc
+                if not self._closing:
+                    self._log.warning("connection_lost", broker=f"{self.host}:{self.port}")
+            self._teardown()
+            if self._closing:
+                break
+            delay = backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
+            attempt += 1
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _misc(self) -> None:
+        while self._client is not None and self._client.loop_misc() == paho.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
+            await asyncio.sleep(1)
+        self._gone.set()
+
+    def _new_client(self) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=self._manual_ack,
+            reconnect_on_failure=False,
+        )
+        client.max_inflight_messages_set(self._max_inflight)
+        client.max_queued_messages_set(0)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        if self._username is not None:
+            client.username_pw_set(self._username, self._password)
+        if self._will is not None:
+            client.will_set(
+                self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain
+            )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_paho_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        return client
+
+    async def _connect_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._new_client()
+        self._client = client
+        # A new epoch before CONNECT: the broker redelivers unacknowledged messages right behind
+        # the CONNACK, and their acks must go out on this connection.
+        self._epoch += 1
+        self._gone.clear()
+        self._connack = loop.create_future()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._session_expiry
+        if self._receive_maximum is not None:
+            props.ReceiveMaximum = self._receive_maximum
+        try:
+            # connect() blocks on the TCP connect and the TLS handshake: run it off the loop.
+            await loop.run_in_executor(
+                None,
+                lambda: client.connect(
+                    self.host, self.port, keepalive=self._keepalive, clean_start=False, properties=props
+                ),
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise MqttError(
+                f"cannot connect to {self.host}:{self.port}: {exc}", reason=type(exc).__name__
+            ) from exc
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                self.session_present = await asyncio.shield(self._connack)
+        except TimeoutError as exc:
+            raise MqttError(f"no CONNACK from {self.host}:{self.port} in {self._connect_timeout} s") from exc
+        self.connects += 1
+        self._connected.set()
+        self._log.info(
+            "connected",
+            broker=f"{self.host}:{self.port}",
+            client_id=self.client_id,
+            session_present=self.session_present,
+        )
+
+    def _teardown(self) -> None:
+        self._connected.clear()
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # the socket may already be gone: nothing to do
+                client._sock_close()
+        self._fail_pending(UplinkUnavailable(f"connection to {self.host}:{self.port} lost"))
+        if self._connack is not None and not self._connack.done():
+            self._connack.cancel()
+
+    def _fail_pending(self, exc: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+                # Mark retrieved: a caller that gave up on the future must not log a warning.
+                fut.exception()
+
+    # -- paho callbacks (event loop thread, except the socket-open ones noted) ---------------
+
+    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, rc: ReasonCode, _p: Any) -> None:
+        fut = self._connack
+        if fut is None or fut.done() or client is not self._client:
+            return
+        if rc.is_failure:
+            fut.set_exception(
+                MqttError(f"{self.host}:{self.port} refused the connection: {rc}", reason=str(rc))
+            )
+            return
+        if self.subscriptions:
+            opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+            client.subscribe([(f, opts) for f in self.subscriptions])
+        fut.set_result(bool(flags.session_present))
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, codes: list[ReasonCode], _p: Any) -> None:
+        failed = [str(c) for c in codes if c.is_failure]
+        if failed:
+            self._log.error("subscribe_refused", codes=",".join(failed))
+        else:
+            self._log.info("subscribed", filters=",".join(self.subscriptions))
+
+    def _on_disconnect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if client is self._client:
+            self._gone.set()
+            self._connected.clear()
+            self._fail_pending(UplinkUnavailable(f"disconnected from {self.host}:{self.port}: {rc}"))
+
+    def _on_paho_message(self, client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        if self._on_message is not None:
+            self._on_message(
+                Message(
+                    topic=msg.topic,
+                    payload=bytes(msg.payload),
+                    qos=msg.qos,
+                    retain=msg.retain,
+                    mid=msg.mid,
+                    epoch=self._epoch,
+                )
+            )
+
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        fut = self._pending.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if rc.is_failure:
+            fut.set_exception(NegativeAck(mid, str(rc)))
+        else:
+            fut.set_result(None)
+
+    def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        # Called from the executor thread running connect().
+        wrapped = _BufferedSocket(sock)
+        client._sock = wrapped
+        self._loop.call_soon_threadsafe(self._add_reader, client, wrapped)
+
+    def _add_reader(self, client: paho.Client, sock: _BufferedSocket) -> None:
+        if client is not self._client:
+            return
+        self._sock = sock
+        self._fd = sock.fileno()
+        if self._reading:
+            self._loop.add_reader(self._fd, self._readable, client)
+
+    def _readable(self, client: paho.Client) -> None:
+        sock = self._sock
+        try:
+            for _ in range(100_000):
+                rc = client.loop_read()
+                if rc != paho.MQTT_ERR_SUCCESS or client._sock is not sock or not self._reading:
+                    break
+                if sock is None or sock.buffered() == 0:
+                    break
+        except Exception as exc:  # noqa: BLE001 - any socket or TLS failure ends this connection
+            self._log.warning("read_failed", error=repr(exc))
+            self._gone.set()
+
+    def _on_socket_close(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        if fd > -1:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+        if fd == self._fd:
+            self._fd = -1
+            self._sock = None
+
+    def _on_socket_register_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        # May be called from the executor thread running connect().
+        self._loop.call_soon_threadsafe(self._add_writer, client, sock)
+
+    def _add_writer(self, client: paho.Client, sock: Any) -> None:
+        if client is self._client and client._sock is not None and sock.fileno() > -1:
+            self._loop.add_writer(sock.fileno(), self._writable, client)
+
+    def _writable(self, client: paho.Client) -> None:
+        try:
+            client.loop_write()
+        except Exception as exc:  # noqa: BLE001 - any socket or TLS failure ends this connection
+            self._log.warning("write_failed", error=repr(exc))
+            self._gone.set()
+
+    def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        if sock.fileno() > -1:
+            self._loop.remove_writer(sock.fileno())
+
+    # -- the API --------------------------------------------------------------------------
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[None]:
+        """Send one PUBLISH; the future resolves on its PUBACK (at once for QoS 0)."""
+        client = self._client
+        if client is None or not self.connected:
+            raise UplinkUnavailable(f"not connected to {self.host}:{self.port}")
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise UplinkUnavailable(
+                f"publish to {self.host}:{self.port} failed: {paho.error_string(info.rc)}"
+            )
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if qos == 0:
+            fut.set_result(None)
+        else:
+            self._pending[info.mid] = fut
+        return fut
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a message (manual_ack). Ignored if its connection has gone."""
+        client = self._client
+        if (
+            client is not None
+            and message.epoch == self._epoch
+            and message.qos > 0
+            and not self._gone.is_set()
+        ):
+            client.ack(message.mid, message.qos)
+
+    def set_subscriptions(self, filters: Sequence[str]) -> None:
+        """Subscribe to filters not yet subscribed and unsubscribe from dropped ones."""
+        new, old = list(filters), self.subscriptions
+        self.subscriptions = new
+        client = self._client
+        if client is None or not self.connected:
+            return
+        added = [f for f in new if f not in old]
+        removed = [f for f in old if f not in new]
+        if added:
+            opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+            client.subscribe([(f, opts) for f in added])
+        if removed:
+            client.unsubscribe(removed)
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (intake stops; acks and keep-alives still go out)."""
+        self._reading = False
+        if self._fd > -1:
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        self._reading = True
+        if self._fd > -1 and self._client is not None:
+            self._loop.add_reader(self._fd, self._readable, self._client)
+
+    async def close(self, *, grace_s: float = 5.0) -> None:
+        """Send DISCONNECT (the session stays on the broker), and stop `run()`."""
+        self._closing = True
+        self._wake.set()
+        client = self._client
+        if client is not None and self.connected:
+            client.disconnect()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_s):
+                    await self._gone.wait()
+        self._gone.set()

@@ -1,0 +1,171 @@
+"""Southbound: one field message in, zero or more encoded readings (or a quarantine entry) out.
+
+For each message, in order:
+
+1. decode with `device_profiles` (``received_at`` = gateway time); a `DecodeError` goes to
+   quarantine with its reason code;
+2. a device this gateway does not serve (not in the inventory) goes to quarantine
+   (``unknown_device``);
+3. a ``reading_id`` seen among the last ``dedupe_window`` readings is dropped and counted.
+   Readings flagged ``estimated_ts`` are exempt: their id hashes the payload only (no device time,
+   no message id), so two identical presses of a button would look like one;
+4. a device time more than ``clock_skew_bound_s`` away from gateway time is replaced by gateway
+   time; the reading gets quality flag ``clock_skew`` and keeps the device time as ``device_ts_us``;
+5. liveness: a device marked offline produces a ``device_online`` reading first;
+6. state-change events are derived from consecutive values per device and appended to ``events``:
+   ``contact_open`` 0->1 ``door_opened``, 1->0 ``door_closed``; ``cover_open``: ``cover_opened`` /
+   ``cover_closed``; ``lamp_on``: ``lamp_switched_on`` / ``lamp_switched_off``. The first value
+   ever seen from a device produces no event; the last values are persisted with the readings;
+7. the reading is classed (`Classifier`) and added to the intake as alarm or telemetry.
+
+Nothing here raises on bad input: every message ends as readings, a quarantine entry or a counted
+duplicate.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+
+from device_profiles import DecodeError, ProfileSet, Reading
+from edge.buffer import Intake, QuarantineEntry
+from edge.envelope import WireReading, encode_reading, to_us, wire_reading
+from edge.inventory import InventoryView
+from edge.liveness import Liveness
+
+#: state metric -> (event when it becomes non-zero, event when it becomes zero)
+STATE_EVENTS: Mapping[str, tuple[str, str]] = {
+    "contact_open": ("door_opened", "door_closed"),
+    "cover_open": ("cover_opened", "cover_closed"),
+    "lamp_on": ("lamp_switched_on", "lamp_switched_off"),
+}
+
+
+class Classifier:
+    """Alarm-class when any event is in `alarm_events` or any metric is at or above its threshold
+    in `alarm_metrics`; telemetry otherwise."""
+
+    def __init__(self, *, alarm_events: Iterable[str], alarm_metrics: Mapping[str, float]) -> None:
+        self.alarm_events = frozenset(alarm_events)
+        self.alarm_metrics = dict(alarm_metrics)
+
+    def is_alarm(self, events: Iterable[str], metrics: Mapping[str, float]) -> bool:
+        if not self.alarm_events.isdisjoint(events):
+            return True
+        for name, threshold in self.alarm_metrics.items():
+            value = metrics.get(name)
+            if value is not None and value >= threshold:
+                return True
+        return False
+
+
+class Normaliser:
+    """Turns field messages into intake entries (see the module docstring for the steps)."""
+
+    def __init__(
+        self,
+        *,
+        profiles: ProfileSet,
+        inventory: InventoryView,
+        liveness: Liveness,
+        classifier: Classifier,
+        clock_skew_bound_s: float,
+        dedupe_window: int,
+        state_events: bool = True,
+        wall: Callable[[], float],
+    ) -> None:
+        self.profiles = profiles.with_device_map(inventory.profile_map())
+        self.inventory = inventory
+        self.liveness = liveness
+        self.classifier = classifier
+        self.skew_us = int(clock_skew_bound_s * 1_000_000)
+        self.dedupe_window = dedupe_window
+        self.state_events = state_events
+        self.wall = wall
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self.received = 0
+        self.quarantined = 0
+        self.duplicates = 0
+        self.skewed = 0
+
+    def reload(self, *, profiles: ProfileSet, inventory: InventoryView) -> None:
+        self.profiles = profiles.with_device_map(inventory.profile_map())
+        self.inventory = inventory
+        self.liveness.inventory = inventory
+
+    def add(self, reading: WireReading, intake: Intake) -> bool:
+        """Class and encode one reading into the intake; returns whether it is alarm-class."""
+        alarm = self.classifier.is_alarm(reading.events, reading.metrics)
+        intake.add_reading(encode_reading(reading), alarm=alarm, at_s=reading.received_at_us // 1_000_000)
+        return alarm
+
+    def handle(self, topic: str, payload: bytes, intake: Intake) -> bool:
+        """Process one message into `intake`. Returns whether it added an alarm-class reading."""
+        self.received += 1
+        now = self.wall()
+        received_at = datetime.fromtimestamp(now, UTC)
+        now_us = to_us(received_at)
+        result = self.profiles.decode(topic, payload, received_at)
+        if isinstance(result, DecodeError):
+            self._quarantine(intake, now_us, topic, payload, result.reason, result.message)
+            return False
+        reading: Reading = result
+        device = self.inventory.get(reading.device_id)
+        if device is None:
+            owner = self.inventory.owner(reading.device_id)
+            why = f"device {reading.device_id!r} is not in this gateway's inventory"
+            if owner:
+                why += f" (the inventory assigns it to gateway {owner!r})"
+            self._quarantine(intake, now_us, topic, payload, "unknown_device", why)
+            return False
+        estimated = "estimated_ts" in reading.quality
+        if not estimated and self.dedupe_window:
+            rid = reading.reading_id
+            if rid in self._recent:
+                self.duplicates += 1
+                intake.counters["duplicates_dropped"] = intake.counters.get("duplicates_dropped", 0) + 1
+                return False
+            self._recent[rid] = None
+            if len(self._recent) > self.dedupe_window:
+                self._recent.popitem(last=False)
+        ts = device_ts = None
+        quality = None
+        if not estimated and abs(to_us(reading.ts) - now_us) > self.skew_us:
+            self.skewed += 1
+            ts, device_ts = received_at, reading.ts
+            quality = tuple(sorted({*reading.quality, "clock_skew"}))
+        mem, online, persist = self.liveness.seen(device, now_us)
+        alarm = False
+        if online is not None:
+            alarm |= self.add(online, intake)
+        events = reading.events
+        if self.state_events:
+            derived = []
+            for metric, value in reading.metrics.items():
+                pair = STATE_EVENTS.get(metric)
+                if pair is None:
+                    continue
+                before = mem.state.get(metric)
+                now_on = value != 0
+                if before is not None and (before != 0) != now_on:
+                    derived.append(pair[0] if now_on else pair[1])
+                if before != value:
+                    mem.state[metric] = value
+                    persist = True
+            if derived:
+                events = (*events, *derived)
+        wire = wire_reading(reading, events=events, quality=quality, ts=ts, device_ts=device_ts)
+        alarm |= self.add(wire, intake)
+        if persist:
+            mem.persisted_seen_us = mem.last_seen_us
+            intake.devices[device.device_id] = mem.row()
+        return alarm
+
+    def _quarantine(
+        self, intake: Intake, now_us: int, topic: str, payload: bytes, reason: str, message: str
+    ) -> None:
+        self.quarantined += 1
+        intake.quarantine.append(
+            QuarantineEntry(at_us=now_us, topic=topic, reason=reason, message=message, payload=payload)
+        )

@@ -1,0 +1,247 @@
+"""Northbound: form batches from the buffer and publish them to the cloud broker, alarms first.
+
+A batch is formed (fixed: envelope bytes and ``batch_seq`` written to the buffer, its readings
+removed, in one transaction) only when the link is up and the window has room, and deleted only
+after its PUBACK. After a reconnect or a restart the fixed batches are published again byte for
+byte, so the cloud can de-duplicate on ``(gateway_id, batch_seq)``.
+
+Priority: alarm readings form a batch as soon as they are committed, and the alarm lane has its
+own window (``alarm_window``), so an alarm never waits behind the telemetry backlog: at most the
+telemetry batches already handed to the socket are ahead of it. Telemetry forms a batch when
+``batch_max_readings`` are waiting or the oldest has waited ``batch_max_latency_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge.buffer import ALARM, TELEMETRY, Batch, Buffer
+from edge.envelope import BatchClass, encode_envelope
+from edge.errors import MqttError, UplinkUnavailable
+from edge.logs import get_logger
+from edge.mqtt import MqttLink
+
+_log = get_logger("edge.uplink")
+
+#: Counters the envelope carries (cumulative, as of the batch's formation).
+ENVELOPE_COUNTERS = ("evicted", "expired", "quarantined", "quarantine_dropped", "duplicates_dropped")
+
+
+@dataclass(slots=True)
+class _InFlight:
+    batch: Batch
+    future: asyncio.Future[None]
+
+
+class Uplink:
+    """Owns the batches between the buffer and the cloud link. Run it with `run()`."""
+
+    def __init__(
+        self,
+        *,
+        link: MqttLink,
+        buffer: Buffer,
+        topic: str,
+        gateway_id: str,
+        community_id: str,
+        batch_max_readings: int = 500,
+        batch_max_latency_s: float = 1.0,
+        window: int = 4,
+        alarm_window: int = 16,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.link = link
+        self.buffer = buffer
+        self.topic = topic
+        self.gateway_id = gateway_id
+        self.community_id = community_id
+        self.batch_max = batch_max_readings
+        self.latency = batch_max_latency_s
+        self.window = window
+        self.alarm_window = alarm_window
+        self.monotonic = monotonic
+        self.wall = wall
+        self._wake = asyncio.Event()
+        self._inflight: dict[int, _InFlight] = {}
+        self.pending = [0, 0]  # readings waiting in the buffer, per class
+        self._telemetry_since: float | None = None
+        self.readings_sent = 0
+        self.batches_sent = 0
+        self._drained = asyncio.Event()
+
+    # -- input ----------------------------------------------------------------------------
+
+    def notify(self, *, alarm: int, telemetry: int) -> None:
+        """New readings were committed to the buffer."""
+        self.pending[ALARM] += alarm
+        self.pending[TELEMETRY] += telemetry
+        first = False
+        if telemetry and self._telemetry_since is None:
+            self._telemetry_since = self.monotonic()
+            first = True  # the loop must start the latency timer
+        if alarm or first or self.pending[TELEMETRY] >= self.batch_max:
+            self._wake.set()
+
+    def evicted(self, count: int) -> None:
+        self.pending[TELEMETRY] = max(0, self.pending[TELEMETRY] - count)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing in flight."""
+        return not self._inflight and not any(self.pending)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _build(self, seq: int, batch_class: BatchClass, readings: bytes, counters: dict[str, int]) -> bytes:
+        return encode_envelope(
+            gateway_id=self.gateway_id,
+            community_id=self.community_id,
+            batch_seq=seq,
+            batch_class=batch_class,
+            created_at_us=int(self.wall() * 1_000_000),
+            counters={k: counters.get(k, 0) for k in ENVELOPE_COUNTERS},
+            readings=readings,
+        )
+
+    async def run(self) -> None:
+        stats = await self.buffer.stats()
+        self.pending = [stats.alarm_readings, stats.telemetry_readings]
+        if stats.telemetry_readings:
+            self._telemetry_since = self.monotonic()
+        while True:
+            await self.link.wait_connected()
+            try:
+                await self._session()
+            except UplinkUnavailable as exc:
+                _log.info("uplink_interrupted", error=str(exc))
+            self._inflight.clear()
+            if self.link.connected:
+                await self.link.wait_disconnected()
+
+    async def _session(self) -> None:
+        """One connection: resend fixed batches (alarm first), then form and send new ones."""
+        epoch = self.link.epoch
+        fixed = await self.buffer.batches()
+        for batch in (b for b in fixed if b.batch_class == ALARM):
+            self._send(batch)
+        await self._form_all(ALARM)
+        for batch in (b for b in fixed if b.batch_class == TELEMETRY):
+            self._send(batch)
+        if fixed:
+            _log.info("batches_resent", count=len(fixed))
+        while self.link.connected and self.link.epoch == epoch:
+            self._wake.clear()
+            await self._reap()
+            await self._form_all(ALARM)
+            await self._form_telemetry()
+            timeout = None
+            if self.pending[TELEMETRY] and self._telemetry_since is not None:
+                timeout = max(0.0, self._telemetry_since + self.latency - self.monotonic())
+            if self._inflight or timeout is not None or not self._wake.is_set():
+                await self._wait(timeout)
+
+    async def _wait(self, within_s: float | None) -> None:
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self.link.wait_disconnected()),
+        ]
+        try:
+            await asyncio.wait(
+                [*waiters, *(f.future for f in self._inflight.values())],
+                timeout=within_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for w in waiters:
+                w.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
+
+    def _send(self, batch: Batch) -> None:
+        future = self.link.publish(self.topic, batch.payload, qos=1)
+        self._inflight[batch.seq] = _InFlight(batch, future)
+
+    def _count(self, batch_class: int) -> int:
+        return sum(1 for f in self._inflight.values() if f.batch.batch_class == batch_class)
+
+    async def _form_all(self, batch_class: int) -> None:
+        limit = self.alarm_window if batch_class == ALARM else self.window
+        while self.pending[batch_class] > 0 and self._count(batch_class) < limit and self.link.connected:
+            if not await self._form(batch_class):
+                break
+
+    async def _form_telemetry(self) -> None:
+        while self.pending[TELEMETRY] > 0 and self._count(TELEMETRY) < self.window and self.link.connected:
+            full = self.pending[TELEMETRY] >= self.batch_max
+            late = (
+                self._telemetry_since is not None and self.monotonic() - self._telemetry_since >= self.latency
+            )
+            if not (full or late):
+                return
+            if not await self._form(TELEMETRY):
+                return
+
+    async def _form(self, batch_class: int) -> bool:
+        batch = await self.buffer.form_batch(batch_class, self.batch_max, self._build)
+        if batch is None:
+            self.pending[batch_class] = 0
+            if batch_class == TELEMETRY:
+                self._telemetry_since = None
+            return False
+        self.pending[batch_class] = max(0, self.pending[batch_class] - batch.count)
+        if batch_class == TELEMETRY:
+            self._telemetry_since = self.monotonic() if self.pending[TELEMETRY] else None
+        self._send(batch)
+        return True
+
+    async def _reap(self) -> None:
+        """Delete the batches whose PUBACK arrived; re-raise a lost link."""
+        for seq, f in list(self._inflight.items()):
+            if not f.future.done():
+                continue
+            del self._inflight[seq]
+            exc = f.future.exception()
+            if isinstance(exc, UplinkUnavailable):
+                raise exc
+            if exc is not None:
+                # A negative PUBACK: the broker refused it; it stays fixed and is retried later.
+                _log.error("batch_refused", seq=seq, error=str(exc))
+                continue
+            await self.buffer.delete_batch(seq)
+            self.readings_sent += f.batch.count
+            self.batches_sent += 1
+            _log.debug("batch_acked", seq=seq, readings=f.batch.count, batch_class=f.batch.batch_class)
+
+    async def drain(self, *, within_s: float) -> bool:
+        """Send everything buffered while the link is up, up to `timeout`: forms batches without
+        waiting for the latency timer. Returns whether the buffer emptied."""
+        self.latency = 0.0
+        self._wake.set()
+        deadline = self.monotonic() + within_s
+        while self.monotonic() < deadline:
+            if not self.link.connected:
+                return False
+            if self.idle:
+                return True
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return self.idle
+
+    async def wait_acks(self, *, within_s: float) -> None:
+        """Wait for the PUBACKs of what is in flight (and delete those batches)."""
+        if not self._inflight:
+            return
+        with contextlib.suppress(TimeoutError, MqttError):
+            async with asyncio.timeout(within_s):
+                await asyncio.gather(*(f.future for f in self._inflight.values()), return_exceptions=True)
+                await self._reap()

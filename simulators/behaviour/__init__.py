@@ -1,0 +1,29 @@
+"""Behaviour models: what each device type does over simulated time (numpy-seeded, deterministic)."""
+
+from simulators.behaviour.base import REPORT_NOW, Behaviour, Context, Sample, SimDevice, Tag
+from simulators.behaviour.door import DoorBehaviour
+from simulators.behaviour.manhole import ManholeBehaviour
+from simulators.behaviour.sos import SosBehaviour
+from simulators.behaviour.streetlight import StreetlightBehaviour
+
+#: Behaviour model per device type.
+MODELS: dict[str, type[Behaviour]] = {
+    "door_contact": DoorBehaviour,
+    "sos_button": SosBehaviour,
+    "manhole_cover": ManholeBehaviour,
+    "streetlight": StreetlightBehaviour,
+}
+
+__all__ = [
+    "MODELS",
+    "REPORT_NOW",
+    "Behaviour",
+    "Context",
+    "DoorBehaviour",
+    "ManholeBehaviour",
+    "Sample",
+    "SimDevice",
+    "SosBehaviour",
+    "StreetlightBehaviour",
+    "Tag",
+]

@@ -1,0 +1,134 @@
+"""Streetlights: on at dusk, off at dawn for their own latitude and longitude, dimmed late at night.
+
+Dusk and dawn come from `solar.dawn_dusk` (sun 2 deg below the horizon). From dusk to 23:00 local
+time a lamp burns at full output, from 23:00 to 05:00 at half, then full again until dawn. Power
+follows the lamp's rating and the dim level, current follows power and the mains voltage (power
+factor 0.95), and the energy meter integrates power between reports. Each switch at dusk and dawn
+sends a report at once. The lamp-failure scenario keeps a lamp on but draws no power; its
+left-on-at-noon variant holds a lamp on through the day.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from simulators.behaviour.base import REPORT_NOW, Behaviour, Sample, SimDevice, Window, in_windows
+from simulators.behaviour.solar import dawn_dusk
+
+MS_PER_HOUR: Final = 3_600_000
+MS_PER_DAY: Final = 86_400_000
+SWITCH: Final = 1
+POWER_FACTOR: Final = 0.95
+RATINGS_W: Final = (40.0, 60.0, 80.0, 100.0, 120.0, 150.0)
+
+
+class LightState:
+    __slots__ = (
+        "dawn",
+        "day",
+        "dusk",
+        "energy_wh",
+        "failed",
+        "forced_on",
+        "last_ms",
+        "last_power",
+        "rating_w",
+        "volt_0",
+    )
+
+    def __init__(self, *, rating_w: float, volt_0: float, energy_wh: float, start_ms: int) -> None:
+        self.rating_w = rating_w
+        self.volt_0 = volt_0
+        self.energy_wh = energy_wh
+        self.last_ms = start_ms
+        self.last_power = 0.0
+        self.day = -1
+        self.dawn = 0
+        self.dusk = 0
+        self.failed: list[Window] | None = None
+        self.forced_on: list[Window] | None = None
+
+
+class StreetlightBehaviour(Behaviour):
+    device_type = "streetlight"
+
+    def setup(self, dev: SimDevice, start_ms: int) -> None:
+        rs = self.rs
+        pending: list[tuple[str, Window]] = dev.state or []
+        st = LightState(
+            rating_w=rs.choice(RATINGS_W),
+            volt_0=rs.uniform(216.0, 229.0),
+            energy_wh=rs.uniform(100.0, 5000.0) * 1000,
+            start_ms=start_ms,
+        )
+        for kind, window in pending:
+            if kind == "failed":
+                st.failed = [*(st.failed or []), window]
+            else:
+                st.forced_on = [*(st.forced_on or []), window]
+        dev.state = st
+        self.ctx.schedule(self._next_switch(dev, start_ms), dev, SWITCH)
+
+    def override(self, dev: SimDevice, kind: str, window: Window) -> None:
+        """``failed`` (on, no power) or ``forced_on`` (on all day) during `window`, before `setup`."""
+        if isinstance(dev.state, LightState):
+            raise RuntimeError("overrides must be added before the device is set up")
+        dev.state = [*(dev.state or []), (kind, window)]
+
+    def _sun(self, dev: SimDevice, t_ms: int) -> LightState:
+        st: LightState = dev.state
+        day = (t_ms + dev.offset_ms) // MS_PER_DAY
+        if day != st.day:
+            loc = dev.device.location
+            st.dawn, st.dusk = dawn_dusk(loc.lat, loc.lon, day * MS_PER_DAY)
+            st.day = day
+        return st
+
+    def _next_switch(self, dev: SimDevice, t_ms: int) -> int:
+        st = self._sun(dev, t_ms)
+        if t_ms < st.dawn:
+            return st.dawn
+        if t_ms < st.dusk:
+            return st.dusk
+        loc = dev.device.location
+        return dawn_dusk(loc.lat, loc.lon, (st.day + 1) * MS_PER_DAY)[0]
+
+    def lamp(self, dev: SimDevice, t_ms: int) -> tuple[bool, float]:
+        """(lamp on, dim %) by the solar schedule and any forced-on window."""
+        st = self._sun(dev, t_ms)
+        if in_windows(st.forced_on, t_ms):
+            return True, 100.0
+        if st.dawn <= t_ms < st.dusk:
+            return False, 0.0
+        hour = dev.local_hour(t_ms)
+        return True, 50.0 if hour >= 23.0 or hour < 5.0 else 100.0
+
+    def report(self, dev: SimDevice, t_ms: int) -> Sample:
+        st: LightState = dev.state
+        rs = self.rs
+        on, dim = self.lamp(dev, t_ms)
+        volts = st.volt_0 + rs.normal(0.0, 1.5)
+        if on and not in_windows(st.failed, t_ms):
+            power = st.rating_w * dim / 100.0 * (1.0 + rs.normal(0.0, 0.01))
+            current = power / (volts * POWER_FACTOR)
+        else:
+            power = current = 0.0
+        st.energy_wh += st.last_power * max(0, t_ms - st.last_ms) / MS_PER_HOUR
+        st.last_ms, st.last_power = t_ms, power
+        metrics = {
+            "lamp_on": 1.0 if on else 0.0,
+            "dim_pct": dim,
+            "voltage_v": volts,
+            "current_a": current,
+            "power_w": power,
+            "energy_kwh": st.energy_wh / 1000.0,
+            "lamp_fault": 0.0,
+        }
+        return metrics, ()
+
+    def act(self, dev: SimDevice, t_ms: int, code: int) -> Sample | None:
+        if code == SWITCH:
+            self.ctx.schedule(self._next_switch(dev, t_ms + 1), dev, SWITCH)
+        elif code != REPORT_NOW:
+            raise ValueError(f"streetlight: unknown action code {code}")
+        return self.report(dev, t_ms)

@@ -1,0 +1,203 @@
+"""The ingest worker against a real Mosquitto and PostgreSQL+TimescaleDB: exactly once, shared
+subscription, dead letters, endpoint, and a database outage in the middle of a stream."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.config import CloudSettings, build_settings
+from cloud.endpoint import Endpoint
+from cloud.ingest.worker import IngestWorker
+from cloud.store.migrate import migrate
+from cloud.store.mode import prepare
+from simulators.services import MosquittoBroker, PostgresCluster
+from tests.cloud.conftest import T0_US, count, door_readings, envelope, up_topic
+
+pytestmark = pytest.mark.integration
+
+
+def settings_for(url: str, broker: MosquittoBroker, client_id: str, **ingest: float) -> CloudSettings:
+    return build_settings(
+        {
+            "database_url": url,
+            "mqtt": {"url": broker.url, "client_id": client_id, "receive_maximum": 32},
+            "ingest": {"linger_ms": 50, "backoff_base_s": 0.1, "backoff_cap_s": 0.5, **ingest},
+        }
+    )
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Publisher:
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5
+        )
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def publisher(make_broker: Callable[..., MosquittoBroker]) -> Iterator[tuple[MosquittoBroker, Publisher]]:
+    broker = make_broker()
+    pub = Publisher(broker)
+    yield broker, pub
+    pub.close()
+
+
+def start_worker(settings: CloudSettings) -> IngestWorker:
+    worker = IngestWorker(settings=settings, maintenance=False)
+    worker.start()
+    wait_until(lambda: worker.broker_up, what="broker connection")
+    time.sleep(0.2)  # SUBACK
+    return worker
+
+
+def test_ingest_stores_each_batch_once_and_dead_letters_bad_input(
+    migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    broker, pub = publisher
+    settings = settings_for(migrated_url, broker, "ingest-a")
+    worker = start_worker(settings)
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        worker.mode = prepare(conn, settings.retention)
+    endpoint = Endpoint(host="127.0.0.1", port=0, snapshot=worker.snapshot)
+    endpoint.start()
+    try:
+        payloads = [
+            envelope(door_readings(100, start_us=T0_US + s * 10**9), batch_seq=s) for s in range(1, 11)
+        ]
+        for p in payloads:
+            pub.publish(up_topic(), p)
+        for p in payloads[:3]:  # resent by the gateway: still stored once
+            pub.publish(up_topic(), p)
+        pub.publish(up_topic(), b"not an envelope")
+        pub.publish(up_topic(), envelope([], batch_seq=1, v=9))
+        pub.publish("linli/v1/c1/gw1/status", json.dumps({"v": 1, "state": "online"}).encode())
+        wait_until(lambda: worker.counters["messages"] >= 16, what="all messages")
+        assert count(migrated_url, "SELECT count(*) FROM readings") == 10 * 100 * 3
+        assert count(migrated_url, "SELECT count(*) FROM ingested_batches") == 10
+        assert count(migrated_url, "SELECT count(*) FROM dead_letters") == 2
+        assert (
+            count(
+                migrated_url,
+                "SELECT count(*) FROM dead_letters WHERE reason LIKE 'unknown envelope version%'",
+            )
+            == 1
+        )
+        assert count(migrated_url, "SELECT count(*) FROM gateways WHERE state = 'online'") == 1
+        assert worker.counters["batches_duplicate"] == 3
+        assert worker.counters["acks"] == 16
+
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/healthz").read())
+        assert health["mode"] == "apache"
+        assert (health["database"], health["broker"], health["healthy"]) == ("up", "up", True)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/metrics").read().decode()
+        assert "linli_cloud_readings_stored_total 1000.0" in metrics
+        assert "linli_cloud_dead_letters_total 2.0" in metrics
+    finally:
+        endpoint.close()
+        worker.stop()
+    # Everything was acknowledged: the same client id gets nothing back from its session.
+    again = start_worker(settings)
+    time.sleep(1.0)
+    again.stop()
+    assert again.counters["messages"] == 0
+
+
+def test_two_workers_share_the_subscription(
+    migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    broker, pub = publisher
+    workers = [start_worker(settings_for(migrated_url, broker, f"ingest-{i}")) for i in (1, 2)]
+    try:
+        for seq in range(1, 41):
+            gw = f"gw{seq % 4}"
+            readings = door_readings(50, start_us=T0_US + seq * 10**9, prefix=gw)
+            pub.publish(up_topic("c1", gw), envelope(readings, batch_seq=seq, gateway_id=gw))
+        wait_until(lambda: sum(w.counters["messages"] for w in workers) >= 40, what="40 batches")
+    finally:
+        for w in workers:
+            w.stop()
+    assert all(w.counters["batches_stored"] > 0 for w in workers), [dict(w.counters) for w in workers]
+    assert count(migrated_url, "SELECT count(*) FROM readings") == 40 * 50 * 3
+    assert count(migrated_url, "SELECT count(*) FROM devices") == 40
+
+
+@pytest.mark.slow
+def test_database_outage_holds_acks_and_loses_nothing(
+    tmp_path: Path, publisher: tuple[MosquittoBroker, Publisher], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="linli.cloud")
+    broker, pub = publisher
+    with PostgresCluster(datadir=tmp_path / "pg", durable=False) as cluster:
+        url = cluster.dsn()
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        worker = start_worker(settings_for(url, broker, "ingest-outage"))
+        try:
+            for seq in range(1, 6):
+                pub.publish(
+                    up_topic(), envelope(door_readings(100, start_us=T0_US + seq * 10**9), batch_seq=seq)
+                )
+            wait_until(lambda: worker.counters["batches_stored"] == 5, what="first 5 batches")
+            cluster.stop()
+            for seq in range(6, 61):  # more than receive_maximum (32): the broker must hold the rest
+                payload = envelope(door_readings(100, start_us=T0_US + seq * 10**9), batch_seq=seq)
+                pub.publish(up_topic(), payload)
+            wait_until(lambda: worker.db_up is False, what="outage noticed")
+            time.sleep(1.5)
+            assert worker.queue_depth <= 32
+            assert worker.counters["acks"] == 5
+            cluster.start()
+            wait_until(lambda: worker.counters["batches_stored"] == 60, timeout=60, what="all 60 batches")
+            assert worker.db_up is True
+        finally:
+            worker.stop()
+        assert count(url, "SELECT count(*) FROM readings") == 60 * 100 * 3
+        assert count(url, "SELECT count(*) FROM ingested_batches") == 60
+    downs = [r for r in caplog.records if "database unavailable" in r.message]
+    ups = [r for r in caplog.records if "database available again" in r.message]
+    assert (len(downs), len(ups)) == (1, 1)
+
+
+def test_healthz_reports_a_down_database(
+    migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    broker, _ = publisher
+    worker = IngestWorker(settings=settings_for(migrated_url, broker, "ingest-h"), maintenance=False)
+    worker.db_up = False
+    endpoint = Endpoint(host="127.0.0.1", port=0, snapshot=worker.snapshot)
+    endpoint.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/healthz")
+        assert info.value.code == 503
+        assert json.loads(info.value.read())["database"] == "down"
+    finally:
+        endpoint.close()

@@ -1,0 +1,165 @@
+"""Migrations, storage modes, retention and the rollup against the real PostgreSQL+TimescaleDB."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from cloud.config import RetentionConfig
+from cloud.errors import MigrationError
+from cloud.ingest.envelope import decode
+from cloud.store.migrate import Migration, migrate, shipped_migrations
+from cloud.store.mode import StoreMode, community_statements, detect_mode, prepare
+from cloud.store.retention import enforce_retention
+from cloud.store.rollup import refresh_rollup
+from cloud.store.writer import BatchWriter
+from tests.cloud.conftest import T0_US, count, door_readings, envelope, up_topic
+from tests.conftest import PgServer
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_migrate_is_idempotent_and_recorded(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert migrate(conn) == [m.version for m in shipped_migrations()]
+        assert migrate(conn) == []
+        rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+        assert rows == [(m.version, m.checksum) for m in shipped_migrations()]
+        hyper = conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables").fetchall()
+        assert sorted(r[0] for r in hyper) == ["events", "readings"]
+
+
+def test_changed_migration_is_refused(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn, migrations=[Migration("0001", "t", "CREATE TABLE t (x int)")])
+        with pytest.raises(MigrationError, match="changed"):
+            migrate(conn, migrations=[Migration("0001", "t", "CREATE TABLE t (x bigint)")])
+
+
+def test_failed_migration_rolls_back_whole(database_url: str) -> None:
+    bad = Migration("0001", "bad", "CREATE TABLE t (x int); SELECT no_such_function();")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with pytest.raises(MigrationError, match="0001"):
+            migrate(conn, migrations=[bad])
+        assert conn.execute("SELECT to_regclass('t')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (0,)
+
+
+def test_two_concurrent_migrations_apply_once(database_url: str) -> None:
+    results: list[list[str]] = []
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                results.append(migrate(conn))
+        except Exception as exc:  # noqa: BLE001 - handed back to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(len(r) for r in results) == [0, len(shipped_migrations())]
+
+
+def test_apache_mode_detected(migrated_url: str, pg_server: PgServer) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        info = prepare(conn, RetentionConfig())
+    assert pg_server.license == "apache"
+    assert info.mode is StoreMode.APACHE
+    assert info.hypertables
+    assert "apache" in info.describe()
+
+
+def test_plain_mode_detected_with_a_warning(plain_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    with psycopg.connect(plain_url, autocommit=True) as conn:
+        info = prepare(conn, RetentionConfig())
+        assert conn.execute("SELECT count(*) FROM readings_hourly").fetchone() == (0,)
+    assert info.mode is StoreMode.POSTGRES
+    assert info.timescaledb_version is None
+    assert any(r.levelname == "WARNING" and "postgres" in r.message for r in caplog.records)
+
+
+def test_community_sql_is_valid_and_refused_only_for_the_license(migrated_url: str) -> None:
+    """No community-licensed server here: each statement must fail with the license error (the
+    parser and planner accepted it), never with a syntax or undefined-object error."""
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        for statement in community_statements(RetentionConfig()):
+            if statement.startswith("DROP VIEW"):
+                continue
+            with pytest.raises(psycopg.Error) as info, conn.transaction():
+                conn.execute(statement.encode())
+            if isinstance(info.value, psycopg.errors.UndefinedTable):
+                # Policies on the aggregate itself: the call parsed and the function with these
+                # named arguments resolved; only the (uncreatable) aggregate is missing.
+                assert "'readings_hourly'" in statement, statement
+                assert 'relation "readings_hourly" does not exist' in str(info.value)
+                continue
+            assert isinstance(info.value, psycopg.errors.FeatureNotSupported), (statement, info.value)
+            assert 'not supported under the current "apache" license' in str(info.value), statement
+
+
+@pytest.mark.parametrize("kind", ["timescaledb", "plain"])
+def test_rollup_matches_raw_aggregates_including_late_data(
+    kind: str, migrated_url: str, plain_url: str
+) -> None:
+    url = migrated_url if kind == "timescaledb" else plain_url
+    writer = BatchWriter(database_url=url)
+    # 3 hours of data for 10 devices, one reading a minute.
+    writer.write(
+        [decode(up_topic(), envelope(door_readings(180, devices=10, step_us=60_000_000), batch_seq=1))]
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        prepare(conn, RetentionConfig())
+        raw_sql = (
+            "SELECT date_bin('1 hour', time, TIMESTAMPTZ '2000-01-01 00:00+00'), device_id, metric,"
+            " count(*), sum(value), min(value), max(value) FROM readings GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        view_sql = "SELECT * FROM readings_hourly ORDER BY 1, 2, 3"
+        before = conn.execute(view_sql).fetchall()
+        with conn.transaction():
+            hours = refresh_rollup(
+                conn, now=T0 + timedelta(hours=2, minutes=30), margin=timedelta(minutes=10)
+            )
+        assert hours == 2  # hours 0 and 1 are closed
+        assert conn.execute("SELECT count(DISTINCT bucket) FROM readings_hourly_rollup").fetchone() == (2,)
+        assert conn.execute(view_sql).fetchall() == before == conn.execute(raw_sql).fetchall()
+        # A late reading for hour 0 arrives after the rollup ran; the next run recomputes hour 0.
+        late = door_readings(1, start_us=T0_US + 5 * 60 * 1_000_000, devices=1, prefix="late")
+        writer.write([decode(up_topic(), envelope(late, batch_seq=2))])
+        with conn.transaction():
+            refresh_rollup(conn, now=T0 + timedelta(hours=2, minutes=40), margin=timedelta(minutes=10))
+        assert conn.execute(view_sql).fetchall() == conn.execute(raw_sql).fetchall()
+        assert conn.execute(
+            "SELECT n FROM readings_hourly_rollup WHERE device_id = 'late0000' AND metric = 'battery_pct'"
+        ).fetchone() == (1,)
+    writer.close()
+
+
+@pytest.mark.parametrize("kind", ["timescaledb", "plain"])
+def test_retention_removes_old_data_only(kind: str, migrated_url: str, plain_url: str) -> None:
+    url = migrated_url if kind == "timescaledb" else plain_url
+    writer = BatchWriter(database_url=url)
+    old = door_readings(10, start_us=T0_US - 30 * 86400 * 1_000_000, prefix="old")
+    new = door_readings(10, start_us=T0_US, prefix="new")
+    writer.write(
+        [decode(up_topic(), envelope(old, batch_seq=1)), decode(up_topic(), envelope(new, batch_seq=2))]
+    )
+    writer.close()
+    with psycopg.connect(url) as conn, conn.transaction():
+        mode = detect_mode(conn).mode
+        assert mode is (StoreMode.APACHE if kind == "timescaledb" else StoreMode.POSTGRES)
+        removed = enforce_retention(
+            conn, mode=mode, retention=RetentionConfig(readings_days=10), now=T0 + timedelta(days=1)
+        )
+    assert removed.get("readings_chunks", removed.get("readings", 0)) > 0
+    assert count(url, "SELECT count(*) FROM readings WHERE device_id LIKE 'old%'") == 0
+    assert count(url, "SELECT count(*) FROM readings WHERE device_id LIKE 'new%'") == 30

@@ -1,0 +1,88 @@
+"""The transaction writer: exactly-once per batch and per reading, registry, events, dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from cloud.ingest.envelope import decode
+from cloud.store.writer import BatchWriter, DeadLetter, GatewayStatus
+from tests.cloud.conftest import T0_US, R, count, door_readings, envelope, up_topic
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("kind", ["timescaledb", "plain"])
+def test_batches_and_readings_are_stored_once(kind: str, migrated_url: str, plain_url: str) -> None:
+    url = migrated_url if kind == "timescaledb" else plain_url
+    writer = BatchWriter(database_url=url)
+    readings = door_readings(50)
+    first = decode(up_topic(), envelope(readings, batch_seq=1))
+    res = writer.write([first, first])  # redelivered within one transaction
+    assert (res.batches, res.duplicate_batches, res.readings, res.rows) == (1, 1, 50, 150)
+    res = writer.write([first])  # redelivered later
+    assert (res.batches, res.duplicate_batches, res.rows) == (0, 1, 0)
+    # After a gateway crash: the same readings (same ids) resent in a new batch, with new ones.
+    extra = door_readings(5, start_us=T0_US + 10**9, prefix="x")
+    resent = decode(up_topic(), envelope(readings[40:] + extra + extra[:1], batch_seq=2))
+    res = writer.write([resent])
+    assert (res.batches, res.readings, res.duplicate_readings, res.rows) == (1, 5, 11, 15)
+    writer.close()
+    assert count(url, "SELECT count(*) FROM readings") == 165
+    assert count(url, "SELECT count(*) FROM ingested_batches") == 2
+
+
+def test_registry_tracks_last_seen_battery_and_status(migrated_url: str) -> None:
+    writer = BatchWriter(database_url=migrated_url)
+    t = T0_US
+    batch1 = [
+        R("dev1", t + 2_000_000, {"battery_pct": 80}),
+        R("dev1", t + 1_000_000, {"battery_pct": 90}),  # older, arrives later in the batch
+        R("sos1", t, {"battery_pct": 55}, events=["sos_pressed"], device_type="sos_button", profile="tuya/x"),
+    ]
+    writer.write([decode(up_topic(), envelope(batch1, batch_seq=1))])
+    offline = R("dev1", t + 5_000_000, {}, events=["device_offline"])
+    writer.write([decode(up_topic(), envelope([offline], batch_seq=2))])
+    # A late, older reading must not move last_seen back nor overwrite the battery.
+    late = R("dev1", t, {"battery_pct": 99})
+    writer.write([decode(up_topic(), envelope([late], batch_seq=3))])
+    writer.close()
+    with psycopg.connect(migrated_url) as conn:
+        rows = conn.execute(
+            "SELECT device_id, device_type, community_id, gateway_id, first_seen, last_seen, status,"
+            " battery_pct FROM devices ORDER BY device_id"
+        ).fetchall()
+        ev = conn.execute(
+            "SELECT device_id, event, attributes->>'gateway_id' FROM events ORDER BY time"
+        ).fetchall()
+    at = datetime.fromtimestamp(t / 1e6, UTC)
+    dev1, sos1 = rows
+    assert dev1[:4] == ("dev1", "door_contact", "c1", "gw1")
+    assert dev1[4] == at  # first_seen moved back by the late reading
+    assert dev1[5] == datetime.fromtimestamp((t + 2_000_000) / 1e6, UTC)
+    assert dev1[6:] == ("offline", 80.0)
+    assert sos1[1] == "sos_button"
+    assert sos1[6:] == ("online", 55.0)
+    assert ev == [("sos1", "sos_pressed", "gw1"), ("dev1", "device_offline", "gw1")]
+
+
+def test_dead_letters_and_gateway_status(migrated_url: str) -> None:
+    writer = BatchWriter(database_url=migrated_url)
+    now = datetime.now(UTC)
+    res = writer.write(
+        [],
+        dead_letters=[DeadLetter("linli/v1/c1/gw1/up", b"\x00\xffraw", "malformed envelope", now)],
+        statuses=[
+            GatewayStatus("c1", "gw1", "online", {"state": "online", "n": 1}, now),
+            GatewayStatus("c1", "gw1", "offline", {"state": "offline"}, now.replace(year=now.year + 1)),
+        ],
+    )
+    assert (res.dead_letters, res.statuses) == (1, 1)
+    writer.close()
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("SELECT payload, reason FROM dead_letters").fetchall() == [
+            (b"\x00\xffraw", "malformed envelope")
+        ]
+        assert conn.execute("SELECT state FROM gateways").fetchall() == [("offline",)]

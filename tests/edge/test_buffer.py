@@ -1,0 +1,236 @@
+"""The SQLite buffer, for real: classes, eviction at the cap, TTL, batches, quarantine, footprint."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge.buffer import ALARM, TELEMETRY, Buffer, Intake, QuarantineEntry, Store
+from edge.envelope import WireReading, decode_envelope, decode_reading, encode_envelope, encode_reading
+from edge.errors import BufferFull
+
+NOW = 1_750_000_000.0
+
+
+def _reading(i: int, *, alarm: bool = False, rng: random.Random | None = None) -> bytes:
+    rng = rng or random.Random(i)
+    metrics: dict[str, int | float] = (
+        {"battery_pct": 80}
+        if alarm
+        else {
+            "contact_open": i % 2,
+            "open_count": i,
+            "battery_pct": rng.randrange(100),
+            "rssi_dbm": -rng.randrange(40, 120),
+        }
+    )
+    return encode_reading(
+        WireReading(
+            device_id=f"{rng.getrandbits(64):016x}",
+            device_type="sos_button" if alarm else "door_contact",
+            ts_us=int(NOW * 1e6) + i * 1000,
+            received_at_us=int(NOW * 1e6) + i * 1000 + rng.randrange(5000),
+            metrics=metrics,
+            events=("sos_pressed",) if alarm else (),
+            quality=(),
+            profile="generic_lorawan/sos_button" if alarm else "generic_lorawan/door_contact",
+            reading_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        )
+    )
+
+
+def _store(
+    path: Path,
+    *,
+    max_bytes: int = 1 << 30,
+    ttl_s: float = 7 * 86400,
+    chunk_max: int = 500,
+    wall: list[float] | None = None,
+    quarantine_max_rows: int = 10_000,
+) -> Store:
+    clock = wall if wall is not None else [NOW]
+    return Store(
+        path,
+        max_bytes=max_bytes,
+        ttl_s=ttl_s,
+        durability="full",
+        chunk_max=chunk_max,
+        quarantine_max_rows=quarantine_max_rows,
+        quarantine_max_payload_bytes=4096,
+        wall=lambda: clock[0],
+    )
+
+
+def _build(seq: int, cls: str, readings: bytes, counters: dict[str, int]) -> bytes:
+    return encode_envelope(
+        gateway_id="gw",
+        community_id="c",
+        batch_seq=seq,
+        batch_class=cls,  # type: ignore[arg-type]
+        created_at_us=0,
+        counters={"evicted": counters["evicted"]},
+        readings=readings,
+    )
+
+
+def _intake(records: list[tuple[bytes, bool]], at_s: int = int(NOW)) -> Intake:
+    intake = Intake()
+    for data, alarm in records:
+        intake.add_reading(data, alarm=alarm, at_s=at_s)
+    return intake
+
+
+def _drain(store: Store, batch_class: int) -> list[WireReading]:
+    out = []
+    while (batch := store.form_batch(batch_class, 500, _build)) is not None:
+        out += decode_envelope(batch.payload).readings
+        store.delete_batch(batch.seq)
+    return out
+
+
+def test_batches_are_fixed_and_resent_byte_identical_after_reopen(tmp_path: Path) -> None:
+    store = _store(tmp_path / "b.db")
+    records = [_reading(i) for i in range(1200)]
+    for i in range(0, 1200, 100):
+        store.commit(_intake([(r, False) for r in records[i : i + 100]]))
+    first = store.form_batch(TELEMETRY, 500, _build)
+    assert first is not None
+    assert first.count == 500
+    store.close()  # as a crash would leave it: the batch formed, no PUBACK yet
+    store = _store(tmp_path / "b.db")
+    again = store.batches()
+    assert [(b.seq, b.payload) for b in again] == [(first.seq, first.payload)]
+    second = store.form_batch(TELEMETRY, 500, _build)
+    assert second is not None
+    assert second.seq == first.seq + 1
+    store.delete_batch(first.seq)
+    store.delete_batch(second.seq)
+    rest = _drain(store, TELEMETRY)
+    got = [*decode_envelope(first.payload).readings, *decode_envelope(second.payload).readings, *rest]
+    assert [encode_reading(r) for r in got] == records
+    assert store.counters()["readings_sent"] == 1200
+    assert store.stats().depth == 0
+
+
+def test_large_chunk_is_split_when_the_batch_size_is_lowered(tmp_path: Path) -> None:
+    store = _store(tmp_path / "b.db")
+    records = [_reading(i) for i in range(300)]
+    store.commit(_intake([(r, False) for r in records]))
+    batch = store.form_batch(TELEMETRY, 120, _build)
+    assert batch is not None
+    assert batch.count == 120
+    assert [encode_reading(r) for r in decode_envelope(batch.payload).readings] == records[:120]
+    assert store.stats().telemetry_readings == 180
+
+
+def test_alarm_and_telemetry_are_separate_lanes(tmp_path: Path) -> None:
+    store = _store(tmp_path / "b.db")
+    store.commit(_intake([(_reading(i, alarm=i % 10 == 0), i % 10 == 0) for i in range(100)]))
+    stats = store.stats()
+    assert (stats.alarm_readings, stats.telemetry_readings) == (10, 90)
+    alarms = _drain(store, ALARM)
+    assert len(alarms) == 10
+    assert all(r.events == ("sos_pressed",) for r in alarms)
+
+
+def test_cap_evicts_telemetry_oldest_first_never_alarms_with_exact_counts(tmp_path: Path) -> None:
+    cap = 2 << 20
+    store = _store(tmp_path / "b.db", max_bytes=cap)
+    rng = random.Random(1)
+    sent_telemetry: list[bytes] = []
+    sent_alarm: list[bytes] = []
+    evicted = 0
+    i = 0
+    while evicted < 20_000:
+        batch = []
+        for _ in range(200):
+            alarm = rng.random() < 0.02
+            data = _reading(i, alarm=alarm, rng=rng)
+            (sent_alarm if alarm else sent_telemetry).append(data)
+            batch.append((data, alarm))
+            i += 1
+        evicted += store.commit(_intake(batch))
+        assert store.disk_bytes() <= cap, f"{store.disk_bytes()} bytes on disk, cap {cap}"
+    counters = store.counters()
+    assert counters["evicted"] == evicted
+    stats = store.stats()
+    assert stats.alarm_readings == len(sent_alarm)  # no alarm lost
+    assert stats.telemetry_readings + evicted == len(sent_telemetry)
+    # What is left is exactly the newest telemetry, in order: the oldest went first.
+    left = [encode_reading(r) for r in _drain(store, TELEMETRY)]
+    assert left == sent_telemetry[evicted:]
+    assert [encode_reading(r) for r in _drain(store, ALARM)] == sent_alarm
+
+
+def test_alarms_alone_at_the_cap_raise_buffer_full(tmp_path: Path) -> None:
+    cap = 1 << 20
+    store = _store(tmp_path / "b.db", max_bytes=cap)
+    rng = random.Random(2)
+
+    def fill() -> None:
+        for i in range(100_000):
+            store.commit(_intake([(_reading(i * 50 + j, alarm=True, rng=rng), True) for j in range(50)]))
+
+    with pytest.raises(BufferFull):
+        fill()
+    assert store.disk_bytes() <= cap
+    assert store.counters()["evicted"] == 0
+
+
+def test_ttl_drops_old_telemetry_and_counts_it(tmp_path: Path) -> None:
+    clock = [NOW]
+    store = _store(tmp_path / "b.db", ttl_s=3600, wall=clock)
+    store.commit(_intake([(_reading(i), False) for i in range(40)], at_s=int(NOW - 7200)))
+    store.commit(_intake([(_reading(i, alarm=True), True) for i in range(3)], at_s=int(NOW - 7200)))
+    store.commit(_intake([(_reading(i), False) for i in range(40, 50)], at_s=int(NOW - 60)))
+    assert store.expire() == 40
+    stats = store.stats()
+    assert (stats.alarm_readings, stats.telemetry_readings) == (3, 10)
+    assert stats.counters["expired"] == 40
+
+
+def test_quarantine_is_bounded_oldest_dropped_and_counted(tmp_path: Path) -> None:
+    store = _store(tmp_path / "b.db", quarantine_max_rows=5)
+    intake = Intake()
+    for i in range(8):
+        intake.quarantine.append(
+            QuarantineEntry(
+                at_us=i, topic=f"t/{i}", reason="malformed_json", message="bad", payload=b"x" * 10_000
+            )
+        )
+    store.commit(intake)
+    rows = store.quarantine_rows(100)
+    assert [entry.topic for _, entry, _ in rows] == [f"t/{i}" for i in range(7, 2, -1)]
+    assert all(len(entry.payload) == 4096 and size == 10_000 for _, entry, size in rows)
+    counters = store.counters()
+    assert (counters["quarantined"], counters["quarantine_dropped"]) == (8, 3)
+
+
+def test_disk_per_buffered_reading_is_under_200_bytes(tmp_path: Path) -> None:
+    store = _store(tmp_path / "b.db")
+    n = 100_000
+    for start in range(0, n, 500):
+        store.commit(_intake([(_reading(i), False) for i in range(start, start + 500)]))
+    store.checkpoint()
+    per_reading = store.disk_bytes() / n
+    assert per_reading < 200, per_reading
+
+
+async def test_async_face_runs_on_one_worker_thread(tmp_path: Path) -> None:
+    buffer = await Buffer.open(tmp_path / "b.db", max_bytes=1 << 30, wall=lambda: NOW)
+    try:
+        await buffer.commit(_intake([(_reading(1), False), (_reading(2, alarm=True), True)]))
+        stats = await buffer.stats()
+        assert stats.depth == 2
+        batch = await buffer.form_batch(ALARM, 500, _build)
+        assert batch is not None
+        assert decode_reading(encode_reading(decode_envelope(batch.payload).readings[0])).events == (
+            "sos_pressed",
+        )
+        await buffer.delete_batch(batch.seq)
+        assert (await buffer.counters())["readings_sent"] == 1
+    finally:
+        await buffer.close()

@@ -1,0 +1,303 @@
+"""The agent as a subprocess between two real Mosquitto brokers: kill -9, cloud outages, priority.
+
+Every test counts readings at the cloud broker by `reading_id` (the LoRaWAN profiles carry the
+ChirpStack deduplicationId, so every published message has its own id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from simulators.services import MosquittoBroker, TlsFiles
+from tests.edge.conftest import AgentProcess, Collector, Fleet, Publisher, write_config
+
+pytestmark = pytest.mark.integration
+
+DOOR = "generic_lorawan/door_contact"
+SOS = "generic_lorawan/sos_button"
+
+
+def _setup(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    *,
+    fleet: Fleet,
+    cloud: MosquittoBroker | None = None,
+    **config: object,
+) -> tuple[MosquittoBroker, MosquittoBroker, Path]:
+    field = make_broker()
+    cloud = cloud or make_broker()
+    cfg = write_config(
+        tmp_path / "edge.toml",
+        inventory=fleet.inventory(tmp_path / "inventory.yaml"),
+        field=field,
+        cloud=cloud,
+        buffer=tmp_path / "buffer.db",
+        **config,  # type: ignore[arg-type]
+    )
+    return field, cloud, cfg
+
+
+@pytest.mark.slow
+def test_kill9_five_times_mid_stream_loses_nothing(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+) -> None:
+    fleet = Fleet({DOOR: 20, SOS: 5})
+    field, cloud, cfg = _setup(tmp_path, make_broker, fleet=fleet)
+    col = Collector(cloud)
+    collectors.append(col)
+    agent = agent_factory(cfg)
+    agent.start()
+    agent.wait_log("subscribed")
+    pub = Publisher(field)
+    publishers.append(pub)
+
+    total = 6000
+    payloads = [fleet.payload(fleet.devices[i % len(fleet.devices)]) for i in range(total)]
+    sent: list[str] = []
+    done = threading.Event()
+
+    def publish() -> None:
+        for i, (topic, payload, reading) in enumerate(payloads):
+            pub.publish(topic, payload)
+            sent.append(reading.reading_id)
+            if i % 200 == 199:
+                time.sleep(0.05)
+        done.set()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    rng = random.Random(5)
+    kills = 0
+    while kills < 5:
+        time.sleep(rng.uniform(0.3, 0.9))
+        agent.kill9()
+        kills += 1
+        agent.start()
+        agent.wait_log("subscribed", count=kills + 1, timeout=30)
+    thread.join()
+    assert done.is_set()
+    assert len(sent) == total
+    assert col.wait_for(lambda c: set(sent) <= c.reading_ids(), 90), (
+        f"{len(set(sent) - col.reading_ids())} of {total} readings never reached the cloud broker"
+    )
+    # The kills really happened mid-stream: readings arrived before the last restart too.
+    assert agent.starts == 6
+    assert agent.terminate() == 0
+    # Repeats are allowed, but batches resent after a restart are byte-identical per batch_seq.
+    by_seq: dict[int, bytes] = {}
+    for env, raw in zip(col.envelopes, col.raw, strict=True):
+        assert by_seq.setdefault(env.batch_seq, raw) == raw
+
+
+def test_cloud_outage_everything_arrives_alarms_first(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+) -> None:
+    fleet = Fleet({DOOR: 10, SOS: 3})
+    window = 2
+    field, cloud, cfg = _setup(
+        tmp_path, make_broker, fleet=fleet, sections={"uplink": {"window": window, "batch_max_readings": 100}}
+    )
+    col = Collector(cloud)
+    collectors.append(col)
+    agent = agent_factory(cfg)
+    agent.start()
+    agent.wait_log("subscribed")
+    pub = Publisher(field)
+    publishers.append(pub)
+
+    cloud.stop()
+    agent.wait_log("connection_lost")
+    doors, soss = fleet.of(DOOR), fleet.of(SOS)
+    telemetry_ids, alarm_ids = [], []
+    for i in range(2000):
+        topic, payload, r = fleet.payload(doors[i % len(doors)], metrics={"contact_open": 0.0})
+        pub.publish(topic, payload)
+        telemetry_ids.append(r.reading_id)
+        if i % 100 == 50:
+            topic, payload, r = fleet.payload(soss[i % len(soss)], events=("sos_pressed",))
+            pub.publish(topic, payload, wait=True)
+            alarm_ids.append(r.reading_id)
+    # The outage lasts well past the backoff cap (0.5 s here; 60 s in production: ten attempts
+    # at the cap, as a five-minute outage gives in the field).
+    time.sleep(5)
+    before = len(col.envelopes)
+    cloud.start()
+    assert col.wait_for(lambda c: set(telemetry_ids + alarm_ids) <= c.reading_ids(), 60)
+    after = col.envelopes[before:]
+    classes = [
+        "alarm" if any(r.reading_id in set(alarm_ids) for r in e.readings) else "telemetry" for e in after
+    ]
+    last_alarm = max(i for i, c in enumerate(classes) if c == "alarm")
+    telemetry_positions = [i for i, c in enumerate(classes) if c == "telemetry"]
+    # At most the telemetry batches in flight when the link dropped may go first.
+    assert last_alarm < telemetry_positions[window], classes[: window + 5]
+    assert all(e.batch_class == "alarm" for e, c in zip(after, classes, strict=True) if c == "alarm")
+    assert agent.terminate() == 0
+
+
+def test_sos_during_long_drain_arrives_within_one_second(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+) -> None:
+    fleet = Fleet({DOOR: 50, SOS: 1})
+    # Small batches and a narrow window make the drain of the backlog last several seconds.
+    field, cloud, cfg = _setup(
+        tmp_path, make_broker, fleet=fleet, sections={"uplink": {"window": 1, "batch_max_readings": 25}}
+    )
+    col = Collector(cloud)
+    collectors.append(col)
+    agent = agent_factory(cfg)
+    agent.start()
+    agent.wait_log("subscribed")
+    pub = Publisher(field)
+    publishers.append(pub)
+    cloud.stop()
+    agent.wait_log("connection_lost")
+    doors = fleet.of(DOOR)
+    backlog = []
+    infos = []
+    for i in range(12_000):
+        topic, payload, r = fleet.payload(doors[i % len(doors)])
+        infos.append(pub.publish(topic, payload))
+        backlog.append(r.reading_id)
+    for info in infos:
+        info.wait_for_publish(30)
+    time.sleep(1.5)  # let the agent buffer the backlog
+    cloud.start()
+    assert col.wait_for(lambda c: len(c.envelopes) >= 3, 30)
+    topic, payload, sos = fleet.payload(fleet.of(SOS)[0], events=("sos_pressed",))
+    pressed = time.monotonic()
+    pub.publish(topic, payload)
+    assert col.wait_for(lambda c: sos.reading_id in c.reading_ids(), 10)
+    with col.lock:
+        index = next(
+            i for i, e in enumerate(col.envelopes) if any(r.reading_id == sos.reading_id for r in e.readings)
+        )
+        latency = col.arrivals[index] - pressed
+    still_draining = len(
+        set(backlog) - {r.reading_id for e in col.envelopes[: index + 1] for r in e.readings}
+    )
+    assert still_draining > 1000, "the SOS must be pressed while the backlog is still draining"
+    assert latency < 1.0, f"SOS took {latency:.3f} s to reach the cloud broker"
+    assert col.wait_for(lambda c: set(backlog) <= c.reading_ids(), 60)
+    assert agent.terminate() == 0
+
+
+def test_malformed_and_unknown_input_quarantined_while_forwarding_continues(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+) -> None:
+    fleet = Fleet({DOOR: 3})
+    stranger = Fleet({DOOR: 1}, seed=99)
+    field, cloud, cfg = _setup(tmp_path, make_broker, fleet=fleet)
+    col = Collector(cloud)
+    collectors.append(col)
+    agent = agent_factory(cfg)
+    agent.start()
+    agent.wait_log("subscribed")
+    pub = Publisher(field)
+    publishers.append(pub)
+    good = []
+    bad = [
+        ("zigbee2mqtt/door-1", b"{not json"),
+        ("nbiot/861234567890123/up", b"\xff\xfe\x00"),
+        ("zigbee2mqtt/door-2", b"[" * 100 + b"]" * 100),
+        ("nbiot/861234567890123/up", b'{"imei": "861234567890123", "type": "manhole", "ts": "soon"}'),
+    ]
+    for i in range(60):
+        topic, payload, r = fleet.payload(fleet.devices[i % 3])
+        pub.publish(topic, payload)
+        good.append(r.reading_id)
+        if i % 15 == 0:
+            pub.publish(*bad[i // 15])
+            topic, payload, _ = stranger.payload(stranger.devices[0])
+            pub.publish(topic, payload)
+    assert col.wait_for(lambda c: set(good) <= c.reading_ids(), 20)
+    assert len(col.reading_ids()) == len(good)
+    assert agent.terminate() == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["quarantine", "list", "--config", str(cfg), "--json", "--limit", "100"]) == 0
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    reasons = sorted(r["reason"] for r in rows)
+    assert reasons.count("unknown_device") == 4
+    assert len(rows) == 8
+    assert {"malformed_json", "not_utf8"} <= set(reasons)
+    unknown = [r for r in rows if r["reason"] == "unknown_device"]
+    assert all(stranger.devices[0].device_id in r["message"] for r in unknown)
+    assert any(r["topic"] == "zigbee2mqtt/door-1" and r["payload_b64"] for r in rows)
+
+
+def test_mutual_tls_to_the_cloud_broker(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+    test_pki: TlsFiles,
+) -> None:
+    fleet = Fleet({DOOR: 2})
+    cloud = make_broker(tls=test_pki, require_client_cert=True)
+    field, cloud, cfg = _setup(tmp_path, make_broker, fleet=fleet, cloud=cloud, cloud_tls=test_pki)
+    col = Collector(cloud, tls=test_pki)
+    collectors.append(col)
+    agent = agent_factory(cfg)
+    agent.start()
+    agent.wait_log("subscribed")
+    pub = Publisher(field)
+    publishers.append(pub)
+    topic, payload, r = fleet.payload(fleet.devices[0])
+    pub.publish(topic, payload)
+    assert col.wait_for(lambda c: r.reading_id in c.reading_ids(), 20)
+    assert agent.terminate() == 0
+
+
+def test_cloud_refuses_an_agent_without_client_certificate(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+    test_pki: TlsFiles,
+) -> None:
+    fleet = Fleet({DOOR: 1})
+    cloud = make_broker(tls=test_pki, require_client_cert=True)
+    field, cloud, cfg = _setup(
+        tmp_path, make_broker, fleet=fleet, cloud=cloud, cloud_tls=test_pki, client_cert=False
+    )
+    agent = agent_factory(cfg)
+    agent.start()
+    agent.wait_log("subscribed")
+    agent.wait_log("connect_failed", timeout=20)
+    assert agent.count("connected") == 1  # the field broker only
+    # It still buffers: the field side works while the cloud refuses it.
+    pub = Publisher(field)
+    publishers.append(pub)
+    topic, payload, _ = fleet.payload(fleet.devices[0])
+    pub.publish(topic, payload, wait=True)
+    assert agent.terminate() == 0

@@ -1,0 +1,143 @@
+"""The southbound steps on their own: decode, inventory, dedupe, skew, state events, classes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from device_profiles.inventory import Inventory
+from edge.buffer import Intake
+from edge.envelope import decode_reading
+from edge.errors import UplinkUnavailable
+from edge.inventory import InventoryView
+from edge.liveness import Liveness
+from edge.mqtt import Message, MqttLink, backoff_delay
+from edge.normalise import Classifier, Normaliser
+from simulators.services import MosquittoBroker
+from tests.edge.conftest import GATEWAY, Fleet, Publisher
+
+
+def _normaliser(fleet: Fleet, tmp_path: Path, now: list[float]) -> Normaliser:
+    inventory = InventoryView(Inventory.load(fleet.inventory(tmp_path / "inv.yaml")), gateway_id=GATEWAY)
+    liveness = Liveness(
+        gateway_id=GATEWAY, inventory=inventory, profile_intervals={}, overrides={}, multiple=3, memory={}
+    )
+    return Normaliser(
+        profiles=fleet.profiles,
+        inventory=inventory,
+        liveness=liveness,
+        classifier=Classifier(alarm_events={"sos_pressed", "cover_opened"}, alarm_metrics={"lamp_fault": 1}),
+        clock_skew_bound_s=300,
+        dedupe_window=100,
+        wall=lambda: now[0],
+    )
+
+
+def test_dedupe_drops_repeats_of_message_ids_but_not_of_content_hashes(tmp_path: Path) -> None:
+    import time
+
+    fleet = Fleet({"generic_lorawan/door_contact": 1, "tuya/ts0215a_sos": 1})
+    norm = _normaliser(fleet, tmp_path, [time.time()])
+    intake = Intake()
+    lora, zigbee = fleet.of("generic_lorawan/door_contact")[0], fleet.of("tuya/ts0215a_sos")[0]
+    topic, payload, _ = fleet.payload(lora)
+    norm.handle(topic, payload, intake)
+    norm.handle(topic, payload, intake)  # a broker redelivery: same deduplicationId
+    assert len(intake.telemetry) == 1
+    assert intake.counters["duplicates_dropped"] == 1
+    # Two identical Zigbee SOS presses have the same content-hash id; both are kept.
+    topic, payload, _ = fleet.payload(zigbee, events=("sos_pressed",))
+    assert norm.handle(topic, payload, intake) is True
+    assert norm.handle(topic, payload, intake) is True
+    assert len(intake.alarm) == 2
+    assert all(decode_reading(r).events == ("sos_pressed",) for r in intake.alarm)
+
+
+def test_classifier_rules() -> None:
+    c = Classifier(alarm_events={"sos_pressed"}, alarm_metrics={"lamp_fault": 1, "ch4_pct_lel": 20})
+    assert c.is_alarm(("sos_pressed",), {})
+    assert c.is_alarm((), {"lamp_fault": 1.0})
+    assert c.is_alarm((), {"ch4_pct_lel": 25.0})
+    assert not c.is_alarm(("heartbeat",), {"lamp_fault": 0.0, "ch4_pct_lel": 3.0})
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    rng = random.Random(3)
+    delays = [backoff_delay(a, base=0.5, cap=60, rng=rng) for a in range(40)]
+    assert all(0 <= d <= min(60, 0.5 * 2**a) for a, d in enumerate(delays))
+    assert max(delays[10:]) > 30  # reaches the cap's range
+    assert len({round(d, 6) for d in delays}) == len(delays)  # jittered
+
+
+@pytest.mark.integration
+async def test_manual_ack_unacked_messages_come_back_after_reconnect(
+    make_broker: Callable[..., MosquittoBroker],
+) -> None:
+    broker = make_broker()
+    got: list[Message] = []
+    link = MqttLink(
+        name="t",
+        host=broker.host,
+        port=broker.port,
+        client_id="t-manual",
+        subscriptions=["t/#"],
+        manual_ack=True,
+        on_message=got.append,
+        receive_maximum=5,
+        backoff_base_s=0.05,
+        backoff_cap_s=0.2,
+    )
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.wait_connected(), 10)
+        await asyncio.sleep(0.2)
+        pub = Publisher(broker)
+        for i in range(8):
+            pub.publish("t/x", str(i).encode(), wait=True)
+        pub.close()
+        await asyncio.sleep(0.5)
+        assert [m.payload for m in got] == [str(i).encode() for i in range(5)]  # Receive Maximum
+        link.ack(got[0])
+        link.ack(got[1])
+        await asyncio.sleep(0.3)
+        seen = len(got)
+        assert seen > 5  # acks opened the window
+        assert [m.payload for m in got] == [str(i).encode() for i in range(seen)]
+        first_epoch = link.epoch
+        broker.stop()
+        broker.start()
+        for _ in range(100):
+            if link.connected and link.epoch > first_epoch:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        again = {m.payload for m in got[seen:]}
+        assert b"2" in again  # unacknowledged: redelivered on the resumed session
+        assert not again & {b"0", b"1"}  # acknowledged: gone
+        assert link.session_present
+        broker.stop()
+        await asyncio.sleep(0.3)
+        with pytest.raises(UplinkUnavailable):
+            link.publish("t/y", b"z")
+    finally:
+        await link.close()
+        await task
+
+
+@pytest.mark.integration
+async def test_publish_future_resolves_on_puback(make_broker: Callable[..., MosquittoBroker]) -> None:
+    broker = make_broker()
+    link = MqttLink(name="c", host=broker.host, port=broker.port, client_id="t-pub")
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.wait_connected(), 10)
+        futures = [link.publish("t/p", bytes(1000), qos=1) for _ in range(50)]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert link.in_flight == 0
+    finally:
+        await link.close()
+        await task

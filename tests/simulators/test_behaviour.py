@@ -1,0 +1,133 @@
+"""Behaviour models look like life: routines, dusk and dawn, batteries, heartbeats."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from simulators.behaviour.solar import dawn_dusk
+from simulators.clock import from_ms, to_ms
+
+from .conftest import Run, simulate
+
+SHANGHAI = timedelta(hours=8)
+
+
+@pytest.fixture(scope="module")
+def week() -> Run:
+    return simulate(
+        devices=400,
+        hours=24 * 7,
+        seed=3,
+        mix={"door_contact": 3, "sos_button": 1, "streetlight": 1, "manhole_cover": 1},
+    )
+
+
+@pytest.mark.parametrize(
+    ("day", "lat", "lon", "dawn_local", "dusk_local", "offset_h"),
+    [
+        ("2025-06-21", 31.23, 121.47, "04:44", "19:07", 8),  # Shanghai, midsummer
+        ("2025-12-21", 31.23, 121.47, "06:42", "17:01", 8),  # Shanghai, midwinter
+        ("2025-03-20", 39.90, 116.40, "06:02", "18:32", 8),  # Beijing, equinox
+    ],
+)
+def test_solar_model(
+    day: str, lat: float, lon: float, dawn_local: str, dusk_local: str, offset_h: int
+) -> None:
+    midnight = to_ms(datetime.fromisoformat(day).replace(tzinfo=UTC))
+    dawn, dusk = dawn_dusk(lat, lon, midnight)
+    for ms, expected in ((dawn, dawn_local), (dusk, dusk_local)):
+        local = from_ms(ms) + timedelta(hours=offset_h)
+        want = datetime.fromisoformat(f"{day}T{expected}:00+00:00")
+        assert abs((local - want).total_seconds()) < 15 * 60, (local, want)
+
+
+def test_streetlights_follow_dusk_dawn_and_dimming(week: Run) -> None:
+    lights = [e for e in week.emissions if e.reading.device_type == "streetlight"]
+    assert lights
+    for em in lights:
+        m = em.reading.metrics
+        local = from_ms(em.t_ms) + SHANGHAI
+        hour = local.hour + local.minute / 60
+        if 5.5 <= hour < 18.5:
+            assert m["lamp_on"] == 0
+            assert m["power_w"] == 0
+        elif hour >= 20 and hour < 22.9:
+            assert m["lamp_on"] == 1
+            assert m["dim_pct"] == 100
+        elif hour >= 23.1 or hour < 4.4:
+            assert m["lamp_on"] == 1
+            assert m["dim_pct"] == 50
+    energy: dict[str, list[float]] = defaultdict(list)
+    for em in lights:
+        energy[em.reading.device_id].append(em.reading.metrics["energy_kwh"])
+    for series in energy.values():
+        assert series == sorted(series), "the energy meter only counts up"
+        assert series[-1] - series[0] > 0.5  # a week of nights at 40..150 W
+
+
+def test_residents_living_alone_move_less_and_earlier(week: Run) -> None:
+    openings: dict[str, list[datetime]] = defaultdict(list)
+    for em in week.emissions:
+        if em.reading.device_type == "door_contact" and em.reading.metrics["contact_open"] == 1:
+            openings[em.reading.device_id].append(from_ms(em.t_ms) + SHANGHAI)
+    alone = {d.device_id for d in week.inventory if d.device_type == "door_contact" and d.living_alone}
+    others = {d.device_id for d in week.inventory if d.device_type == "door_contact" and not d.living_alone}
+
+    def per_day(ids: set[str]) -> float:
+        return sum(len(openings[i]) for i in ids) / len(ids) / 7
+
+    def first_hour(ids: set[str]) -> float:
+        days: dict[tuple[str, object], float] = {}
+        for i in ids:
+            for t in openings[i]:
+                key = (i, t.date())
+                h = t.hour + t.minute / 60
+                if h >= 5:  # ignore the odd night opening
+                    days[key] = min(days.get(key, 24.0), h)
+        return sum(days.values()) / len(days)
+
+    assert 1.5 < per_day(alone) < 0.85 * per_day(others)
+    assert per_day(others) < 12
+    assert first_hour(alone) < first_hour(others) - 0.5
+    night = sum(1 for ts in openings.values() for t in ts if 1 <= t.hour < 5)
+    total = sum(len(ts) for ts in openings.values())
+    assert night < 0.02 * total
+
+
+def test_batteries_drain_and_mains_have_none(week: Run) -> None:
+    levels: dict[str, list[float]] = defaultdict(list)
+    for em in week.emissions:
+        if "battery_pct" in em.reading.metrics:
+            levels[em.reading.device_id].append(em.reading.metrics["battery_pct"])
+        if em.reading.device_type == "streetlight":
+            assert "battery_pct" not in em.reading.metrics
+    assert levels
+    for series in levels.values():
+        assert series == sorted(series, reverse=True)
+        assert all(1 <= v <= 100 for v in series)
+
+
+def test_sos_heartbeats_every_few_hours(week: Run) -> None:
+    beats: dict[str, list[int]] = defaultdict(list)
+    for em in week.emissions:
+        if "heartbeat" in em.reading.events:
+            beats[em.reading.device_id].append(em.t_ms)
+    assert beats
+    for times in beats.values():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(3 * 3_600_000 < g < 5 * 3_600_000 for g in gaps)
+
+
+def test_each_device_reports_at_its_own_interval_with_jitter(week: Run) -> None:
+    covers: dict[str, list[int]] = defaultdict(list)
+    for em in week.emissions:
+        if em.reading.device_type == "manhole_cover":
+            covers[em.reading.device_id].append(em.t_ms)
+    gaps = [b - a for times in covers.values() for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0
+    assert len(set(gaps)) > len(gaps) // 2
+    assert sum(gaps) / len(gaps) == pytest.approx(1_800_000, rel=0.1)

@@ -1,0 +1,186 @@
+"""Publishing to a real private Mosquitto, received by a real subscriber."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from device_profiles import ProfileSet, Reading
+from simulators.clock import SimClock
+from simulators.errors import OutputError
+from simulators.output import MqttSink
+from simulators.runner import run_simulation
+from simulators.services import MosquittoBroker, TlsFiles
+from simulators.simulation import Simulation
+from simulators.truth import TruthWriter, read_truth
+
+from .conftest import HOUR_MS, START, simulate
+
+pytestmark = pytest.mark.integration
+
+
+class Subscriber:
+    """Collects every message on the simulators' topics (own network thread)."""
+
+    def __init__(self, host: str, port: int, *, tls: TlsFiles | None = None) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.monotonic_ns()}")
+        if tls is not None:
+            self.client.tls_set(
+                ca_certs=str(tls.ca_cert), certfile=str(tls.client_cert), keyfile=str(tls.client_key)
+            )
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self._ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        assert self._ready.wait(10), "subscription not acknowledged"
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        client.subscribe([(f, 1) for f in ("zigbee2mqtt/#", "application/#", "nbiot/#")])
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[str, bytes]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.05)
+        with self._lock:
+            return list(self.messages)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _publish(url: str, qos: int, tmp: Path, **tls: Any) -> tuple[list[dict[str, Any]], Simulation]:
+    run = simulate(devices=150, hours=0.01)
+    sim = Simulation(inventory=run.inventory, start=START, seed=4)
+    truth = tmp / "truth.jsonl"
+    summary = run_simulation(
+        sim,
+        sink=MqttSink(url=url, qos=qos, **tls),
+        truth=TruthWriter(truth),
+        clock=SimClock(start_ms=sim.start_ms, speed=None),
+        until_ms=sim.start_ms + 4 * HOUR_MS,
+    )
+    assert summary.failure is None
+    assert summary.errors == 0
+    return [r for r in read_truth(truth) if r["kind"] == "message"], sim
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_publish_to_a_real_broker(mosquitto: Any, tmp_path: Path, qos: int) -> None:
+    subscriber = Subscriber(mosquitto.host, mosquitto.port)
+    try:
+        sent, sim = _publish(mosquitto.url, qos, tmp_path)
+        received = subscriber.wait_for(len(sent))
+    finally:
+        subscriber.stop()
+    assert len(sent) > 500
+    if qos == 1:
+        assert len(received) == len(sent)
+    else:
+        assert len(received) >= 0.99 * len(sent)  # QoS 0 on loopback: in practice all
+    decoder = ProfileSet.shipped().with_device_map(sim.inventory.device_profile_map())
+    ids = {r["reading_id"] for r in sent}
+    got = set()
+    for topic, payload in received:
+        reading = decoder.decode(topic, payload, START)
+        assert isinstance(reading, Reading)
+        got.add(reading.reading_id)
+    assert got <= ids
+    assert len(got) >= 0.99 * len(ids)
+    assert [t for t, _ in received][:50] == [r["topic"] for r in sent][:50], "sent in order"
+
+
+def test_publish_with_mutual_tls(
+    make_broker: Callable[..., MosquittoBroker], test_pki: TlsFiles, tmp_path: Path
+) -> None:
+    broker = make_broker(tls=test_pki, require_client_cert=True)
+    subscriber = Subscriber(broker.host, broker.port, tls=test_pki)
+    try:
+        sent, _ = _publish(
+            broker.url,
+            1,
+            tmp_path,
+            tls_ca=test_pki.ca_cert,
+            tls_cert=test_pki.client_cert,
+            tls_key=test_pki.client_key,
+        )
+        received = subscriber.wait_for(len(sent))
+    finally:
+        subscriber.stop()
+    assert len(received) == len(sent) > 500
+
+
+def test_tls_without_client_certificate_is_refused(
+    make_broker: Callable[..., MosquittoBroker], test_pki: TlsFiles
+) -> None:
+    broker = make_broker(tls=test_pki, require_client_cert=True)
+    with pytest.raises(OutputError):
+        MqttSink(url=broker.url, qos=1, tls_ca=test_pki.ca_cert, connect_timeout=5)
+
+
+def test_broker_going_away_is_an_output_error(make_broker: Callable[..., MosquittoBroker]) -> None:
+    broker = make_broker()
+    sink = MqttSink(url=broker.url, qos=1)
+    sink.publish("nbiot/861234567890123/up", b"{}")
+    broker.stop()
+
+    def flood() -> None:
+        for _ in range(100_000):
+            sink.publish("nbiot/861234567890123/up", b"{}")
+
+    with pytest.raises(OutputError, match="connection lost"):
+        flood()
+    sink.close(timeout=1)
+
+
+def test_cli_publishes_at_qos1(mosquitto: Any, tmp_path: Path) -> None:
+    from device_profiles.console import main
+
+    subscriber = Subscriber(mosquitto.host, mosquitto.port)
+    try:
+        code = main(
+            [
+                "sim",
+                "--devices",
+                "50",
+                "--broker",
+                mosquitto.url,
+                "--qos",
+                "1",
+                "--speed",
+                "max",
+                "--duration",
+                "2h",
+                "--start",
+                "2025-06-01T00:00:00Z",
+                "--truth",
+                str(tmp_path / "t.jsonl"),
+                "--quiet",
+                "--client-id",
+                "test-cli-sim",
+            ]
+        )
+        sent = [r for r in read_truth(tmp_path / "t.jsonl") if r["kind"] == "message"]
+        received = subscriber.wait_for(len(sent))
+    finally:
+        subscriber.stop()
+    assert code == 0
+    assert len(received) == len(sent) > 50
