@@ -36,6 +36,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     add_arguments(parser)
     parser.set_defaults(handler=handle)
+    commands = parser.add_subparsers(dest="sim_command", metavar="COMMAND")
+    verify = commands.add_parser(
+        "verify",
+        help="compare a ground truth with the database; exit 0 only on an exact match",
+        description="Compare a simulator ground truth with what the pipeline stored in the database "
+        "and print a JSON summary (docs/simulators.md, 'Verifying a run'). Exit status: 0 exact match, "
+        "1 mismatch, 2 unreadable truth or database.",
+    )
+    verify.add_argument("--truth", required=True, metavar="FILE", help="ground truth (JSONL) of the run")
+    verify.add_argument("--database", required=True, metavar="URL", help="postgresql://... of the cloud")
+    verify.set_defaults(handler=handle_verify)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,3 +116,16 @@ def handle(args: argparse.Namespace) -> int:
     from simulators.app import main_with_args
 
     return main_with_args(args, stdout=sys.stdout, stderr=sys.stderr)
+
+
+def handle_verify(args: argparse.Namespace) -> int:
+    from simulators.errors import SimulatorsError
+    from simulators.verify import encode_report, verify
+
+    try:
+        report = verify(truth=args.truth, database_url=args.database)
+    except SimulatorsError as exc:
+        print(f"linli sim verify: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(encode_report(report).decode() + "\n")
+    return 0 if report.match else 1
