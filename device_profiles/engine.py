@@ -245,6 +245,18 @@ class ProfileSet:
             raise UnknownProfileError(reading.profile)
         return encoder.encode(reading)
 
+    def encode_message(self, reading: Reading) -> tuple[str, bytes, str]:
+        """`encode`, plus the `reading_id` that decoding the payload gives: ``(topic, payload, id)``.
+
+        For a dialect with a vendor message id that is the id written into the payload; for one
+        without, the id the decoder derives from the device id and the payload bytes. Either way
+        no decode is needed to learn it.
+        """
+        encoder = self._encoders.get(reading.profile)
+        if encoder is None:
+            raise UnknownProfileError(reading.profile)
+        return encoder.encode_message(reading)
+
 
 @cache
 def _shipped() -> ProfileSet:

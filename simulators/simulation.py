@@ -23,7 +23,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-from device_profiles import DecodeError, EncodeError, ProfileSet, Reading
+from device_profiles import ProfileSet, Reading
 from device_profiles.inventory import Inventory
 from simulators.behaviour import MODELS, Behaviour, Sample, SimDevice, Tag
 from simulators.behaviour.base import REPORT_NOW, Window, in_windows
@@ -113,8 +113,7 @@ class Simulation:
         self._notes: list[Note] = []
         self.now_ms = self.start_ms
         self.counts = {"messages": 0, "malformed": 0, "duplicates": 0, "reordered": 0, "conditions": 0}
-        self._encode = self.profiles.encode
-        self._decode = self.profiles.decode
+        self._encode = self.profiles.encode_message
         self.models: dict[str, Behaviour] = {t: cls(self._rs, self) for t, cls in MODELS.items()}
         self.devices = self._build_devices()
         #: device id -> device, while scenarios are applied (dropped afterwards: 100,000 entries).
@@ -413,15 +412,10 @@ class Simulation:
             profile=shape.profile_id,
             reading_id=_uuid(self.seed, self._made) if shape.has_reading_id else "",
         )
-        topic, payload = self._encode(reading)
+        topic, payload, reading_id = self._encode(reading)
         if not shape.has_reading_id:
-            # The dialect has no message id: the decoder derives one from the payload; ask it.
-            back = self._decode(topic, payload, received, profile=shape.profile_id)
-            if isinstance(back, DecodeError):
-                raise EncodeError(
-                    shape.profile_id, back.reason, f"our own payload does not decode: {back.message}"
-                )
-            reading = msgspec.structs.replace(reading, reading_id=back.reading_id)
+            # The dialect has no message id: the id is the one the decoder derives from the payload.
+            reading = msgspec.structs.replace(reading, reading_id=reading_id)
         tags = self._tags(dev, t, carried, carried_events) if dev.tags is not None else ()
         em = Emission(
             seq=-1,
