@@ -1,0 +1,194 @@
+"""`linli sim verify` against a real database: an exact match, then each kind of difference."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from cloud.store.migrate import migrate
+from simulators.truth import read_truth
+from simulators.verify import verify
+
+pytestmark = pytest.mark.integration
+
+#: Dialects without a device time: the edge stamps the gateway's receive time.
+NO_DEVICE_TIME = ("aqara/", "tuya/")
+
+
+@pytest.fixture(scope="module")
+def truth_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("verify")
+    truth = folder / "truth.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "device_profiles.console", "sim", "--devices", "40", "--seed", "5",
+            "--start", "2025-06-01T00:00:00Z", "--count", "600", "--malformed", "0.05",
+            "--duplicate", "0.05", "--reordered", "0.05", "--scenario", "sos-press",
+            "--output", str(folder / "messages.jsonl"), "--truth", str(truth), "--quiet",
+        ],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return truth
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def store_as_pipeline(database_url: str, truth: Path, *, quarantined_extra: int = 0) -> dict[str, Any]:
+    """Write what a correct pipeline stores for `truth`, by hand, into a migrated database."""
+    records = read_truth(truth)
+    seen: set[str] = set()
+    rows: list[tuple[datetime, str, str, float]] = []
+    events: list[tuple[datetime, str, str, Jsonb]] = []
+    malformed: dict[str, int] = {}
+    receive = datetime(2026, 1, 1, tzinfo=UTC)
+    for rec in records:
+        if rec["kind"] != "message":
+            continue
+        if rec["malformed"]:
+            malformed[rec["gateway_id"]] = malformed.get(rec["gateway_id"], 0) + 1
+            continue
+        if rec["reading_id"] in seen:
+            continue
+        seen.add(rec["reading_id"])
+        receive += timedelta(milliseconds=3)
+        ts = receive if rec["profile"].startswith(NO_DEVICE_TIME) else _parse(rec["ts"])
+        rows += [(ts, rec["device_id"], m, v) for m, v in rec["metrics"].items()]
+        attrs = Jsonb({"reading_id": rec["reading_id"], "gateway_id": rec["gateway_id"]})
+        events += [(ts, rec["device_id"], e, attrs) for e in rec["events"]]
+        if rec["device_id"].startswith("0x") and rec["metrics"].get("contact_open") == 1:
+            events.append((ts, rec["device_id"], "door_opened", attrs))  # derived by the edge
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+        with conn.cursor() as cur:
+            with cur.copy("COPY readings (time, device_id, metric, value) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+            with cur.copy("COPY events (time, device_id, event, attributes) FROM STDIN") as cp:
+                for ev in events:
+                    cp.write_row(ev)
+            gateways = {r["gateway_id"] for r in records if r["kind"] == "message"}
+            for g in gateways:
+                count = malformed.get(g, 0) + quarantined_extra
+                status = {"state": "offline", "counters": {"quarantined": count}}
+                cur.execute(
+                    "INSERT INTO gateways (gateway_id, community_id, state, status, status_at)"
+                    " VALUES (%s, 'c001', 'offline', %s, now())",
+                    (g, Jsonb(status)),
+                )
+    return {"rows": len(rows), "events": len(events), "malformed": sum(malformed.values())}
+
+
+def _run_cli(truth: Path, database_url: str) -> tuple[int, dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "device_profiles.console", "sim", "verify", "--truth", str(truth),
+         "--database", database_url],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    return done.returncode, json.loads(done.stdout) if done.stdout else {"stderr": done.stderr}
+
+
+def test_exact_match(truth_file: Path, database_url: str) -> None:
+    stored = store_as_pipeline(database_url, truth_file, quarantined_extra=2)
+    code, report = _run_cli(truth_file, database_url)
+    assert code == 0, report
+    assert report["match"] is True
+    assert report["expected_rows"] == report["stored_rows"] == report["matched_rows"] == stored["rows"]
+    assert report["malformed"] == report["expected_quarantined"] == stored["malformed"] > 0
+    assert report["quarantined"] == stored["malformed"] + 2  # redelivered malformed input: allowed
+    assert report["duplicates_sent"] > 0
+    assert report["time_rewritten"] > 0  # the Zigbee readings matched by value, not time
+    assert report["derived_events"] > 0
+    assert report["missing"] == report["wrong_values"] == report["duplicated_rows"] == 0
+
+
+def _mutate(database_url: str, statement: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute(statement).rowcount >= 1
+
+
+# Hypertable chunks each have their own ctids: a row is picked by its key columns instead.
+FIRST_TIMED = (
+    "(time, device_id, metric) IN (SELECT time, device_id, metric FROM readings"
+    " WHERE device_id NOT LIKE '0x%' AND time < '2026-01-01' ORDER BY time, device_id, metric LIMIT 1)"
+)
+FIRST_ZIGBEE = (
+    "(time, device_id, metric) IN (SELECT time, device_id, metric FROM readings"
+    " WHERE device_id LIKE '0x%' ORDER BY time, device_id, metric LIMIT 1)"
+)
+MUTATIONS = {
+    "delete a row": ("DELETE FROM readings WHERE " + FIRST_TIMED, "missing_rows", 1),  # noqa: S608
+    "change a value": ("UPDATE readings SET value = value + 0.5 WHERE " + FIRST_TIMED, "wrong_values", 1),  # noqa: S608
+    "store a row twice": (
+        "INSERT INTO readings SELECT * FROM readings WHERE " + FIRST_TIMED,  # noqa: S608
+        "duplicated_rows",
+        1,
+    ),
+    "a row of another device": (
+        "INSERT INTO readings VALUES (now(), 'not-in-the-truth', 'battery_pct', 50)",
+        "unexpected_rows",
+        1,
+    ),
+    "lose part of a reading without device time": (
+        "DELETE FROM readings WHERE " + FIRST_ZIGBEE,  # noqa: S608
+        "missing",
+        1,
+    ),
+    "store a reading without device time twice": (
+        "INSERT INTO readings SELECT time + interval '1 s', device_id, metric, value FROM readings"
+        " WHERE (time, device_id) IN (SELECT time, device_id FROM readings WHERE device_id LIKE '0x%'"
+        " ORDER BY time LIMIT 1)",
+        "duplicated_rows",
+        None,
+    ),
+    "lose an event": (
+        "DELETE FROM events WHERE (time, device_id, event) IN"
+        " (SELECT time, device_id, event FROM events WHERE event LIKE 'sos%' LIMIT 1)",
+        "missing_events",
+        1,
+    ),
+    "a dead letter": (
+        "INSERT INTO dead_letters (received_at, topic, payload, reason)"
+        " VALUES (now(), 'linli/v1/c/g/up', '\\x00', 'malformed envelope')",
+        "dead_letters",
+        1,
+    ),
+    "quarantine not counted": (
+        "UPDATE gateways SET status = jsonb_set(status, '{counters,quarantined}', '0')",
+        "quarantined",
+        0,
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_each_difference_is_reported(truth_file: Path, database_url: str, mutation: str) -> None:
+    statement, figure, value = MUTATIONS[mutation]
+    store_as_pipeline(database_url, truth_file)
+    assert verify(truth=truth_file, database_url=database_url).match
+    _mutate(database_url, statement)
+    code, report = _run_cli(truth_file, database_url)
+    assert code == 1, report
+    assert report["match"] is False
+    if value is None:
+        assert report[figure] > 0
+    else:
+        assert report[figure] == value
+
+
+def test_bad_inputs_exit_2(tmp_path: Path, truth_file: Path, database_url: str) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"kind": "run", "seed": 1}\n')
+    assert _run_cli(empty, database_url)[0] == 2
+    assert _run_cli(tmp_path / "absent.jsonl", database_url)[0] == 2
+    assert _run_cli(truth_file, "postgresql://nobody@127.0.0.1:1/none")[0] == 2
