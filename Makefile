@@ -17,8 +17,7 @@ test: lint
 	@scripts/check-no-strays
 
 demo: setup
-	@echo "make demo: the one-command demo arrives with the cloud ingest (issue 6); not available yet." >&2
-	@exit 2
+	$(VENV)/bin/linli demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

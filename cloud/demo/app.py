@@ -1,0 +1,189 @@
+"""The demo's live one-screen summary, and the loop that runs it until Ctrl-C or `--duration`."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+import psycopg
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from cloud.demo.pipeline import DemoPipeline
+
+
+@dataclass(slots=True)
+class GatewayView:
+    gateway_id: str
+    devices: int
+    buffer_depth: float | None = None
+    received_total: float | None = None
+    received_per_s: float = 0.0
+    field_up: bool | None = None
+    cloud_up: bool | None = None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    at: float
+    rows: int = 0
+    readings: int = 0
+    readings_per_s: float = 0.0
+    devices_online: int = 0
+    devices_known: int = 0
+    gateways: list[GatewayView] = field(default_factory=list)
+    error: str = ""
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format -> {name: value} for unlabelled samples."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or "{" in line:
+            continue
+        name, _, value = line.partition(" ")
+        try:
+            out[name] = float(value.split(" ")[0])
+        except ValueError:
+            continue
+    return out
+
+
+def _edge_metrics(port: int) -> dict[str, float]:
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return parse_metrics(resp.read().decode())
+    except (OSError, urllib.error.URLError):
+        return {}
+
+
+class Watcher:
+    """Polls the database and the edge agents' /metrics, and keeps rates between two polls."""
+
+    def __init__(self, pipeline: DemoPipeline) -> None:
+        self.pipeline = pipeline
+        self.previous: Snapshot | None = None
+
+    def poll(self) -> Snapshot:
+        snap = Snapshot(at=time.monotonic())
+        try:
+            with psycopg.connect(self.pipeline.database_url, autocommit=True, connect_timeout=2) as conn:
+                conn.execute("SET statement_timeout = '2s'")
+                row = conn.execute("SELECT count(*) FROM readings").fetchone()
+                snap.rows = int(row[0]) if row else 0
+                row = conn.execute("SELECT coalesce(sum(readings), 0) FROM ingested_batches").fetchone()
+                snap.readings = int(row[0]) if row else 0
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE status = 'online'), count(*) FROM devices"
+                ).fetchone()
+                if row:
+                    snap.devices_online, snap.devices_known = int(row[0]), int(row[1])
+        except psycopg.Error as exc:
+            snap.error = f"database: {exc}".splitlines()[0]
+        prev = self.previous
+        dt = (snap.at - prev.at) if prev else 0.0
+        if prev and dt > 0:
+            snap.readings_per_s = max(0.0, (snap.readings - prev.readings) / dt)
+        for i, parts in enumerate(self.pipeline.gateways):
+            m = _edge_metrics(parts.metrics_port)
+            view = GatewayView(parts.gateway_id, parts.devices)
+            if m:
+                view.buffer_depth = m.get("linli_edge_buffer_depth")
+                view.received_total = m.get("linli_edge_messages_received_total")
+                view.field_up = bool(m.get("linli_edge_field_connected", 0))
+                view.cloud_up = bool(m.get("linli_edge_cloud_connected", 0))
+                before = prev.gateways[i].received_total if prev and i < len(prev.gateways) else None
+                if before is not None and view.received_total is not None and dt > 0:
+                    view.received_per_s = max(0.0, (view.received_total - before) / dt)
+            snap.gateways.append(view)
+        self.previous = snap
+        return snap
+
+
+def _yes(flag: bool | None) -> str:
+    return "-" if flag is None else ("up" if flag else "DOWN")
+
+
+def render(pipeline: DemoPipeline, snap: Snapshot, started: float, until: float | None) -> Panel:
+    elapsed = time.monotonic() - started
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("community", f"{pipeline.community}: {len(pipeline.gateways)} gateways")
+    head.add_row(
+        "devices online",
+        f"{snap.devices_online:,} of {snap.devices_known:,} heard (fleet {pipeline.devices_total:,})",
+    )
+    head.add_row("readings/s", f"{snap.readings_per_s:,.0f} committed to TimescaleDB")
+    head.add_row(
+        "rows stored", f"{snap.rows:,} in readings ({snap.rows - pipeline.rows_at_start:+,} this run)"
+    )
+    head.add_row("time", f"{elapsed:,.0f} s elapsed, simulated at {pipeline.speed:g}x")
+    gw = Table(title="gateways", expand=True)
+    for col in ("gateway", "devices", "received/s", "buffer depth", "field link", "cloud link"):
+        gw.add_column(col, justify="right" if col not in ("gateway",) else "left")
+    for v in snap.gateways:
+        gw.add_row(
+            v.gateway_id,
+            str(v.devices),
+            f"{v.received_per_s:,.0f}",
+            "-" if v.buffer_depth is None else f"{v.buffer_depth:,.0f}",
+            _yes(v.field_up),
+            _yes(v.cloud_up),
+        )
+    footer = Text.assemble(
+        ("connect: ", "bold"),
+        pipeline.psql_command(),
+        "\n",
+        ("stop: ", "bold"),
+        "Ctrl-C" + (f" (or in {max(0.0, until - time.monotonic()):.0f} s)" if until else ""),
+        ("\n" + snap.error, "red") if snap.error else "",
+    )
+    return Panel(Group(head, gw, footer), title="linli demo", border_style="cyan")
+
+
+def plain_line(snap: Snapshot) -> str:
+    depth = ", ".join(
+        f"{v.gateway_id} depth {'-' if v.buffer_depth is None else int(v.buffer_depth)}"
+        for v in snap.gateways
+    )
+    return (
+        f"devices online {snap.devices_online}/{snap.devices_known}, {snap.readings_per_s:,.0f} readings/s, "
+        f"{snap.rows:,} rows stored; {depth}"
+    )
+
+
+def run_screen(
+    pipeline: DemoPipeline, *, console: Console, stop: threading.Event, duration: float | None
+) -> Snapshot:
+    """Refresh the summary every second until `stop` is set, `duration` passed, or a child failed."""
+    watcher = Watcher(pipeline)
+    started = time.monotonic()
+    until = started + duration if duration else None
+    snap = watcher.poll()
+
+    def done() -> bool:
+        return stop.is_set() or (until is not None and time.monotonic() >= until) or bool(pipeline.failed())
+
+    if console.is_terminal:
+        with Live(render(pipeline, snap, started, until), console=console, refresh_per_second=2) as live:
+            while not done():
+                stop.wait(1.0)
+                snap = watcher.poll()
+                live.update(render(pipeline, snap, started, until))
+    else:
+        last_line = 0.0
+        while not done():
+            stop.wait(1.0)
+            snap = watcher.poll()
+            if time.monotonic() - last_line >= 5:
+                console.print(plain_line(snap), soft_wrap=True)
+                last_line = time.monotonic()
+    return watcher.poll()

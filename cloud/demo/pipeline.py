@@ -1,0 +1,380 @@
+"""The whole pipeline under one folder: brokers, database, ingest, edge agents, simulators.
+
+`DemoPipeline` lays everything out under `root` (``./var/demo`` for ``linli demo``):
+
+```
+root/ports.json            ports chosen on the first run, reused while free
+root/inventory.json        the fleet (generated once), root/inventory-<gateway>.json per gateway
+root/mqtt/cloud, mqtt/<gateway>   Mosquitto config, persistence and log
+root/pg/data, pg/data.log  the PostgreSQL cluster (initdb on the first run)
+root/edge/<gateway>/       edge.toml, buffer.db
+root/cloud.toml, logs/     the ingest configuration; every child's log
+root/sim/<gateway>/truth.jsonl   ground truth of the latest run
+```
+
+A second run finds the cluster, the buffers, the broker sessions and the inventory and reuses them.
+`stop()` stops in order: simulators (SIGINT: they flush their ground truth), edge agents (SIGTERM:
+they drain), ingest, brokers, database, and checks that no child is left.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from cloud.demo.children import Child
+from cloud.demo.configs import write_cloud_config, write_edge_config
+from cloud.errors import CloudError
+from device_profiles import ProfileSet
+from device_profiles.inventory import Inventory
+from simulators.errors import SimulatorsError
+from simulators.fleet import load_fleet
+from simulators.rand import RandomStream
+from simulators.services import MosquittoBroker, PostgresCluster, free_port
+
+DATABASE = "linli"
+DEFAULT_MIX = {"door_contact": 0.4, "sos_button": 0.2, "manhole_cover": 0.1, "streetlight": 0.3}
+
+
+class DemoError(CloudError):
+    """The demo could not start one of its parts (the message says which, with its log)."""
+
+
+@dataclass(slots=True)
+class GatewayParts:
+    gateway_id: str
+    field: MosquittoBroker
+    edge: Child
+    sim: Child
+    metrics_port: int
+    devices: int
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(slots=True)
+class _Ports:
+    path: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> _Ports:
+        try:
+            ports = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError):
+            ports = {}
+        return cls(path, ports)
+
+    def get(self, name: str) -> int:
+        port = self.ports.get(name)
+        if port is None or not _port_free(port):
+            port = free_port("127.0.0.1")
+            self.ports[name] = port
+        return port
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self.ports, indent=2, sort_keys=True) + "\n")
+
+
+def _fleet_yaml(community: str, devices: int, gateways: int) -> str:
+    counts = {t: max(1, round(devices * w)) for t, w in DEFAULT_MIX.items()}
+    body = ", ".join(f"{t}: {n}" for t, n in counts.items())
+    return (
+        "communities:\n"
+        f"  - id: {community}\n"
+        "    lat: 31.2304\n"
+        "    lon: 121.4737\n"
+        f"    gateways: {gateways}\n"
+        f"    devices: {{{body}}}\n"
+    )
+
+
+class DemoPipeline:
+    """Everything ``linli demo`` runs. `start()`, then `stop()` (always, also after a failure)."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        devices: int = 300,
+        gateways: int = 2,
+        community: str = "demo",
+        speed: float = 600.0,
+        scenarios: tuple[str, ...] = ("sos-press", "manhole-lifted"),
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if devices < gateways:
+            raise DemoError(f"need at least one device per gateway ({devices} devices, {gateways} gateways)")
+        self.root = root.resolve()
+        self.devices = devices
+        self.gateways_n = gateways
+        self.community = community
+        self.speed = speed
+        self.scenarios = scenarios
+        self.log = log
+        self.reused = (self.root / "pg" / "data" / "PG_VERSION").exists()
+        self.cloud: MosquittoBroker | None = None
+        self.pg: PostgresCluster | None = None
+        self.ingest: Child | None = None
+        self.gateways: list[GatewayParts] = []
+        self.inventory: Inventory | None = None
+        self.rows_at_start = 0
+        self.rows_at_stop: int | None = None
+
+    # -- layout --------------------------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        if self.pg is None:
+            raise DemoError("the database is not started")
+        return self.pg.dsn(DATABASE)
+
+    @property
+    def devices_total(self) -> int:
+        return len(self.inventory.devices) if self.inventory is not None else self.devices
+
+    def psql_command(self) -> str:
+        if self.pg is None:
+            return ""
+        return f"psql {self.pg.dsn(DATABASE)}"
+
+    def _inventory(self) -> Inventory:
+        path = self.root / "inventory.json"
+        if path.exists():
+            inventory = Inventory.load(path)
+            self.log(f"reusing the fleet in {path} ({len(inventory.devices)} devices)")
+            return inventory
+        fleet = self.root / "fleet.yaml"
+        fleet.write_text(_fleet_yaml(self.community, self.devices, self.gateways_n))
+        inventory = load_fleet(
+            str(fleet),
+            rs=RandomStream(np.random.default_rng(secrets.randbits(32))),
+            profiles=ProfileSet.shipped(),
+        )
+        inventory.dump(path)
+        return inventory
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        ports = _Ports.load(self.root / "ports.json")
+        self.inventory = self._inventory()
+        gateway_ids = sorted({d.gateway_id for d in self.inventory.devices})
+
+        self.log("starting PostgreSQL" + (" (reusing its data)" if self.reused else " (first run: initdb)"))
+        self.pg = PostgresCluster(datadir=self.root / "pg" / "data", port=ports.get("postgres"))
+        self.pg.start()
+        self._create_database()
+        self._migrate()
+
+        self.cloud = MosquittoBroker(workdir=self.root / "mqtt" / "cloud", port=ports.get("mqtt_cloud"))
+        self.cloud.start()
+        fields = {}
+        for gw in gateway_ids:
+            fields[gw] = MosquittoBroker(workdir=self.root / "mqtt" / gw, port=ports.get(f"mqtt_{gw}"))
+            fields[gw].start()
+        self.log(f"brokers: cloud {self.cloud.url}, " + ", ".join(f"{g} {b.url}" for g, b in fields.items()))
+
+        logs = self.root / "logs"
+        cloud_toml = write_cloud_config(
+            self.root / "cloud.toml",
+            database_url=self.database_url,
+            mqtt_url=self.cloud.url,
+            client_id="linli-demo-ingest-1",
+        )
+        self.ingest = Child.python(
+            name="ingest",
+            module="cloud",
+            args=["cloud", "ingest", "--config", str(cloud_toml)],
+            log=logs / "ingest.log",
+        )
+        self.ingest.start()
+
+        for gw in gateway_ids:
+            mine = self.inventory.for_gateway(gw)
+            gw_inventory = self.root / f"inventory-{gw}.json"
+            mine.dump(gw_inventory)
+            metrics_port = ports.get(f"edge_metrics_{gw}")
+            edge_toml = write_edge_config(
+                self.root / "edge" / gw / "edge.toml",
+                gateway_id=gw,
+                community_id=self.community,
+                inventory=self.root / "inventory.json",
+                field_url=fields[gw].url,
+                cloud_url=self.cloud.url,
+                buffer=self.root / "edge" / gw / "buffer.db",
+                metrics_address=f"127.0.0.1:{metrics_port}",
+            )
+            edge = Child.python(
+                name=f"edge {gw}",
+                module="edge",
+                args=["run", "--config", str(edge_toml)],
+                log=logs / f"edge-{gw}.log",
+            )
+            truth = self.root / "sim" / gw / "truth.jsonl"
+            truth.parent.mkdir(parents=True, exist_ok=True)
+            scenario_args = [
+                arg
+                for name in self._scenarios_for(mine, first=gw == gateway_ids[0])
+                for arg in ("--scenario", name)
+            ]
+            sim = Child.python(
+                name=f"simulator {gw}",
+                module="device_profiles.console",
+                args=[
+                    "sim",
+                    "--fleet",
+                    str(gw_inventory),
+                    "--seed",
+                    str(secrets.randbits(31)),
+                    "--start",
+                    "now",
+                    "--speed",
+                    str(self.speed),
+                    "--broker",
+                    fields[gw].url,
+                    "--qos",
+                    "1",
+                    "--client-id",
+                    f"linli-demo-sim-{gw}",
+                    "--truth",
+                    str(truth),
+                    "--quiet",
+                    *scenario_args,
+                ],
+                log=logs / f"sim-{gw}.log",
+            )
+            self.gateways.append(GatewayParts(gw, fields[gw], edge, sim, metrics_port, len(mine.devices)))
+            edge.start()
+        ports.save()
+        self._wait_subscribed()
+        for parts in self.gateways:
+            parts.sim.start()
+        self.log(f"simulating {len(self.inventory.devices)} devices at {self.speed:g}x real time")
+
+    def _scenarios_for(self, inventory: Inventory, *, first: bool) -> list[str]:
+        """The scenarios run by the first gateway's simulator, when its devices allow them."""
+        needs = {"sos-press": "sos_button", "manhole-lifted": "manhole_cover", "lamp-failure": "streetlight"}
+        types = {d.device_type for d in inventory.devices}
+        return [s for s in self.scenarios if first and needs.get(s, "") in types | {""}]
+
+    def _create_database(self) -> None:
+        if self.pg is None:
+            raise DemoError("the database is not started")
+        with psycopg.connect(self.pg.dsn("postgres"), autocommit=True, connect_timeout=10) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+            if exists is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+
+    def _migrate(self) -> None:
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "cloud", "db", "migrate", "--database", self.database_url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise DemoError(f"linli db migrate failed: {done.stderr.strip() or done.stdout.strip()}")
+        self.rows_at_start = self._count_rows() or 0
+
+    def _count_rows(self) -> int | None:
+        """Rows in ``readings`` (None when the database cannot be asked)."""
+        if self.pg is None:
+            return None
+        try:
+            with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("SELECT count(*) FROM readings").fetchone()
+        except psycopg.Error:
+            return None
+        return int(row[0]) if row else 0
+
+    def _wait_subscribed(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = {p.gateway_id: p.edge for p in self.gateways}
+        while waiting:
+            for gw, edge in list(waiting.items()):
+                if not edge.running:
+                    raise DemoError(
+                        f"the edge agent of {gw} exited ({edge.returncode()}):\n{edge.log_tail()}"
+                    )
+                if "subscribed" in edge.log_tail(200_000):
+                    del waiting[gw]
+            if time.monotonic() > deadline:
+                raise DemoError(f"edge agents did not subscribe within {timeout:.0f} s: {sorted(waiting)}")
+            time.sleep(0.2)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def children(self) -> list[Child]:
+        out: list[Child] = [c for p in self.gateways for c in (p.sim, p.edge)]
+        if self.ingest is not None:
+            out.append(self.ingest)
+        return out
+
+    def failed(self) -> list[str]:
+        """Children that exited while they should be running (a simulator may finish on its own)."""
+        out = []
+        for child in self.children():
+            code = child.returncode()
+            if code is not None and not (child.name.startswith("simulator") and code == 0):
+                out.append(f"{child.name} exited with status {code}; log {child.log}")
+        return out
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def stop(self) -> list[str]:
+        """Stop everything in order; returns problems (empty: clean)."""
+        problems: list[str] = []
+        for parts in self.gateways:
+            code = parts.sim.stop(timeout=20, sig=signal.SIGINT)
+            if code not in (None, 0, 130):
+                problems.append(f"{parts.sim.name} exited with {code}")
+        for parts in self.gateways:
+            code = parts.edge.stop(timeout=40)
+            if code not in (None, 0):
+                problems.append(f"{parts.edge.name} exited with {code}")
+        if self.ingest is not None:
+            code = self.ingest.stop(timeout=30)
+            if code not in (None, 0):
+                problems.append(f"ingest exited with {code}")
+        self.rows_at_stop = self._count_rows()
+        for parts in self.gateways:
+            parts.field.stop()
+        if self.cloud is not None:
+            self.cloud.stop()
+        if self.pg is not None:
+            try:
+                self.pg.stop()
+            except SimulatorsError as exc:
+                problems.append(str(exc))
+        left = [c.name for c in self.children() if c.running]
+        left += [f"mosquitto {p.gateway_id}" for p in self.gateways if p.field.running]
+        if self.cloud is not None and self.cloud.running:
+            left.append("mosquitto cloud")
+        if self.pg is not None and self.pg.running:
+            left.append("postgres")
+        if left:
+            problems.append("still running: " + ", ".join(left))
+        return problems

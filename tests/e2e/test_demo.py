@@ -1,0 +1,96 @@
+"""`linli demo` in a subprocess: it stores rows, stops cleanly on SIGINT leaving no process behind,
+and a second run reuses the data of the first."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROWS = re.compile(r"([\d,]+) rows stored")
+
+
+class Demo:
+    def __init__(self, root: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "device_profiles.console",
+                "demo",
+                "--root",
+                str(root),
+                "--devices",
+                "40",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def rows(self) -> int:
+        found = [int(m.group(1).replace(",", "")) for line in self.lines for m in [ROWS.search(line)] if m]
+        return found[-1] if found else 0
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
+
+
+def _strays(root: Path) -> str:
+    found = subprocess.run(["pgrep", "-af", str(root)], capture_output=True, text=True, check=False)
+    return "\n".join(line for line in found.stdout.splitlines() if "pgrep" not in line)
+
+
+def test_demo_runs_stops_on_sigint_and_reuses_its_data(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    first = Demo(root, "--duration", "120")
+    try:
+        deadline = time.monotonic() + 90
+        while first.rows() == 0:
+            assert first.proc.poll() is None, first.text
+            assert time.monotonic() < deadline, first.text
+            time.sleep(0.5)
+        first.proc.send_signal(signal.SIGINT)
+        assert first.wait(timeout=90) == 0, first.text
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+            first.wait(timeout=30)
+    assert "first run: initdb" in first.text
+    assert "connect with: psql postgresql://" in first.text
+    stored = first.rows()
+    assert stored > 0, first.text
+    assert "stopped;" in first.lines[-1], first.text
+    assert _strays(root) == ""
+
+    second = Demo(root, "--duration", "6")
+    assert second.wait(timeout=120) == 0, second.text
+    assert "reusing its data" in second.text
+    assert f"reusing the data of earlier runs: {stored:,} rows" in second.text
+    assert second.rows() >= stored
+    assert _strays(root) == ""
