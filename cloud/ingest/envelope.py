@@ -14,12 +14,17 @@ and each reading a positional MessagePack array::
 Times are integer microseconds since the Unix epoch (UTC). Metric values may be integers or
 floats; both are stored as double precision. Anything else (not MessagePack, missing fields,
 wrong types, a topic naming another gateway, an unknown ``v``) raises `EnvelopeError`, and the
-payload goes to the dead-letter table.
+payload goes to the dead-letter table. So does what the database would refuse and make the whole
+transaction fail: a time outside PostgreSQL's ``timestamptz`` range, a NUL character in a text
+field, a ``batch_seq`` beyond ``bigint``.
+
+The structs are decoded with ``gc=False``: they hold only strings, numbers and containers of
+those, so they can never be part of a reference cycle, and the collector need not track the
+hundreds of thousands of them a worker holds at a time.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Final
 
@@ -28,11 +33,14 @@ import msgspec
 from cloud.errors import EnvelopeError, UnknownVersion
 
 VERSION: Final = 1
-_UUID_HEX: Final = re.compile(r"^[0-9a-f]{32}$")
 _NS: Final = uuid.UUID("2f0e8c47-6c69-6e6c-6920-72656164696e")
+#: PostgreSQL's ``timestamptz`` range in Unix microseconds (4713 BC .. 294276 AD).
+_MIN_US: Final = -210_866_803_200_000_000
+_MAX_US: Final = 9_224_318_016_000_000_000 - 1
+_MAX_BIGINT: Final = 2**63 - 1
 
 
-class WireReading(msgspec.Struct, frozen=True, array_like=True):
+class WireReading(msgspec.Struct, frozen=True, array_like=True, gc=False):
     device_id: str
     device_type: str
     ts_us: int
@@ -45,7 +53,7 @@ class WireReading(msgspec.Struct, frozen=True, array_like=True):
     device_ts_us: int | None = None
 
 
-class Envelope(msgspec.Struct, frozen=True, kw_only=True, rename={"batch_class": "class"}):
+class Envelope(msgspec.Struct, frozen=True, kw_only=True, rename={"batch_class": "class"}, gc=False):
     v: int
     gateway_id: str
     community_id: str
@@ -92,17 +100,45 @@ def decode(topic: str, payload: bytes) -> Envelope:
             f"topic {topic!r} does not match envelope community {env.community_id!r}"
             f" gateway {env.gateway_id!r}"
         )
-    if env.batch_seq < 0:
-        raise EnvelopeError(f"negative batch_seq {env.batch_seq}")
+    if not 0 <= env.batch_seq <= _MAX_BIGINT:
+        raise EnvelopeError(f"batch_seq {env.batch_seq} out of range")
+    _check_storable(env)
     return env
 
 
-def reading_uuid(reading_id: str) -> uuid.UUID:
-    """The stored form of a reading id: the id itself when it is a UUID or 32 hex digits,
-    otherwise a UUIDv5 of it (so any vendor message id de-duplicates)."""
-    if len(reading_id) == 36 or _UUID_HEX.match(reading_id):
+def _check_storable(env: Envelope) -> None:
+    """Refuse what PostgreSQL would reject (and with it every batch of the transaction)."""
+    if "\x00" in f"{env.gateway_id}{env.community_id}{env.batch_class}":
+        raise EnvelopeError("NUL character in a text field")
+    lo, hi = _MIN_US, _MAX_US
+    for i, r in enumerate(env.readings):
+        if not lo <= r.ts_us <= hi:
+            raise EnvelopeError(f"reading {i}: ts_us {r.ts_us} out of range")
+        if "\x00" in f"{r.device_id}{r.device_type}{r.profile}" or any("\x00" in m for m in r.metrics):
+            raise EnvelopeError(f"reading {i}: NUL character in a text field")
+        if r.events and "\x00" in "".join((*r.events, *r.quality, r.reading_id)):
+            raise EnvelopeError(f"reading {i}: NUL character in an event or its attributes")
+
+
+def reading_key(reading_id: str) -> bytes:
+    """The 16 bytes stored for a reading id: the id itself when it is 32 lower-case hex digits
+    (what the edge sends) or a UUID in its 36-character form, otherwise a UUIDv5 of it (so any
+    vendor message id de-duplicates)."""
+    if len(reading_id) == 32:
         try:
-            return uuid.UUID(reading_id)
+            raw = bytes.fromhex(reading_id)
+        except ValueError:
+            raw = b""
+        if len(raw) == 16 and raw.hex() == reading_id:
+            return raw
+    elif len(reading_id) == 36:
+        try:
+            return uuid.UUID(reading_id).bytes
         except ValueError:
             pass
-    return uuid.uuid5(_NS, reading_id)
+    return uuid.uuid5(_NS, reading_id).bytes
+
+
+def reading_uuid(reading_id: str) -> uuid.UUID:
+    """`reading_key` as a `uuid.UUID`."""
+    return uuid.UUID(bytes=reading_key(reading_id))

@@ -4,10 +4,15 @@ One `BatchWriter.write` call is one transaction holding, for many batches at onc
 
 1. the claim of each ``(gateway_id, batch_seq)`` in ``ingested_batches`` (``ON CONFLICT DO
    NOTHING RETURNING``): a batch already stored, by this worker or another, is skipped whole;
-2. the claim of each reading's id in ``reading_ids``: a reading already stored inside another
-   batch (a gateway resending after a crash) is skipped; only the rare duplicates travel back;
-3. ``COPY readings``, ``COPY events`` (binary) for what is left;
-4. one set-based upsert of the device registry (last seen, battery, status) in device order;
+2. the claim of each reading's id in ``reading_ids``: a plain binary ``COPY`` of the sorted ids
+   inside a savepoint. Almost always every id is new and that is all; when one is not (a
+   gateway resent a reading inside another batch), the savepoint is rolled back and the ids go
+   through a staging table and ``INSERT ... ON CONFLICT DO NOTHING``, which returns the
+   duplicates, and those readings are left out;
+3. ``COPY readings``, ``COPY events`` (binary, rows packed by `cloud.store.pgcopy` straight from
+   the decoded envelopes, streamed one envelope at a time so the server works while Python packs);
+4. one set-based upsert of the device registry (last seen, battery, status) from a staging table
+   holding one aggregated row per device, in device order;
 5. dead letters and gateway status documents received in the same window.
 
 Nothing is acknowledged to the broker until this transaction committed; a redelivered batch
@@ -17,17 +22,19 @@ then finds its claim and is skipped, so however often it arrives it is stored on
 from __future__ import annotations
 
 import logging
-import uuid
+import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud.errors import StoreUnavailable
-from cloud.ingest.envelope import Envelope, WireReading, reading_uuid
+from cloud.ingest.envelope import Envelope, WireReading, reading_key
+from cloud.store import pgcopy
 
 log = logging.getLogger("linli.cloud.writer")
 
@@ -43,6 +50,14 @@ _STAGING = (
     " battery_pct double precision, battery_at timestamptz) ON COMMIT DELETE ROWS",
 )
 
+_COPY_IDS = "COPY reading_ids (reading_id) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGE_IDS = "COPY stage_ids (reading_id) FROM STDIN (FORMAT BINARY)"
+_COPY_READINGS = "COPY readings (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
+_COPY_EVENTS = "COPY events (time, device_id, event, attributes) FROM STDIN (FORMAT BINARY)"
+_COPY_DEVICES = (
+    "COPY stage_devices (device_id, device_type, profile, community_id, gateway_id, first_seen,"
+    " last_seen, status, status_at, battery_pct, battery_at) FROM STDIN (FORMAT BINARY)"
+)
 _CLAIM_BATCHES = """
 INSERT INTO ingested_batches
     (gateway_id, batch_seq, community_id, batch_class, readings, min_time, max_time)
@@ -131,6 +146,8 @@ class WriteResult:
 
 @dataclass(slots=True)
 class _Device:
+    """One device's registry row, aggregated over a transaction's readings (times in us)."""
+
     device_type: str
     profile: str
     community_id: str
@@ -143,11 +160,13 @@ class _Device:
     battery_at: int = -1
 
 
-@dataclass(slots=True)
-class _Plan:
-    """What one transaction writes, after the claims."""
-
-    readings: list[tuple[WireReading, str, str]] = field(default_factory=list)
+_ROW4: Final = b"\x00\x04"
+_ROW11: Final = b"\x00\x0b"
+_ID_ROW: Final = b"\x00\x01\x00\x00\x00\x10"
+_TS_FIELD: Final = struct.Struct(">iq")
+_FLOAT8_FIELD: Final = struct.Struct(">id")
+_PG_EPOCH_US: Final = pgcopy.PG_EPOCH_US
+_json: Final = msgspec.json.Encoder()
 
 
 class BatchWriter:
@@ -160,6 +179,7 @@ class BatchWriter:
         self.database_url = database_url
         self.connect_timeout_s = connect_timeout_s
         self._conn: psycopg.Connection[Any] | None = None
+        self._text = pgcopy.TextFields()
 
     @property
     def connected(self) -> bool:
@@ -219,22 +239,10 @@ class BatchWriter:
         result = WriteResult()
         cur = conn.cursor()
         fresh = self._claim_batches(cur, batches, result)
-        plan = _Plan()
-        seen: set[str] = set()
-        for env in fresh:
-            for r in env.readings:
-                if r.reading_id in seen:
-                    result.duplicate_readings += 1
-                    continue
-                seen.add(r.reading_id)
-                plan.readings.append((r, env.community_id, env.gateway_id))
-        if plan.readings:
-            dupes = self._claim_readings(cur, plan)
-            if dupes:
-                result.duplicate_readings += len(dupes)
-                plan.readings = [p for p in plan.readings if reading_uuid(p[0].reading_id) not in dupes]
-            self._copy_readings(cur, plan, result)
-            self._upsert_devices(cur, plan, result)
+        if fresh:
+            devices = self._copy_readings(conn, cur, fresh, result)
+            if devices:
+                self._upsert_devices(cur, devices, result)
         if dead_letters:
             with cur.copy(
                 "COPY dead_letters (received_at, topic, payload, reason) FROM STDIN (FORMAT BINARY)"
@@ -276,106 +284,145 @@ class BatchWriter:
         result.batches = len(claimed)
         return [env for key, env in unique.items() if key in claimed]
 
-    def _claim_readings(self, cur: psycopg.Cursor[Any], plan: _Plan) -> set[uuid.UUID]:
-        with cur.copy("COPY stage_ids (reading_id) FROM STDIN (FORMAT BINARY)") as cp:
-            cp.set_types(["uuid"])
-            for r, _, _ in plan.readings:
-                cp.write_row((reading_uuid(r.reading_id),))
-        cur.execute(_CLAIM_READINGS)
-        return {row[0] for row in cur.fetchall()}
+    def _claim_readings(
+        self,
+        conn: psycopg.Connection[Any],
+        cur: psycopg.Cursor[Any],
+        fresh: Sequence[Envelope],
+    ) -> tuple[set[bytes], bool]:
+        """Claim the reading ids of this transaction.
 
-    def _copy_readings(self, cur: psycopg.Cursor[Any], plan: _Plan, result: WriteResult) -> None:
-        events: list[tuple[datetime, str, str, Jsonb]] = []
-        rows = 0
-        with cur.copy("COPY readings (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)") as cp:
-            cp.set_types(["timestamptz", "text", "text", "float8"])
-            write_row = cp.write_row
-            for r, _, gateway_id in plan.readings:
-                ts = from_us(r.ts_us)
-                device_id = r.device_id
-                for metric, value in r.metrics.items():
-                    write_row((ts, device_id, metric, value))
-                rows += len(r.metrics)
-                for event in r.events:
-                    attrs: dict[str, Any] = {"reading_id": r.reading_id, "gateway_id": gateway_id}
-                    if r.quality:
-                        attrs["quality"] = list(r.quality)
-                    if r.device_ts_us is not None:
-                        attrs["device_ts_us"] = r.device_ts_us
-                    events.append((ts, device_id, event, Jsonb(attrs)))
+        Returns the keys of readings stored by an earlier transaction (all their copies are left
+        out) and whether some id repeats inside this transaction (only its first copy is kept).
+        """
+        keys: set[bytes] = set()
+        n = 0
+        for env in fresh:
+            n += len(env.readings)
+            keys.update([reading_key(r.reading_id) for r in env.readings])
+        repeats = len(keys) < n
+        ordered = sorted(keys)  # one order for every writer: concurrent claims cannot deadlock
+        body = b"".join([_ID_ROW + k for k in ordered])
+        try:
+            with conn.transaction(), cur.copy(_COPY_IDS) as cp:
+                cp.write(pgcopy.SIGNATURE + body + pgcopy.TRAILER)
+            return set(), repeats
+        except psycopg.errors.UniqueViolation:
+            pass  # some were stored before (the savepoint is rolled back): find which
+        with cur.copy(_COPY_STAGE_IDS) as cp:
+            cp.write(pgcopy.SIGNATURE + body + pgcopy.TRAILER)
+        cur.execute(_CLAIM_READINGS)
+        return {row[0].bytes for row in cur.fetchall()}, repeats
+
+    def _copy_readings(
+        self,
+        conn: psycopg.Connection[Any],
+        cur: psycopg.Cursor[Any],
+        fresh: Sequence[Envelope],
+        result: WriteResult,
+    ) -> dict[str, _Device]:
+        """COPY the readings and events that are new; returns the aggregated device rows."""
+        stored, repeats = self._claim_readings(conn, cur, fresh)
+        text = self._text
+        ts_field = _TS_FIELD.pack
+        value_field = _FLOAT8_FIELD.pack
+        epoch = _PG_EPOCH_US
+        devices: dict[str, _Device] = {}
+        events: list[bytes] = []
+        written: set[bytes] = set()
+        filtered = bool(stored) or repeats
+        readings = rows = duplicates = 0
+        with cur.copy(_COPY_READINGS) as cp:
+            cp.write(pgcopy.SIGNATURE)
+            for env in fresh:
+                community_id, gateway_id = env.community_id, env.gateway_id
+                parts: list[bytes] = []
+                append = parts.append
+                for r in env.readings:
+                    if filtered:
+                        key = reading_key(r.reading_id)
+                        if key in stored or key in written:
+                            duplicates += 1
+                            continue
+                        written.add(key)
+                    ts = r.ts_us
+                    head = _ROW4 + ts_field(8, ts - epoch) + text[r.device_id]
+                    metrics = r.metrics
+                    for metric, value in metrics.items():
+                        append(head)
+                        append(text[metric])
+                        append(value_field(8, value))
+                    rows += len(metrics)
+                    readings += 1
+                    if r.events:
+                        events.extend(self._event_rows(r, head, gateway_id))
+                    d = devices.get(r.device_id)
+                    if d is None:
+                        d = devices[r.device_id] = _Device(r.device_type, r.profile, community_id, gateway_id)
+                    if r.events and not _LIVENESS.isdisjoint(r.events):
+                        if ts >= d.status_at:
+                            d.status = "offline" if "device_offline" in r.events else "online"
+                            d.status_at = ts
+                        continue
+                    last = d.last_seen
+                    if last is None or ts >= last:
+                        d.last_seen = ts
+                        d.device_type, d.profile = r.device_type, r.profile
+                        d.community_id, d.gateway_id = community_id, gateway_id
+                    first = d.first_seen
+                    if first is None or ts < first:
+                        d.first_seen = ts
+                    if ts >= d.status_at:
+                        d.status, d.status_at = "online", ts
+                    battery = metrics.get("battery_pct")
+                    if battery is not None and ts >= d.battery_at:
+                        d.battery, d.battery_at = battery, ts
+                if parts:
+                    cp.write(b"".join(parts))
+            cp.write(pgcopy.TRAILER)
         if events:
-            with cur.copy(
-                "COPY events (time, device_id, event, attributes) FROM STDIN (FORMAT BINARY)"
-            ) as cp:
-                cp.set_types(["timestamptz", "text", "text", "jsonb"])
-                for row in events:
-                    cp.write_row(row)
-        result.readings = len(plan.readings)
+            with cur.copy(_COPY_EVENTS) as cp:
+                cp.write(pgcopy.SIGNATURE + b"".join(events) + pgcopy.TRAILER)
+        result.duplicate_readings += duplicates
+        result.readings = readings
         result.rows = rows
         result.events = len(events)
+        return devices
 
-    def _upsert_devices(self, cur: psycopg.Cursor[Any], plan: _Plan, result: WriteResult) -> None:
-        devices: dict[str, _Device] = {}
-        for r, community_id, gateway_id in plan.readings:
-            d = devices.get(r.device_id)
-            if d is None:
-                d = devices[r.device_id] = _Device(r.device_type, r.profile, community_id, gateway_id)
-            ts = r.ts_us
-            liveness = [e for e in r.events if e in _LIVENESS]
-            if liveness:
-                if ts >= d.status_at:
-                    d.status, d.status_at = ("offline" if "device_offline" in liveness else "online"), ts
-                continue
-            if d.last_seen is None or ts >= d.last_seen:
-                d.last_seen = ts
-                d.device_type, d.profile, d.community_id, d.gateway_id = (
-                    r.device_type,
-                    r.profile,
-                    community_id,
-                    gateway_id,
-                )
-            if d.first_seen is None or ts < d.first_seen:
-                d.first_seen = ts
-            if ts >= d.status_at:
-                d.status, d.status_at = "online", ts
-            battery = r.metrics.get("battery_pct")
-            if battery is not None and ts >= d.battery_at:
-                d.battery, d.battery_at = battery, ts
-        with cur.copy(
-            "COPY stage_devices (device_id, device_type, profile, community_id, gateway_id, first_seen,"
-            " last_seen, status, status_at, battery_pct, battery_at) FROM STDIN (FORMAT BINARY)"
-        ) as cp:
-            cp.set_types(
-                [
-                    "text",
-                    "text",
-                    "text",
-                    "text",
-                    "text",
-                    "timestamptz",
-                    "timestamptz",
-                    "text",
-                    "timestamptz",
-                    "float8",
-                    "timestamptz",
-                ]
-            )
-            for device_id, d in devices.items():
-                cp.write_row(
-                    (
-                        device_id,
-                        d.device_type,
-                        d.profile,
-                        d.community_id,
-                        d.gateway_id,
-                        None if d.first_seen is None else from_us(d.first_seen),
-                        None if d.last_seen is None else from_us(d.last_seen),
-                        d.status,
-                        from_us(d.status_at) if d.status_at >= 0 else None,
-                        d.battery,
-                        from_us(d.battery_at) if d.battery is not None else None,
-                    )
-                )
+    def _event_rows(self, r: WireReading, head: bytes, gateway_id: str) -> Iterable[bytes]:
+        attrs: dict[str, Any] = {"reading_id": r.reading_id, "gateway_id": gateway_id}
+        if r.quality:
+            attrs["quality"] = list(r.quality)
+        if r.device_ts_us is not None:
+            attrs["device_ts_us"] = r.device_ts_us
+        doc = b"\x01" + _json.encode(attrs)  # jsonb binary format: version 1, then the JSON text
+        attributes = struct.pack(">i", len(doc)) + doc
+        for event in r.events:
+            yield head + self._text[event] + attributes
+
+    def _upsert_devices(
+        self, cur: psycopg.Cursor[Any], devices: dict[str, _Device], result: WriteResult
+    ) -> None:
+        text = self._text
+        ts = pgcopy.optional_timestamp
+        parts = [pgcopy.SIGNATURE]
+        append = parts.append
+        for device_id, d in devices.items():
+            append(_ROW11)
+            append(text[device_id])
+            append(text[d.device_type])
+            append(text[d.profile])
+            append(text[d.community_id])
+            append(text[d.gateway_id])
+            append(ts(d.first_seen))
+            append(ts(d.last_seen))
+            append(text[d.status])
+            append(ts(d.status_at if d.status_at >= 0 else None))
+            append(pgcopy.optional_float8(d.battery))
+            append(ts(d.battery_at if d.battery is not None else None))
+        append(pgcopy.TRAILER)
+        with cur.copy(_COPY_DEVICES) as cp:
+            cp.write(b"".join(parts))
         cur.execute(_UPSERT_DEVICES)
         result.devices = len(devices)
 
