@@ -8,29 +8,36 @@ time-stamped where it happens. A watcher thread polls ``reading_ids`` (the cloud
 claim, written in the transaction that stores the reading) every 10 ms: a reading counts as
 committed when its id is first seen there, i.e. after its transaction committed.
 
-1. **throughput**: the simulator publishes ``--messages`` messages unpaced (faster than the
-   pipeline drains: the field broker queues the rest). ``readings_per_s`` = distinct readings
-   committed / (last commit seen - first publish).
-2. **latency**: the simulator is paced at ``--latency-load`` (default 0.5) of that throughput for
-   ``--latency-seconds``; per reading, commit seen - publish call. ``latency_p50_ms`` and
-   ``latency_p99_ms`` are over all readings of that phase. The 10 ms polling adds 0-10 ms (5 ms on
-   average) to every sample.
+1. **throughput** (``readings_per_s``): the agent subscribes once (creating its persistent session
+   at the field broker) and stops; the simulator publishes ``--messages`` messages unpaced, which
+   the broker queues; the agent starts again and drains them through the ingest into the database.
+   Rate = readings committed after the first commit seen / (last commit seen - first commit seen):
+   the pipeline's sustained rate without the load generator competing for the two cores. The CPU
+   cores each component used over that window are printed too.
+2. **live** (``readings_per_s_live``): the simulator publishes ``--live-messages`` unpaced while
+   the agent runs; distinct readings committed / (last commit seen - first publish).
+3. **latency**: the simulator is paced at ``--latency-rate`` readings/s for ``--latency-seconds``;
+   per reading, commit seen - publish call. ``latency_p50_ms`` and ``latency_p99_ms`` are over all
+   readings of that phase. The 10 ms polling adds 0-10 ms (5 ms on average) to every sample.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import psycopg
 
 from cloud.demo.children import Child
@@ -56,9 +63,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--json", action="store_true", help="print only the JSON figures")
     p.add_argument("--devices", type=int, default=10_000)
-    p.add_argument("--messages", type=int, default=100_000, help="messages of the throughput phase")
+    p.add_argument("--messages", type=int, default=100_000, help="messages of the backlog (throughput) phase")
+    p.add_argument("--live-messages", type=int, default=50_000, help="messages of the live phase")
     p.add_argument("--latency-seconds", type=float, default=20.0)
-    p.add_argument("--latency-load", type=float, default=0.5, help="share of the throughput to offer")
+    p.add_argument(
+        "--latency-rate", type=float, default=1000.0, help="readings/s offered in the latency phase"
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep services here (default: a temp dir)")
     p.set_defaults(handler=_run)
 
@@ -136,6 +146,39 @@ class CommitWatcher:
             time.sleep(0.05)
 
 
+def _cpu_s(pid: int | None, *, descendants: bool = True) -> float:
+    """User + system CPU seconds of a process and its live descendants (0 if it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *(proc.children(recursive=True) if descendants else ())]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _component_cpu(pid: int | None) -> float:
+    """CPU seconds of a component; -1 stands for this process alone (its children are measured apart)."""
+    if pid == -1:
+        return _cpu_s(os.getpid(), descendants=False)
+    return _cpu_s(pid)
+
+
+def _pg_pid(datadir: Path) -> int | None:
+    try:
+        return int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
 def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -190,7 +233,13 @@ def _phase(
 
 
 def run_bench(
-    *, workdir: Path, devices: int, messages: int, latency_seconds: float, latency_load: float
+    *,
+    workdir: Path,
+    devices: int,
+    messages: int,
+    live_messages: int,
+    latency_seconds: float,
+    latency_rate: float,
 ) -> dict[str, Any]:
     profiles = ProfileSet.shipped()
     fleet = workdir / "fleet.yaml"
@@ -243,10 +292,21 @@ def run_bench(
         _wait_until(lambda: _has_table(url), 60, "the ingest to migrate the database", ingest)
         edge.start()
         _wait_until(lambda: "subscribed" in edge.log_tail(1_000_000), 60, "the edge agent to subscribe", edge)
+        # The field broker now keeps the agent's persistent session: stop the agent cleanly.
+        if edge.stop(timeout=30) != 0:
+            raise RuntimeError(f"the edge agent did not stop cleanly:\n{edge.log_tail()}")
 
+        components: dict[str, Callable[[], int | None]] = {
+            "bench_process": lambda: -1,
+            "edge": lambda: edge.pid,
+            "ingest": lambda: ingest.pid,
+            "postgres": lambda: _pg_pid(workdir / "pg"),
+            "mosquitto_field": lambda: field.pid,
+            "mosquitto_cloud": lambda: cloud.pid,
+        }
         with CommitWatcher(url) as watcher:
-            # 1. Throughput, unpaced.
-            sent, sim_s, n_msgs = _phase(
+            # 1. Throughput: a backlog queued at the field broker while the agent is down, drained.
+            sent, _, n_msgs = _phase(
                 inventory=inventory,
                 profiles=profiles,
                 seed=1,
@@ -254,33 +314,54 @@ def run_bench(
                 speed=None,
                 count=messages,
                 broker_url=field.url,
-                truth_path=workdir / "truth-throughput.jsonl",
+                truth_path=workdir / "truth-backlog.jsonl",
             )
             ids = {rid for rid, _ in sent}
+            edge.start()
+            cpu0 = {name: _component_cpu(pid()) for name, pid in components.items()}
             watcher.wait_for(ids)
-            committed = [watcher.seen[rid] for rid in ids if rid in watcher.seen]
-            t0 = min(at for _, at in sent)
-            rate = len(committed) / (max(committed) - t0)
-            lost_a = len(ids) - len(committed)
+            committed = sorted(watcher.seen[rid] for rid in ids if rid in watcher.seen)
+            first, last = committed[0], committed[-1]
+            rate = sum(1 for t in committed if t > first) / (last - first)
+            cores = {
+                name: round((_component_cpu(pid()) - cpu0[name]) / (last - first), 2)
+                for name, pid in components.items()
+            }
+            missing = len(ids) - len(committed)
 
-            # 2. Latency, paced at a share of that rate.
-            msgs_per_sim_s = n_msgs / sim_s
-            target = rate * latency_load
-            speed = target / msgs_per_sim_s
-            sent_b, _, _ = _phase(
+            # 2. Live: the simulator publishes unpaced while the agent runs (same two cores).
+            sent_l, sim_s, n_live = _phase(
                 inventory=inventory,
                 profiles=profiles,
                 seed=2,
+                start=datetime(2026, 2, 1, tzinfo=UTC),
+                speed=None,
+                count=live_messages,
+                broker_url=field.url,
+                truth_path=workdir / "truth-live.jsonl",
+            )
+            ids_l = {rid for rid, _ in sent_l}
+            watcher.wait_for(ids_l)
+            committed_l = [watcher.seen[rid] for rid in ids_l if rid in watcher.seen]
+            rate_live = len(committed_l) / (max(committed_l) - min(at for _, at in sent_l))
+            missing += len(ids_l) - len(committed_l)
+
+            # 3. Latency at a fixed offered rate.
+            speed = latency_rate / (n_live / sim_s)
+            sent_b, _, _ = _phase(
+                inventory=inventory,
+                profiles=profiles,
+                seed=3,
                 start=datetime(2026, 3, 1, tzinfo=UTC),
                 speed=speed,
-                count=max(1, int(target * latency_seconds)),
+                count=max(1, int(latency_rate * latency_seconds)),
                 broker_url=field.url,
                 truth_path=workdir / "truth-latency.jsonl",
             )
             ids_b = {rid for rid, _ in sent_b}
             watcher.wait_for(ids_b)
             lat = np.array([(watcher.seen[rid] - at) * 1000 for rid, at in sent_b if rid in watcher.seen])
-            lost_b = len(ids_b) - len(lat)
+            missing += len(ids_b) - len(lat)
             t_b = [at for _, at in sent_b]
             offered = len(sent_b) / (max(t_b) - min(t_b)) if len(t_b) > 1 else 0.0
         for child in children:
@@ -291,12 +372,15 @@ def run_bench(
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
             "latency_p99_ms": round(float(np.percentile(lat, 99)), 1),
             "devices": len(inventory.devices),
-            "throughput_readings": len(ids),
-            "throughput_messages": n_msgs,
+            "backlog_messages": n_msgs,
+            "backlog_readings": len(ids),
+            "readings_per_s_live": round(rate_live),
+            "live_readings": len(ids_l),
             "latency_readings": len(ids_b),
             "latency_offered_readings_per_s": round(offered),
-            "not_committed": lost_a + lost_b,
+            "not_committed": missing,
             "durability": "full",
+            "cpu_cores_backlog_drain": cores,
         }
     finally:
         for child in reversed(children):
@@ -332,8 +416,9 @@ def _run(args: argparse.Namespace) -> int:
             workdir=args.workdir.resolve(),
             devices=args.devices,
             messages=args.messages,
+            live_messages=args.live_messages,
             latency_seconds=args.latency_seconds,
-            latency_load=args.latency_load,
+            latency_rate=args.latency_rate,
         )
     else:
         with tempfile.TemporaryDirectory(prefix="linli-bench-e2e-") as tmp:
@@ -341,8 +426,9 @@ def _run(args: argparse.Namespace) -> int:
                 workdir=Path(tmp),
                 devices=args.devices,
                 messages=args.messages,
+                live_messages=args.live_messages,
                 latency_seconds=args.latency_seconds,
-                latency_load=args.latency_load,
+                latency_rate=args.latency_rate,
             )
     if not args.json:
         print("linli bench e2e (see docs/benchmarks.md):", file=sys.stderr)
