@@ -1,10 +1,11 @@
-"""Where simulated messages go: an MQTT broker (paho-mqtt 2), a file, or nowhere.
+"""Where simulated messages go: an MQTT broker, a file, or nowhere.
 
-`MqttSink` drives paho's client from the simulator's own thread (paho's "external event loop"
-mode): `publish` queues a packet, and every few dozen messages one `select` pass writes the queue
-and reads PUBACKs. No network thread, no per-message wake-up. Messages in flight are bounded:
-at QoS 1 by the broker's receive window (``max_inflight``, Mosquitto's default allows 1000),
-at QoS 0 by a bounded write queue, so memory stays flat when the broker is slower than we are.
+`MqttSink` publishes through `simulators.mqtt.MqttPublisher` from the simulator's own thread: a
+message is appended to a write buffer, and the buffer goes out in one write per 64 KiB, whenever
+the run waits (paced runs), and at the end. No network thread, no per-message system call.
+Messages in flight are bounded: at QoS 1 by the broker's receive window (``max_inflight``,
+Mosquitto's default allows 1000), at QoS 0 by the bounded buffer, so memory stays flat when the
+broker is slower than we are.
 
 `FileSink` writes one JSON object per line, ``{"topic": ..., "payload": ...}`` (``payload_b64``
 instead when the payload is not UTF-8, as a deliberately malformed one may be).
@@ -13,20 +14,17 @@ instead when the payload is not UTF-8, as a deliberately malformed one may be).
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
-import select
 import ssl
 import time
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 from urllib.parse import unquote, urlsplit
 
 import msgspec
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from simulators.errors import OutputError
+from simulators.mqtt import MqttLinkError, MqttPublisher
 
 _PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 
@@ -111,7 +109,7 @@ def read_messages(path: str | os.PathLike[str]) -> list[tuple[str, bytes]]:
 
 
 class MqttSink:
-    """Publishes to an MQTT broker with paho-mqtt 2 (MQTT 3.1.1, clean session).
+    """Publishes to an MQTT broker (MQTT 3.1.1, clean session) through `MqttPublisher`.
 
     Args:
         url: ``mqtt://host:port`` or ``mqtts://host:port`` (TLS); user and password may be given
@@ -145,161 +143,60 @@ class MqttSink:
         self.target = url
         self.qos = qos
         self.errors = 0
-        self._host = parts.hostname
-        self._port = parts.port or _PORTS[parts.scheme]
-        self._window = max_inflight
-        self._outstanding = 0
-        self._since_pump = 0
-        self._connect_rc: Any = None
-        self._lost: str | None = None
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"linli-sim-{os.getpid()}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        client.max_inflight_messages_set(max_inflight)
-        client.max_queued_messages_set(0)
-        if parts.username:
-            client.username_pw_set(unquote(parts.username), unquote(parts.password or "") or None)
+        context: ssl.SSLContext | None = None
         if parts.scheme in ("mqtts", "ssl") or tls_ca is not None or tls_cert is not None:
             try:
-                client.tls_set(
-                    ca_certs=str(tls_ca) if tls_ca else None,
-                    certfile=str(tls_cert) if tls_cert else None,
-                    keyfile=str(tls_key) if tls_key else None,
-                )
+                context = ssl.create_default_context(cafile=str(tls_ca) if tls_ca else None)
+                if tls_cert is not None:
+                    context.load_cert_chain(str(tls_cert), str(tls_key) if tls_key else None)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise OutputError(f"TLS setup failed: {exc}", target=url) from exc
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        if qos == 1:
-            # At QoS 0 we bound the write queue instead: paho's VERSION2 on_publish builds a
-            # Properties and a ReasonCode object per message, a tenth of the work at QoS 0.
-            client.on_publish = self._on_publish
-        # Registering these puts paho in external-loop mode: publish() queues, we write.
-        client.on_socket_register_write = lambda *_: None
-        client.on_socket_unregister_write = lambda *_: None
-        self._client = client
         try:
-            client.connect(self._host, self._port, keepalive=keepalive)
-        except (OSError, ssl.SSLError) as exc:
-            raise OutputError(f"cannot connect: {exc}", target=url) from exc
-        deadline = time.monotonic() + connect_timeout
-        while self._connect_rc is None:
-            if self._lost is not None or time.monotonic() > deadline:
-                self._abandon()
-                raise OutputError(f"no CONNACK from the broker ({self._lost or 'timed out'})", target=url)
-            self._pump(0.05)
-        if self._connect_rc.is_failure:
-            self._abandon()
-            raise OutputError(f"the broker refused the connection: {self._connect_rc}", target=url)
-
-    # -- paho callbacks (called from our own thread) ----------------------------------------------
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self._connect_rc = rc
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self._lost = str(rc)
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        self._outstanding -= 1
-
-    # -- the loop -------------------------------------------------------------------------------
-
-    def _pump(self, timeout: float) -> None:
-        client = self._client
-        sock = client.socket()
-        if sock is None:
-            self._lost = self._lost or "socket closed"
-            return
-        readable: list[Any]
-        writable: list[Any]
-        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-        try:
-            readable, writable, _ = select.select(
-                [sock], [sock] if client.want_write() else [], [], 0.0 if pending else timeout
+            self._link = MqttPublisher(
+                host=parts.hostname,
+                port=parts.port or _PORTS[parts.scheme],
+                client_id=client_id or f"linli-sim-{os.getpid()}",
+                qos=qos,
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password else None,
+                tls=context,
+                keepalive=keepalive,
+                max_inflight=max_inflight,
+                connect_timeout=connect_timeout,
             )
-        except (OSError, ValueError) as exc:
-            self._lost = self._lost or f"socket error: {exc}"
-            return
-        if readable or pending:
-            rc = client.loop_read()
-            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-                self._lost = self._lost or mqtt.error_string(rc)
-        if writable:
-            rc = client.loop_write()
-            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-                self._lost = self._lost or mqtt.error_string(rc)
-        client.loop_misc()
-
-    def _check(self) -> None:
-        if self._lost is not None:
-            raise OutputError(f"connection lost: {self._lost}", target=self.target)
+        except MqttLinkError as exc:
+            raise OutputError(exc.reason, target=url) from exc
 
     def publish(self, topic: str, payload: bytes) -> None:
-        qos1 = self.qos == 1
-        if qos1:
-            self._outstanding += 1
-        info = self._client.publish(topic, payload, self.qos)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            if qos1:
-                self._outstanding -= 1
-            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
-                self._lost = self._lost or "not connected"
-                self._check()
-            self.errors += 1
-        self._since_pump += 1
-        if self._since_pump >= 64 or self._outstanding >= self._window:
-            self._since_pump = 0
-            self._pump(0.0)
-            if qos1:
-                while self._outstanding >= self._window:
-                    self._check()
-                    self._pump(0.05)
-            else:
-                while self._client.want_write():  # the socket is full: let the broker catch up
-                    self._check()
-                    self._pump(0.05)
-            self._check()
+        try:
+            self._link.publish(topic, payload)
+        except MqttLinkError as exc:
+            raise OutputError(f"connection lost: {exc.reason}", target=self.target) from exc
 
     def idle(self, seconds: float) -> None:
-        deadline = time.monotonic() + max(0.0, seconds)
-        while True:
-            self._pump(max(0.0, min(0.2, deadline - time.monotonic())))
-            self._check()
-            if time.monotonic() >= deadline:
-                return
+        try:
+            self._link.idle(seconds)
+        except MqttLinkError as exc:
+            raise OutputError(f"connection lost: {exc.reason}", target=self.target) from exc
 
     @property
     def in_flight(self) -> int:
-        """QoS 1 messages not yet acknowledged, or 1 while QoS 0 messages wait to be written."""
-        return self._outstanding if self.qos == 1 else int(self._client.want_write())
+        """Messages not yet written (QoS 0) or not yet acknowledged (QoS 1)."""
+        return self._link.in_flight
 
     def close(self, *, timeout: float = 10.0) -> None:
-        """Wait for every message to be written (and at QoS 1 acknowledged), then disconnect."""
-        deadline = time.monotonic() + timeout
-        try:
-            while self.in_flight > 0 and self._lost is None and time.monotonic() < deadline:
-                self._pump(0.05)
-            if self._outstanding > 0:
-                self.errors += self._outstanding
-                self._outstanding = 0
-        finally:
-            self._abandon()
+        """Write every message (and at QoS 1 wait for its PUBACK), then disconnect.
 
-    def _abandon(self) -> None:
-        client = self._client
-        if client.socket() is not None and self._lost is None:
-            client.disconnect()
-            end = time.monotonic() + 2.0
-            while client.socket() is not None and client.want_write() and time.monotonic() < end:
-                self._pump(0.05)
-        sock = client.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+        Messages that could not be delivered by then count as errors.
+        """
+        link = self._link
+        try:
+            link.drain(timeout)
+        except MqttLinkError:
+            pass  # what is left is counted below
+        finally:
+            self.errors += link.in_flight
+            link.close()
 
 
 def open_sink(

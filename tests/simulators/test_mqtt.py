@@ -184,3 +184,49 @@ def test_cli_publishes_at_qos1(mosquitto: Any, tmp_path: Path) -> None:
         subscriber.stop()
     assert code == 0
     assert len(received) == len(sent) > 50
+
+
+def test_buffered_messages_go_out_while_the_run_waits(mosquitto: Any) -> None:
+    # Paced runs idle between messages: what was published must reach the broker then, not at close.
+    subscriber = Subscriber(mosquitto.host, mosquitto.port)
+    sink = MqttSink(url=mosquitto.url, qos=0)
+    try:
+        sink.publish("nbiot/861234567890123/up", b'{"n":1}')
+        sink.idle(0.5)
+        received = subscriber.wait_for(1, timeout=2.0)
+        assert received == [("nbiot/861234567890123/up", b'{"n":1}')]
+        assert sink.in_flight == 0
+    finally:
+        sink.close(timeout=2)
+        subscriber.stop()
+
+
+def test_keepalive_holds_an_idle_connection(mosquitto: Any) -> None:
+    # Mosquitto drops a client silent for 1.5 keepalives (checked every few seconds: without
+    # PINGREQs this connection is gone after 8 s); idling sends them in time.
+    subscriber = Subscriber(mosquitto.host, mosquitto.port)
+    sink = MqttSink(url=mosquitto.url, qos=1, keepalive=2)
+    try:
+        sink.idle(8.0)
+        sink.publish("nbiot/861234567890123/up", b'{"n":2}')
+        sink.close(timeout=5)
+        assert sink.errors == 0
+        assert subscriber.wait_for(1) == [("nbiot/861234567890123/up", b'{"n":2}')]
+    finally:
+        subscriber.stop()
+
+
+def test_large_payloads_and_long_topics(mosquitto: Any) -> None:
+    # Remaining lengths of one to three bytes.
+    subscriber = Subscriber(mosquitto.host, mosquitto.port)
+    topic = "application/" + "a" * 300 + "/device/0011223344556677/event/up"
+    payloads = [b"x" * n for n in (0, 100, 127, 128, 5000, 16383, 16384, 200_000)]
+    sink = MqttSink(url=mosquitto.url, qos=1)
+    for payload in payloads:
+        sink.publish(topic, payload)
+    sink.close(timeout=10)
+    try:
+        assert sink.errors == 0
+        assert subscriber.wait_for(len(payloads)) == [(topic, p) for p in payloads]
+    finally:
+        subscriber.stop()
