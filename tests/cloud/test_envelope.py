@@ -24,10 +24,10 @@ def test_decodes_the_documented_wire_format() -> None:
     first, second = env.readings
     assert first.device_id == "0x00158d0001a2b3c4"
     assert first.metrics == {"contact_open": 1.0, "battery_pct": 87.5}
-    assert first.events == ["x"]
+    assert first.events == ("x",)
     assert first.device_ts_us is None
     assert second.device_ts_us == T0_US - 10**9
-    assert second.quality == ["clock_skew"]
+    assert second.quality == ("clock_skew",)
 
 
 @pytest.mark.parametrize(
