@@ -6,6 +6,7 @@ One root, everything below it::
     ├── ConfigError            the configuration is invalid; ``key`` names the offending key
     ├── MigrationError         a migration failed, or an applied migration file was changed
     ├── StoreUnavailable       the database cannot be reached (the ingest waits and retries)
+    ├── BatchRejected          the database refused the data itself (the batch is dead-lettered)
     └── EnvelopeError          an uplink payload is not a valid envelope (it is dead-lettered)
         └── UnknownVersion     the envelope's ``v`` is not one this reader knows
 
@@ -48,6 +49,19 @@ class MigrationError(CloudError):
 
 class StoreUnavailable(CloudError):
     """The database cannot be reached or dropped the connection."""
+
+
+class BatchRejected(CloudError):
+    """The database refused the data of a transaction (a data exception or an integrity
+    violation other than the claims the writer handles): retrying the same rows cannot succeed.
+
+    Attributes:
+        reason: the server's message, stored with the dead letter.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class EnvelopeError(CloudError):

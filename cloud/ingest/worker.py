@@ -7,9 +7,12 @@ Threads, each with one owner:
   ``ingest.max_readings_per_txn`` readings or ``ingest.linger_ms``, commits, then acknowledges;
 - the maintenance thread (owned here) runs retention, the rollup and pruning on a schedule.
 
-While the database is unreachable the writer keeps its group, retries with capped jittered
-backoff and acknowledges nothing; the broker stops sending once ``receive_maximum`` messages are
-unacknowledged, so memory stays bounded and nothing is lost. Each state change (database down or
+When the database refuses a message's data (what envelope validation cannot foresee, such as a
+status document jsonb refuses), the group is split until that message is alone and it is
+dead-lettered with the server's reason; the rest is stored. While the database is unreachable
+the writer keeps its group, retries with capped jittered backoff and acknowledges nothing; the
+broker stops sending once ``receive_maximum`` messages are unacknowledged, so memory stays
+bounded and nothing is lost. Each state change (database down or
 back, broker down or back) is logged once.
 
 `stop` shuts down in a fixed order: stop intake, commit what is queued, acknowledge it,
@@ -32,12 +35,12 @@ import msgspec
 
 from cloud.config import CloudSettings
 from cloud.endpoint import Snapshot
-from cloud.errors import EnvelopeError, StoreUnavailable
+from cloud.errors import BatchRejected, EnvelopeError, StoreUnavailable
 from cloud.ingest.consumer import Consumer, Inbound
 from cloud.ingest.envelope import Envelope, decode, topic_ids
 from cloud.store.maintenance import Maintenance
 from cloud.store.mode import ModeInfo
-from cloud.store.writer import BatchWriter, DeadLetter, GatewayStatus
+from cloud.store.writer import BatchWriter, DeadLetter, GatewayStatus, WriteResult
 
 log = logging.getLogger("linli.cloud.ingest")
 
@@ -182,54 +185,89 @@ class IngestWorker:
         return group, False
 
     def _write_loop(self) -> None:
-        ing = self.settings.ingest
         stop_seen = False
         while not stop_seen:
             first = self._queue.get()
             if not isinstance(first, _Item):  # the stop marker
                 break
             group, stop_seen = self._collect(first)
-            attempt = 0
-            while True:
-                try:
-                    result = self.writer.write(
-                        [i.batch for i in group if i.batch is not None],
-                        dead_letters=[i.dead for i in group if i.dead is not None],
-                        statuses=[i.status for i in group if i.status is not None],
-                    )
-                    break
-                except StoreUnavailable as exc:
-                    self._set_db_state(False, str(exc))
-                    self.counters["db_errors"] += 1
-                    if self._stopping.is_set():
-                        log.warning(
-                            "stopping with %d messages uncommitted (the broker keeps them)", len(group)
-                        )
-                        return
-                    delay = backoff_delay(
-                        attempt, base=ing.backoff_base_s, cap=ing.backoff_cap_s, rng=self._rng
-                    )
-                    attempt += 1
-                    if self._stopping.wait(delay):
-                        log.warning(
-                            "stopping with %d messages uncommitted (the broker keeps them)", len(group)
-                        )
-                        return
-            self._set_db_state(True)
+            if not self._store(group):
+                log.warning("stopping with %d messages uncommitted (the broker keeps them)", len(group))
+                return
             self.last_commit = self._monotonic()
             acked = self.consumer.ack(i.inbound for i in group)
-            c = self.counters
-            c["transactions"] += 1
-            c["messages"] += len(group)
-            c["acks"] += acked
-            c["batches_stored"] += result.batches
-            c["batches_duplicate"] += result.duplicate_batches
-            c["readings_stored"] += result.readings
-            c["readings_duplicate"] += result.duplicate_readings
-            c["rows_stored"] += result.rows
-            c["events_stored"] += result.events
-            c["dead_letters"] += result.dead_letters
-            c["gateway_statuses"] += result.statuses
+            self.counters["messages"] += len(group)
+            self.counters["acks"] += acked
+
+    def _store(self, group: list[_Item]) -> bool:
+        """Commit `group` (in one transaction when the database takes it); False when stopping
+        before it could be committed.
+
+        When the database refuses the data itself, the group is split in halves until the
+        message at fault is alone; that one is dead-lettered with the server's reason, and
+        everything else is stored.
+        """
+        try:
+            result = self._write_retrying(group)
+        except BatchRejected as exc:
+            if len(group) > 1:
+                mid = len(group) // 2
+                return self._store(group[:mid]) and self._store(group[mid:])
+            item = group[0]
+            self.counters["db_rejected"] += 1
+            if item.dead is not None:
+                log.error(
+                    "the database refused a dead letter from %s, dropping it: %s", item.inbound.topic, exc
+                )
+                return True
+            log.warning(
+                "the database refused a message from %s, dead-lettering it: %s", item.inbound.topic, exc
+            )
+            msg = item.inbound
+            return self._store(
+                [_Item(msg, dead=DeadLetter(msg.topic, msg.payload, exc.reason, msg.received_at))]
+            )
+        if result is None:
+            return False
+        self._count(result)
+        return True
+
+    def _write_retrying(self, group: list[_Item]) -> WriteResult | None:
+        """One transaction, retried with capped jittered backoff while the database is
+        unavailable; None when told to stop meanwhile. Raises `BatchRejected`."""
+        ing = self.settings.ingest
+        attempt = 0
+        while True:
+            try:
+                result = self.writer.write(
+                    [i.batch for i in group if i.batch is not None],
+                    dead_letters=[i.dead for i in group if i.dead is not None],
+                    statuses=[i.status for i in group if i.status is not None],
+                )
+            except StoreUnavailable as exc:
+                self._set_db_state(False, str(exc))
+                self.counters["db_errors"] += 1
+                if self._stopping.is_set():
+                    return None
+                delay = backoff_delay(attempt, base=ing.backoff_base_s, cap=ing.backoff_cap_s, rng=self._rng)
+                attempt += 1
+                if self._stopping.wait(delay):
+                    return None
+                continue
+            self._set_db_state(True)
+            return result
+
+    def _count(self, result: WriteResult) -> None:
+        c = self.counters
+        c["transactions"] += 1
+        c["batches_stored"] += result.batches
+        c["batches_duplicate"] += result.duplicate_batches
+        c["readings_stored"] += result.readings
+        c["readings_duplicate"] += result.duplicate_readings
+        c["rows_stored"] += result.rows
+        c["events_stored"] += result.events
+        c["dead_letters"] += result.dead_letters
+        c["gateway_statuses"] += result.statuses
 
     def snapshot(self) -> Snapshot:
         """Counters, gauges and health for the endpoint."""

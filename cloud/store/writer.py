@@ -32,7 +32,7 @@ import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
-from cloud.errors import StoreUnavailable
+from cloud.errors import BatchRejected, StoreUnavailable
 from cloud.ingest.envelope import Envelope, WireReading, reading_key
 from cloud.store import pgcopy
 
@@ -215,8 +215,13 @@ class BatchWriter:
         dead_letters: Sequence[DeadLetter] = (),
         statuses: Sequence[GatewayStatus] = (),
     ) -> WriteResult:
-        """Store everything in one transaction; raises `StoreUnavailable` when the database is
-        gone (nothing is then committed, or the commit's outcome is unknown: redelivery is safe)."""
+        """Store everything in one transaction.
+
+        Raises `StoreUnavailable` when the database is gone or fails for a reason of its own
+        (nothing is then committed, or the commit's outcome is unknown: redelivery is safe), and
+        `BatchRejected` when it refused the data itself (nothing is committed; the caller splits
+        the group to find the batch at fault).
+        """
         for attempt in range(_RETRIES):
             conn = self._connection()
             try:
@@ -227,6 +232,13 @@ class BatchWriter:
             except psycopg.OperationalError as exc:
                 self.close()
                 raise StoreUnavailable(f"database unavailable: {exc}") from exc
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                raise BatchRejected(f"rejected by the database: {exc}".replace("\x00", "")) from exc
+            except psycopg.Error as exc:
+                # Not the data's fault (a missing table, a permission, a server-side limit):
+                # hold the acknowledgements and retry, as for an outage.
+                self.close()
+                raise StoreUnavailable(f"database error: {exc}") from exc
         raise StoreUnavailable("transaction kept conflicting with another writer")
 
     def _write(

@@ -23,7 +23,7 @@ from cloud.ingest.worker import IngestWorker
 from cloud.store.migrate import migrate
 from cloud.store.mode import prepare
 from simulators.services import MosquittoBroker, PostgresCluster
-from tests.cloud.conftest import T0_US, count, door_readings, envelope, up_topic
+from tests.cloud.conftest import T0_US, R, count, door_readings, envelope, up_topic
 
 pytestmark = pytest.mark.integration
 
@@ -201,3 +201,37 @@ def test_healthz_reports_a_down_database(
         assert json.loads(info.value.read())["database"] == "down"
     finally:
         endpoint.close()
+
+
+def test_data_the_database_refuses_is_dead_lettered_and_the_rest_stored(
+    migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    """What envelope validation cannot foresee (here a constraint of the operator's and a status
+    document jsonb refuses) costs only the message at fault, never the worker or its group."""
+    broker, pub = publisher
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE readings ADD CONSTRAINT sane_value CHECK (value < 1e9)")
+    worker = start_worker(settings_for(migrated_url, broker, "ingest-refused", linger_ms=300))
+    bad = envelope([R("dev-bad", T0_US, {"battery_pct": 1e12})], batch_seq=3)
+    try:
+        for seq in range(1, 7):
+            payload = (
+                bad if seq == 3 else envelope(door_readings(20, start_us=T0_US + seq * 10**9), batch_seq=seq)
+            )
+            pub.publish(up_topic(), payload)
+        pub.publish("linli/v1/c1/gw1/status", b'{"state": "online", "note": "\\u0000"}')
+        wait_until(lambda: worker.counters["messages"] >= 7, what="all messages")
+        assert worker.counters["acks"] == 7
+        assert worker.counters["db_rejected"] == 2
+    finally:
+        worker.stop()
+    assert count(migrated_url, "SELECT count(*) FROM readings") == 5 * 20 * 3
+    assert count(migrated_url, "SELECT count(*) FROM ingested_batches") == 5
+    with psycopg.connect(migrated_url) as conn:
+        rows = conn.execute("SELECT topic, payload, reason FROM dead_letters ORDER BY topic DESC").fetchall()
+    assert [(t, bytes(p)) for t, p, _ in rows] == [
+        (up_topic(), bad),
+        ("linli/v1/c1/gw1/status", b'{"state": "online", "note": "\\u0000"}'),
+    ]
+    assert all(reason.startswith("rejected by the database") for _, _, reason in rows)
+    assert "sane_value" in rows[0][2]
