@@ -4,11 +4,14 @@ and a second run reuses the data of the first."""
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,14 +63,32 @@ class Demo:
             self.proc.stdout.close()
         return code
 
+    def close(self) -> None:
+        """Stop the demo if a failed assertion left it running."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.wait(timeout=30)
+
 
 def _strays(root: Path) -> str:
     found = subprocess.run(["pgrep", "-af", str(root)], capture_output=True, text=True, check=False)
     return "\n".join(line for line in found.stdout.splitlines() if "pgrep" not in line)
 
 
-def test_demo_runs_stops_on_sigint_and_reuses_its_data(tmp_path: Path) -> None:
-    root = tmp_path / "demo"
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """Outside pytest's own temporary folder: pytest makes that 0700 again whenever a session
+    starts, and the cluster's `postgres` OS user must reach its data folder (when run as root)."""
+    folder = Path(tempfile.mkdtemp(prefix="linli-test-demo-"))
+    yield folder / "demo"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_demo_runs_stops_on_sigint_and_reuses_its_data(root: Path) -> None:
     first = Demo(root, "--duration", "120")
     try:
         deadline = time.monotonic() + 90
@@ -78,9 +99,7 @@ def test_demo_runs_stops_on_sigint_and_reuses_its_data(tmp_path: Path) -> None:
         first.proc.send_signal(signal.SIGINT)
         assert first.wait(timeout=90) == 0, first.text
     finally:
-        if first.proc.poll() is None:
-            first.proc.kill()
-            first.wait(timeout=30)
+        first.close()
     assert "first run: initdb" in first.text
     assert "connect with: psql postgresql://" in first.text
     stored = first.rows()
@@ -89,7 +108,10 @@ def test_demo_runs_stops_on_sigint_and_reuses_its_data(tmp_path: Path) -> None:
     assert _strays(root) == ""
 
     second = Demo(root, "--duration", "6")
-    assert second.wait(timeout=120) == 0, second.text
+    try:
+        assert second.wait(timeout=120) == 0, second.text
+    finally:
+        second.close()
     assert "reusing its data" in second.text
     assert f"reusing the data of earlier runs: {stored:,} rows" in second.text
     assert second.rows() >= stored
