@@ -28,6 +28,7 @@ from edge.buffer import Buffer, Intake
 from edge.config import BrokerConfig, EdgeConfig
 from edge.endpoint import Endpoint, Snapshot
 from edge.errors import BufferFull, EdgeError, MqttError
+from edge.fieldlink import FieldLink
 from edge.inventory import InventoryView, load_inventory
 from edge.liveness import DeviceMemory, Liveness
 from edge.logs import get_logger
@@ -44,7 +45,7 @@ def load_profiles(config: EdgeConfig) -> ProfileSet:
     return ProfileSet.load(*config.profiles) if config.profiles else ProfileSet.shipped()
 
 
-def _link(config: BrokerConfig, **kwargs: Any) -> MqttLink:
+def _link_options(config: BrokerConfig) -> dict[str, Any]:
     tls = None
     if config.uses_tls:
         t = config.tls
@@ -53,19 +54,18 @@ def _link(config: BrokerConfig, **kwargs: Any) -> MqttLink:
             client_cert=t.client_cert if t else None,
             client_key=t.client_key if t else None,
         )
-    return MqttLink(
-        host=config.host,
-        port=config.port,
-        tls=tls,
-        username=config.username,
-        password=config.password.get_secret_value() if config.password else None,
-        keepalive_s=config.keepalive_s,
-        session_expiry_s=config.session_expiry_s,
-        connect_timeout_s=config.connect_timeout_s,
-        backoff_base_s=config.backoff_base_s,
-        backoff_cap_s=config.backoff_cap_s,
-        **kwargs,
-    )
+    return {
+        "host": config.host,
+        "port": config.port,
+        "tls": tls,
+        "username": config.username,
+        "password": config.password.get_secret_value() if config.password else None,
+        "keepalive_s": config.keepalive_s,
+        "session_expiry_s": config.session_expiry_s,
+        "connect_timeout_s": config.connect_timeout_s,
+        "backoff_base_s": config.backoff_base_s,
+        "backoff_cap_s": config.backoff_cap_s,
+    }
 
 
 class Agent:
@@ -152,17 +152,16 @@ class Agent:
             wall=self.wall,
         )
         self._enrol()
-        self.field = _link(
-            cfg.field,
+        self.field = FieldLink(
+            **_link_options(cfg.field),
             name="field",
             client_id=cfg.field_client_id,
             receive_maximum=cfg.field.receive_maximum,
             subscriptions=profiles.topic_filters(),
             on_message=self._on_field_message,
-            manual_ack=True,
         )
-        self.cloud = _link(
-            cfg.cloud,
+        self.cloud = MqttLink(
+            **_link_options(cfg.cloud),
             name="cloud",
             client_id=cfg.cloud_client_id,
             will=Will(
@@ -180,6 +179,7 @@ class Agent:
             batch_max_latency_s=cfg.uplink.batch_max_latency_ms / 1000,
             window=cfg.uplink.window,
             alarm_window=cfg.uplink.alarm_window,
+            telemetry_max_readings_per_s=cfg.uplink.telemetry_max_readings_per_s,
             monotonic=self.monotonic,
             wall=self.wall,
         )

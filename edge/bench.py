@@ -19,7 +19,6 @@ Method (docs/benchmarks.md has the figures):
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import multiprocessing as mp
 import os
@@ -93,6 +92,63 @@ def _payloads(fleet: list[tuple[str, str, str]], count: int, seed: int) -> list[
     return out
 
 
+def _publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
+    """One MQTT 3.1.1 QoS 1 PUBLISH, encoded."""
+    t = topic.encode()
+    body = len(t).to_bytes(2, "big") + t + packet_id.to_bytes(2, "big") + payload
+    n, length = len(body), bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        length.append(byte | 0x80 if n else byte)
+        if not n:
+            break
+    return b"\x32" + bytes(length) + body
+
+
+class _RawPublisher:
+    """A load generator that cannot be the bottleneck: pre-encoded QoS 1 PUBLISH packets written
+    on a plain socket in large writes, PUBACKs counted from the stream, at most `window`
+    unacknowledged (packet ids are 16 bits: the window stays far below 65,535)."""
+
+    def __init__(self, host: str, port: int, client_id: str, *, window: int = 20_000) -> None:
+        import socket
+
+        self.window = window
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cid = client_id.encode()
+        body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+        self.sock.sendall(b"\x10" + bytes((len(body),)) + body)
+        connack = self.sock.recv(4)
+        if len(connack) < 4 or connack[0] != 0x20 or connack[3] != 0:
+            raise RuntimeError(f"the field broker refused the load generator: {connack!r}")
+        self.sent = 0
+        self.acked = 0
+        self._rest = 0  # bytes of a PUBACK split across reads
+
+    def _read_acks(self) -> None:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise RuntimeError("the field broker closed the load generator's connection")
+        total = self._rest + len(data)
+        self.acked += total // 4
+        self._rest = total % 4
+
+    def send(self, packets: list[bytes]) -> None:
+        for i in range(0, len(packets), 500):
+            chunk = packets[i : i + 500]
+            while self.sent + len(chunk) - self.acked > self.window:
+                self._read_acks()
+            self.sock.sendall(b"".join(chunk))
+            self.sent += len(chunk)
+
+    def finish(self) -> None:
+        while self.acked < self.sent:
+            self._read_acks()
+        self.sock.sendall(b"\xe0\x00")
+        self.sock.close()
+
+
 def _generator(
     host: str,
     port: int,
@@ -101,29 +157,32 @@ def _generator(
     seed: int,
     cpu: int | None,
     started: Any,
+    pre_encode: bool,
 ) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
+    """Publish `count` distinct payloads. With `pre_encode`, every packet is built before
+    `started` is set, so the measured span holds nothing but socket writes."""
     if cpu is not None:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cpu})
-    payloads = _payloads(fleet, count, seed)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-gen-{seed}", protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(2000)
-    client.max_queued_messages_set(0)
-    client.connect(host, port)
-    client.loop_start()
+    step = count if pre_encode else 5_000
+    sent = 0
+
+    def packets(n: int) -> list[bytes]:
+        return [
+            _publish_packet(topic, payload, (sent + i) % 65535 + 1)
+            for i, (topic, payload) in enumerate(_payloads(fleet, n, seed * 1_000_003 + sent))
+        ]
+
+    batch = packets(min(step, count))
+    pub = _RawPublisher(host, port, f"bench-gen-{seed}")
     started.set()
-    outstanding: collections.deque[Any] = collections.deque()
-    for topic, payload in payloads:
-        outstanding.append(client.publish(topic, payload, qos=1))
-        if len(outstanding) > 30_000:  # packet ids are 16 bits: never wrap onto one in flight
-            outstanding.popleft().wait_for_publish(600)
-    for info in outstanding:
-        info.wait_for_publish(600)
-    client.disconnect()
-    client.loop_stop()
+    while True:
+        pub.send(batch)
+        sent += len(batch)
+        if sent >= count:
+            break
+        batch = packets(min(step, count - sent))
+    pub.finish()
 
 
 class _Counter:
@@ -228,7 +287,8 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                 log(f"throughput: {readings} readings from {len(fleet)} devices")
                 started = ctx.Event()
                 gen = ctx.Process(
-                    target=_generator, args=(field.host, field.port, fleet, readings, 1, gen_cpu, started)
+                    target=_generator,
+                    args=(field.host, field.port, fleet, readings, 1, gen_cpu, started, True),
                 )
                 gen.start()
                 started.wait(120)
@@ -252,7 +312,8 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                 base = _buffered(db)
                 log(f"footprint: buffering {buffered} readings with the cloud broker down")
                 gen = ctx.Process(
-                    target=_generator, args=(field.host, field.port, fleet, buffered, 2, gen_cpu, started)
+                    target=_generator,
+                    args=(field.host, field.port, fleet, buffered, 2, gen_cpu, started, False),
                 )
                 gen.start()
                 deadline = time.monotonic() + 1800

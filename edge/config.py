@@ -129,6 +129,8 @@ class UplinkConfig(_Section):
     window: int = Field(default=4, ge=1, le=256, description="telemetry batches in flight")
     alarm_window: int = Field(default=16, ge=1, le=256, description="alarm batches in flight")
     drain_timeout_s: float = Field(default=10.0, ge=0)
+    #: Telemetry readings per second at most (0: unlimited); alarm batches are never paced.
+    telemetry_max_readings_per_s: float = Field(default=0.0, ge=0)
 
 
 class ClassesConfig(_Section):

@@ -9,6 +9,9 @@ Priority: alarm readings form a batch as soon as they are committed, and the ala
 own window (``alarm_window``), so an alarm never waits behind the telemetry backlog: at most the
 telemetry batches already handed to the socket are ahead of it. Telemetry forms a batch when
 ``batch_max_readings`` are waiting or the oldest has waited ``batch_max_latency_ms``.
+
+Pacing: with ``telemetry_max_readings_per_s`` set (for metered or narrow links), telemetry batches
+are spaced so that the telemetry rate stays under it; alarm batches are never paced.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Uplink:
         batch_max_latency_s: float = 1.0,
         window: int = 4,
         alarm_window: int = 16,
+        telemetry_max_readings_per_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -65,6 +69,8 @@ class Uplink:
         self.latency = batch_max_latency_s
         self.window = window
         self.alarm_window = alarm_window
+        self.telemetry_rate = telemetry_max_readings_per_s
+        self._telemetry_next_at = 0.0  # pacing: no telemetry batch before this monotonic time
         self.monotonic = monotonic
         self.wall = wall
         self._wake = asyncio.Event()
@@ -146,7 +152,11 @@ class Uplink:
             await self._form_telemetry()
             timeout = None
             if self.pending[TELEMETRY] and self._telemetry_since is not None:
-                timeout = max(0.0, self._telemetry_since + self.latency - self.monotonic())
+                timeout = max(
+                    0.0,
+                    self._telemetry_since + self.latency - self.monotonic(),
+                    self._telemetry_next_at - self.monotonic(),
+                )
             if self._inflight or timeout is not None or not self._wake.is_set():
                 await self._wait(timeout)
 
@@ -188,6 +198,9 @@ class Uplink:
             )
             if not (full or late):
                 return
+            now = self.monotonic()
+            if self.telemetry_rate and now < self._telemetry_next_at:
+                return
             if not await self._form(TELEMETRY):
                 return
 
@@ -200,7 +213,11 @@ class Uplink:
             return False
         self.pending[batch_class] = max(0, self.pending[batch_class] - batch.count)
         if batch_class == TELEMETRY:
-            self._telemetry_since = self.monotonic() if self.pending[TELEMETRY] else None
+            now = self.monotonic()
+            self._telemetry_since = now if self.pending[TELEMETRY] else None
+            if self.telemetry_rate:
+                spacing = batch.count / self.telemetry_rate
+                self._telemetry_next_at = max(now, self._telemetry_next_at) + spacing
         self._send(batch)
         return True
 

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,21 @@ def _setup(
         **config,  # type: ignore[arg-type]
     )
     return field, cloud, cfg
+
+
+def _buffered(db: Path, count: int, timeout: float) -> bool:
+    """Wait until the buffer's ``readings_buffered`` counter reaches `count`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn,
+        ):
+            row = conn.execute("SELECT value FROM counters WHERE name = 'readings_buffered'").fetchone()
+            if row and row[0] >= count:
+                return True
+        time.sleep(0.1)
+    return False
 
 
 @pytest.mark.slow
@@ -162,9 +178,16 @@ def test_sos_during_long_drain_arrives_within_one_second(
     publishers: list[Publisher],
 ) -> None:
     fleet = Fleet({DOOR: 50, SOS: 1})
-    # Small batches and a narrow window make the drain of the backlog last several seconds.
+    # Telemetry paced at 3,000 readings/s: the 12,000-reading backlog takes 4 s to drain on any
+    # machine that can forward that fast (a slower one drains more slowly still), so the SOS is
+    # pressed with thousands of readings still buffered. Alarm batches are never paced; default
+    # batch size and window, so up to four full telemetry batches may be in flight ahead of it.
+    rate = 3000
     field, cloud, cfg = _setup(
-        tmp_path, make_broker, fleet=fleet, sections={"uplink": {"window": 1, "batch_max_readings": 25}}
+        tmp_path,
+        make_broker,
+        fleet=fleet,
+        sections={"uplink": {"telemetry_max_readings_per_s": rate}},
     )
     col = Collector(cloud)
     collectors.append(col)
@@ -184,9 +207,9 @@ def test_sos_during_long_drain_arrives_within_one_second(
         backlog.append(r.reading_id)
     for info in infos:
         info.wait_for_publish(30)
-    time.sleep(1.5)  # let the agent buffer the backlog
+    assert _buffered(tmp_path / "buffer.db", len(backlog), 30), "the agent did not buffer the backlog"
     cloud.start()
-    assert col.wait_for(lambda c: len(c.envelopes) >= 3, 30)
+    assert col.wait_for(lambda c: len(c.envelopes) >= 1, 30)  # the drain has begun
     topic, payload, sos = fleet.payload(fleet.of(SOS)[0], events=("sos_pressed",))
     pressed = time.monotonic()
     pub.publish(topic, payload)
@@ -202,6 +225,11 @@ def test_sos_during_long_drain_arrives_within_one_second(
     assert still_draining > 1000, "the SOS must be pressed while the backlog is still draining"
     assert latency < 1.0, f"SOS took {latency:.3f} s to reach the cloud broker"
     assert col.wait_for(lambda c: set(backlog) <= c.reading_ids(), 60)
+    # The pacing held: the telemetry batches were formed at most `rate` readings/s apart (by the
+    # agent's clock: the collector itself reconnects after the outage and may get a burst).
+    tele = [e for e in col.envelopes if e.batch_class == "telemetry"]
+    span_s = (tele[-1].created_at_us - tele[0].created_at_us) / 1e6
+    assert span_s >= (len(backlog) - len(tele[0].readings)) / rate * 0.95, span_s
     assert agent.terminate() == 0
 
 
