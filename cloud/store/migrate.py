@@ -73,6 +73,14 @@ def ensure_timescaledb(conn: psycopg.Connection[Any]) -> bool:
     installed, available = (bool(row[0]), bool(row[1])) if row else (False, False)
     if installed or not available:
         return installed
+    preload = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    if "timescaledb" not in str(preload[0] if preload else ""):
+        # Creating it now would fail with a FATAL error that also ends this session.
+        log.warning(
+            "timescaledb is installed on the server but not in shared_preload_libraries:"
+            " using plain PostgreSQL"
+        )
+        return False
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")

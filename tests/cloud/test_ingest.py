@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -19,9 +23,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.config import CloudSettings, build_settings
 from cloud.endpoint import Endpoint
+from cloud.ingest.service import prepare_store
 from cloud.ingest.worker import IngestWorker
 from cloud.store.migrate import migrate
-from cloud.store.mode import prepare
+from cloud.store.mode import StoreMode, prepare
 from simulators.services import MosquittoBroker, PostgresCluster
 from tests.cloud.conftest import T0_US, R, count, door_readings, envelope, up_topic
 
@@ -235,3 +240,103 @@ def test_data_the_database_refuses_is_dead_lettered_and_the_rest_stored(
     ]
     assert all(reason.startswith("rejected by the database") for _, _, reason in rows)
     assert "sane_value" in rows[0][2]
+
+
+def _ingest_process(config: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cloud", "cloud", "ingest", "--config", str(config)],
+        stdout=log,
+        stderr=log,
+    )
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
+    tmp_path: Path, migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    """SIGKILL between commit and PUBACK and everywhere else: the broker redelivers what was not
+    acknowledged to the restarted worker (same client id), which finds committed batches
+    claimed. Small transactions make the kill land among many commits."""
+    broker, pub = publisher
+    config = tmp_path / "cloud.toml"
+    config.write_text(
+        f'database_url = "{migrated_url}"\nlog_level = "WARNING"\n'
+        f'[mqtt]\nurl = "{broker.url}"\nclient_id = "ingest-killed"\nreceive_maximum = 16\n'
+        "[ingest]\nmax_readings_per_txn = 200\nlinger_ms = 5\n[http]\nport = -1\n"
+    )
+    log = (tmp_path / "ingest.log").open("ab")
+    proc = _ingest_process(config, log)
+    try:
+        wait_until(lambda: count(migrated_url, "SELECT count(*) FROM schema_migrations") >= 1, what="start")
+        time.sleep(1.0)  # subscribed
+        batches = 120
+        for seq in range(1, batches + 1):
+            pub.client.publish(
+                up_topic(),
+                envelope(door_readings(100, start_us=T0_US + seq * 10**9), batch_seq=seq),
+                qos=1,
+            )
+        wait_until(
+            lambda: count(migrated_url, "SELECT count(*) FROM ingested_batches") >= 20, what="some batches"
+        )
+        proc.kill()
+        proc.wait(10)
+        stored_at_kill = count(migrated_url, "SELECT count(*) FROM ingested_batches")
+        assert stored_at_kill < batches, "the kill came too late to test anything"
+        proc = _ingest_process(config, log)
+        wait_until(
+            lambda: count(migrated_url, "SELECT count(*) FROM ingested_batches") == batches,
+            timeout=60,
+            what="every batch after the restart",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "ingest.log").read_text()
+    assert count(migrated_url, "SELECT count(*) FROM readings") == batches * 100 * 3
+    assert (
+        count(
+            migrated_url,
+            "SELECT count(*) FROM (SELECT device_id, time, metric FROM readings"
+            " GROUP BY 1, 2, 3 HAVING count(*) > 1) d",
+        )
+        == 0
+    )
+    assert count(migrated_url, "SELECT count(*) FROM dead_letters") == 0
+
+
+@pytest.mark.slow
+def test_plain_postgresql_without_timescaledb_works_with_a_warning(
+    tmp_path: Path, publisher: tuple[MosquittoBroker, Publisher], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server where the extension cannot be loaded: the service migrates, says so once as a
+    WARNING, shows the mode in /healthz, and stores."""
+    caplog.set_level(logging.INFO, logger="linli.cloud")
+    broker, pub = publisher
+    with PostgresCluster(datadir=tmp_path / "pg", durable=False, preload_timescaledb=False) as cluster:
+        settings = settings_for(cluster.dsn(), broker, "ingest-plain")
+        mode = prepare_store(settings)
+        assert mode.mode is StoreMode.POSTGRES
+        worker = start_worker(settings)
+        worker.mode = mode
+        endpoint = Endpoint(host="127.0.0.1", port=0, snapshot=worker.snapshot)
+        endpoint.start()
+        try:
+            for seq in (1, 2, 3):
+                pub.publish(
+                    up_topic(), envelope(door_readings(10, start_us=T0_US + seq * 10**9), batch_seq=seq)
+                )
+            wait_until(lambda: worker.counters["batches_stored"] == 3, what="3 batches")
+            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/healthz").read())
+        finally:
+            endpoint.close()
+            worker.stop()
+        assert (health["mode"], health["healthy"]) == ("postgres", True)
+        assert "no timescaledb" in health["mode_detail"]
+        assert count(cluster.dsn(), "SELECT count(*) FROM readings") == 3 * 10 * 3
+        assert count(cluster.dsn(), "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 0
+    warnings = [
+        r for r in caplog.records if r.levelname == "WARNING" and "storage mode: postgres" in r.message
+    ]
+    assert len(warnings) == 1

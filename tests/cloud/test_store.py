@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from cloud.config import RetentionConfig
+from cloud.config import RetentionConfig, build_settings
 from cloud.errors import MigrationError
 from cloud.ingest.envelope import decode
+from cloud.store.maintenance import MAINTENANCE_LOCK_KEY, Maintenance
 from cloud.store.migrate import Migration, migrate, shipped_migrations
 from cloud.store.mode import StoreMode, community_statements, detect_mode, prepare
 from cloud.store.retention import enforce_retention
@@ -163,3 +167,75 @@ def test_retention_removes_old_data_only(kind: str, migrated_url: str, plain_url
     assert removed.get("readings_chunks", removed.get("readings", 0)) > 0
     assert count(url, "SELECT count(*) FROM readings WHERE device_id LIKE 'old%'") == 0
     assert count(url, "SELECT count(*) FROM readings WHERE device_id LIKE 'new%'") == 30
+
+
+@pytest.mark.parametrize("kind", ["timescaledb", "plain"])
+def test_the_service_enforces_retention_and_keeps_the_rollup(
+    kind: str, migrated_url: str, plain_url: str
+) -> None:
+    """Apache and plain modes: the worker's maintenance thread, on its schedule, does what the
+    community edition's policies would."""
+    url = migrated_url if kind == "timescaledb" else plain_url
+    writer = BatchWriter(database_url=url)
+    old = door_readings(10, start_us=T0_US - 30 * 86400 * 1_000_000, prefix="old")
+    new = door_readings(120, start_us=T0_US, devices=4, step_us=60_000_000, prefix="new")
+    writer.write(
+        [decode(up_topic(), envelope(old, batch_seq=1)), decode(up_topic(), envelope(new, batch_seq=2))]
+    )
+    writer.close()
+    settings = build_settings({"database_url": url, "retention": {"readings_days": 10, "interval_s": 0.1}})
+    with psycopg.connect(url, autocommit=True) as conn:
+        info = prepare(conn, settings.retention)
+    assert info.mode is (StoreMode.APACHE if kind == "timescaledb" else StoreMode.POSTGRES)
+    maintenance = Maintenance(settings=settings, wall=lambda: T0 + timedelta(days=1))
+    maintenance.start()
+    try:
+        deadline = time.monotonic() + 30
+        while maintenance.runs < 2:
+            assert time.monotonic() < deadline, "maintenance did not run"
+            time.sleep(0.05)
+    finally:
+        maintenance.stop()
+    assert count(url, "SELECT count(*) FROM readings WHERE device_id LIKE 'old%'") == 0
+    assert count(url, "SELECT count(*) FROM readings") == 120 * 3
+    with psycopg.connect(url) as conn:
+        # The two hours of new readings are closed (the clock says a day later) and rolled up.
+        assert conn.execute("SELECT count(DISTINCT bucket) FROM readings_hourly_rollup").fetchone() == (2,)
+        view = conn.execute("SELECT * FROM readings_hourly ORDER BY 1, 2, 3").fetchall()
+        raw = conn.execute(
+            "SELECT date_bin('1 hour', time, TIMESTAMPTZ '2000-01-01 00:00+00'), device_id, metric,"
+            " count(*), sum(value), min(value), max(value) FROM readings GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).fetchall()
+    assert view == raw
+    assert len(view) == 2 * 4 * 3
+
+
+def test_maintenance_runs_in_one_worker_at_a_time(migrated_url: str) -> None:
+    settings = build_settings({"database_url": migrated_url})
+    with psycopg.connect(migrated_url) as other, other.transaction():
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (MAINTENANCE_LOCK_KEY,))
+        assert Maintenance(settings=settings).run_once() is None  # another worker is at it
+    done = Maintenance(settings=settings).run_once()
+    assert done is not None
+    assert "rollup_hours" in done
+    assert "readings_chunks" in done
+
+
+def test_db_migrate_command_is_idempotent(database_url: str) -> None:
+    command = [sys.executable, "-m", "cloud", "db", "migrate", "--database", database_url]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    versions = ", ".join(m.version for m in shipped_migrations())
+    assert first.stdout.strip() == f"applied: {versions}"
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert (again.returncode, again.stdout.strip()) == (0, "up to date")
+    assert count(database_url, "SELECT count(*) FROM schema_migrations") == len(shipped_migrations())
+    bad = subprocess.run(
+        [*command[:-1], database_url.rsplit("/", 1)[0] + "/no_such_db"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "linli db migrate:" in bad.stderr
