@@ -394,8 +394,8 @@ class Simulation:
             ts_ms = t + dev.skew_ms
             if shape.whole_seconds:
                 ts_ms -= ts_ms % 1000
-            ts = from_ms(ts_ms)
             received = from_ms(t)
+            ts = received if ts_ms == t else from_ms(ts_ms)
             quality: tuple[str, ...] = ()
         else:
             ts = received = from_ms(t)
