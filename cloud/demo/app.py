@@ -6,6 +6,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from dataclasses import dataclass, field
 
 import psycopg
@@ -67,9 +68,12 @@ def _edge_metrics(port: int) -> dict[str, float]:
 class Watcher:
     """Polls the database and the edge agents' /metrics, and keeps rates between two polls."""
 
+    #: rates are averaged over this many seconds (batches commit about once a second)
+    WINDOW_S = 5.0
+
     def __init__(self, pipeline: DemoPipeline) -> None:
         self.pipeline = pipeline
-        self.previous: Snapshot | None = None
+        self.history: deque[Snapshot] = deque()
 
     def poll(self) -> Snapshot:
         snap = Snapshot(at=time.monotonic())
@@ -87,7 +91,9 @@ class Watcher:
                     snap.devices_online, snap.devices_known = int(row[0]), int(row[1])
         except psycopg.Error as exc:
             snap.error = f"database: {exc}".splitlines()[0]
-        prev = self.previous
+        while len(self.history) > 1 and snap.at - self.history[1].at >= self.WINDOW_S:
+            self.history.popleft()
+        prev = self.history[0] if self.history else None
         dt = (snap.at - prev.at) if prev else 0.0
         if prev and dt > 0:
             snap.readings_per_s = max(0.0, (snap.readings - prev.readings) / dt)
@@ -103,7 +109,7 @@ class Watcher:
                 if before is not None and view.received_total is not None and dt > 0:
                     view.received_per_s = max(0.0, (view.received_total - before) / dt)
             snap.gateways.append(view)
-        self.previous = snap
+        self.history.append(snap)
         return snap
 
 

@@ -186,9 +186,12 @@ def test_whole_chain_exactly_once(
         assert edge.stop(timeout=30) == 0, edge.log_tail()
 
         def final_status() -> bool:
+            # The clean stop's status carries counters; the Last Will left by the SIGKILL does not.
             with psycopg.connect(database_url, autocommit=True) as conn:
-                row = conn.execute("SELECT state FROM gateways WHERE gateway_id = %s", (gateway,)).fetchone()
-            return row is not None and row[0] == "offline"
+                row = conn.execute(
+                    "SELECT state, status ? 'counters' FROM gateways WHERE gateway_id = %s", (gateway,)
+                ).fetchone()
+            return row is not None and row[0] == "offline" and bool(row[1])
 
         _wait(final_status, 20, "the edge's final status", ingest)
         assert ingest.stop(timeout=30) == 0, ingest.log_tail()
