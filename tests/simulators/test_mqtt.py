@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -230,3 +233,53 @@ def test_large_payloads_and_long_topics(mosquitto: Any) -> None:
         assert subscriber.wait_for(len(payloads)) == [(topic, p) for p in payloads]
     finally:
         subscriber.stop()
+
+
+def test_ctrl_c_delivers_what_the_truth_lists(mosquitto: Any, tmp_path: Path) -> None:
+    # A paced run to a broker at QoS 1, stopped with Ctrl-C: every message the ground truth lists
+    # reached the broker (buffer written, PUBACKs awaited) before the truth was closed.
+    subscriber = Subscriber(mosquitto.host, mosquitto.port)
+    truth = tmp_path / "truth.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "device_profiles.console",
+            "sim",
+            "--devices",
+            "300",
+            "--speed",
+            "600",
+            "--start",
+            "2025-06-01T00:00:00Z",
+            "--broker",
+            mosquitto.url,
+            "--qos",
+            "1",
+            "--truth",
+            str(truth),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not truth.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+        records = read_truth(truth)
+        messages = [r for r in records if r["kind"] == "message"]
+        received = subscriber.wait_for(len(messages), timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subscriber.stop()
+    assert proc.returncode == 130, stderr
+    assert records[-1]["kind"] == "end"
+    assert records[-1]["interrupted"] is True
+    assert len(messages) == records[-1]["messages"] > 20
+    assert [topic for topic, _ in received] == [m["topic"] for m in messages]
