@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -283,3 +284,31 @@ def test_ctrl_c_delivers_what_the_truth_lists(mosquitto: Any, tmp_path: Path) ->
     assert records[-1]["interrupted"] is True
     assert len(messages) == records[-1]["messages"] > 20
     assert [topic for topic, _ in received] == [m["topic"] for m in messages]
+
+
+def test_credentials_are_sent_and_a_refusal_is_an_output_error() -> None:
+    # A one-shot listener that answers CONNECT with "not authorised" (CONNACK return code 5).
+    server = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            got.append(conn.recv(4096))
+            conn.sendall(b"\x20\x02\x00\x05")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        port = server.getsockname()[1]
+        with pytest.raises(OutputError, match="not authorised"):
+            MqttSink(url=f"mqtt://sim%40a:p%3Ass@127.0.0.1:{port}", client_id="cid", connect_timeout=5)
+    finally:
+        thread.join(5)
+        server.close()
+    (packet,) = got
+    assert packet[0] == 0x10
+    body = packet[2:]
+    assert body[:7] == b"\x00\x04MQTT\x04"
+    assert body[7] == 0xC2  # user name, password, clean session
+    assert body[10:] == b"\x00\x03cid" + b"\x00\x05sim@a" + b"\x00\x04p:ss"
