@@ -95,7 +95,11 @@ class Uplink:
             self._wake.set()
 
     def evicted(self, count: int) -> None:
+        """Telemetry readings were evicted or expired from the buffer."""
         self.pending[TELEMETRY] = max(0, self.pending[TELEMETRY] - count)
+        if not self.pending[TELEMETRY]:
+            # Nothing waits any more: the next reading must start the latency timer afresh.
+            self._telemetry_since = None
 
     @property
     def in_flight(self) -> int:

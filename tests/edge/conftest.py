@@ -169,10 +169,14 @@ def _toml(v: Any) -> str:
 class Publisher:
     """QoS 1 publisher on the field broker (paho, its own network thread)."""
 
-    def __init__(self, broker: MosquittoBroker) -> None:
+    def __init__(self, broker: MosquittoBroker, *, tls: TlsFiles | None = None) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5
         )
+        if tls is not None:
+            self.client.tls_set(
+                ca_certs=str(tls.ca_cert), certfile=str(tls.client_cert), keyfile=str(tls.client_key)
+            )
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.connect(broker.host, broker.port)

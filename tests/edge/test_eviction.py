@@ -1,0 +1,132 @@
+"""Buffer cap and TTL through the running agent, between real brokers: alarms are never lost,
+telemetry is evicted oldest first (or dropped past its TTL), and the envelopes report exact counts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from simulators.services import MosquittoBroker
+from tests.edge.conftest import AgentProcess, Collector, Fleet, Publisher, write_config
+
+pytestmark = pytest.mark.integration
+
+DOOR = "generic_lorawan/door_contact"
+SOS = "generic_lorawan/sos_button"
+
+
+def _publish_backlog(
+    pub: Publisher, fleet: Fleet, telemetry: int, alarm_every: int
+) -> tuple[list[str], list[str]]:
+    doors, soss = fleet.of(DOOR), fleet.of(SOS)
+    telemetry_ids: list[str] = []
+    alarm_ids: list[str] = []
+    infos = []
+    for i in range(telemetry):
+        topic, payload, r = fleet.payload(doors[i % len(doors)], metrics={"contact_open": 0.0})
+        infos.append(pub.publish(topic, payload))
+        telemetry_ids.append(r.reading_id)
+        if i % alarm_every == alarm_every // 2:
+            topic, payload, r = fleet.payload(soss[i % len(soss)], events=("sos_pressed",))
+            infos.append(pub.publish(topic, payload))
+            alarm_ids.append(r.reading_id)
+    for info in infos:
+        info.wait_for_publish(60)
+    return telemetry_ids, alarm_ids
+
+
+def _start(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+    fleet: Fleet,
+    buffer: dict[str, object],
+) -> tuple[MosquittoBroker, AgentProcess, Collector, Publisher]:
+    field, cloud = make_broker(), make_broker()
+    cfg = write_config(
+        tmp_path / "edge.toml",
+        inventory=fleet.inventory(tmp_path / "inventory.yaml"),
+        field=field,
+        cloud=cloud,
+        buffer=tmp_path / "buffer.db",
+        sections={"buffer": buffer},
+    )
+    col = Collector(cloud)
+    collectors.append(col)
+    agent = agent_factory(cfg)
+    agent.start()
+    agent.wait_log("subscribed")
+    pub = Publisher(field)
+    publishers.append(pub)
+    cloud.stop()
+    agent.wait_log("connection_lost")
+    return cloud, agent, col, pub
+
+
+def test_cap_reached_evicts_telemetry_oldest_first_with_exact_counts_and_no_alarm_lost(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+) -> None:
+    fleet = Fleet({DOOR: 40, SOS: 4})
+    cap = 1 << 20  # the smallest cap allowed: about ten thousand readings
+    cloud, agent, col, pub = _start(
+        tmp_path, make_broker, agent_factory, collectors, publishers, fleet, {"max_bytes": cap}
+    )
+    telemetry_ids, alarm_ids = _publish_backlog(pub, fleet, telemetry=30_000, alarm_every=500)
+    agent.wait_log("telemetry_evicted", timeout=60)
+    time.sleep(1.0)  # the last commits
+    disk = sum(p.stat().st_size for p in tmp_path.glob("buffer.db*"))
+    assert disk <= cap, f"{disk} bytes on disk, the cap is {cap}"
+    cloud.start()
+
+    def counters(c: Collector) -> dict[str, int]:
+        return c.envelopes[-1].counters if c.envelopes else {}
+
+    def settled(c: Collector) -> bool:
+        got = c.reading_ids()
+        kept = sum(1 for r in telemetry_ids if r in got)
+        return set(alarm_ids) <= got and kept + counters(c).get("evicted", 0) == len(telemetry_ids)
+
+    assert col.wait_for(settled, 60), (len(col.reading_ids()), counters(col))
+    evicted = counters(col)["evicted"]
+    assert 0 < evicted < len(telemetry_ids)
+    got = col.reading_ids()
+    # Oldest first, exactly: what arrived is the newest len - evicted, nothing older.
+    assert [r for r in telemetry_ids if r in got] == telemetry_ids[evicted:]
+    evicted_logged = sum(
+        line.get("readings", 0) for line in agent.lines() if line.get("event") == "telemetry_evicted"
+    )
+    assert evicted_logged == evicted
+    assert agent.terminate() == 0
+
+
+def test_telemetry_past_its_ttl_is_dropped_and_counted_alarms_kept(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+) -> None:
+    fleet = Fleet({DOOR: 5, SOS: 2})
+    cloud, agent, col, pub = _start(
+        tmp_path, make_broker, agent_factory, collectors, publishers, fleet, {"ttl_s": 2.0}
+    )
+    telemetry_ids, alarm_ids = _publish_backlog(pub, fleet, telemetry=300, alarm_every=100)
+    agent.wait_log("telemetry_expired", timeout=20)
+    cloud.start()
+    assert col.wait_for(lambda c: set(alarm_ids) <= c.reading_ids(), 20)
+    # Fresh telemetry after the outage still flows.
+    topic, payload, fresh = fleet.payload(fleet.of(DOOR)[0])
+    pub.publish(topic, payload, wait=True)
+    assert col.wait_for(lambda c: fresh.reading_id in c.reading_ids(), 20)
+    assert not set(telemetry_ids) & col.reading_ids()
+    assert col.envelopes[-1].counters["expired"] == len(telemetry_ids)
+    assert agent.terminate() == 0
