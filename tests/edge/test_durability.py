@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import random
+import signal
 import sqlite3
 import threading
 import time
@@ -328,4 +329,59 @@ def test_cloud_refuses_an_agent_without_client_certificate(
     publishers.append(pub)
     topic, payload, _ = fleet.payload(fleet.devices[0])
     pub.publish(topic, payload, wait=True)
+    assert agent.terminate() == 0
+
+
+def test_sigterm_mid_stream_flushes_drains_and_awaits_pubacks_in_order(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+) -> None:
+    fleet = Fleet({DOOR: 30})
+    field, cloud, cfg = _setup(tmp_path, make_broker, fleet=fleet)
+    col = Collector(cloud)
+    collectors.append(col)
+    agent = agent_factory(cfg)
+    agent.start()
+    agent.wait_log("subscribed")
+    pub = Publisher(field)
+    publishers.append(pub)
+    sent = []
+    infos = []
+    for i in range(4000):
+        topic, payload, r = fleet.payload(fleet.devices[i % len(fleet.devices)])
+        infos.append(pub.publish(topic, payload))
+        sent.append(r.reading_id)
+        if i == 1000:
+            assert col.wait_for(lambda c: len(c.envelopes) >= 1, 20)
+            agent.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    assert agent.proc is not None
+    assert agent.proc.wait(30) == 0
+    events = [line["event"] for line in agent.lines()]
+    assert events.index("stopping") < events.index("drained") < events.index("stopped")
+    drained = next(line for line in agent.lines() if line["event"] == "drained")
+    assert drained["complete"] is True
+    # Everything the agent took from the field broker (and acknowledged) was delivered and its
+    # PUBACK awaited before the exit: nothing is left in the buffer, and the cloud has it all.
+    with contextlib.closing(sqlite3.connect(tmp_path / "buffer.db")) as conn:
+        counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        left = sum(
+            conn.execute(query).fetchone()[0]
+            for query in (
+                "SELECT count(*) FROM alarm",
+                "SELECT count(*) FROM telemetry",
+                "SELECT count(*) FROM batches",
+            )
+        )
+    assert left == 0
+    assert 0 < counters["readings_buffered"] == counters["readings_sent"] < len(sent)
+    assert col.wait_for(lambda c: len(c.reading_ids()) >= counters["readings_sent"], 10)
+    assert len(col.reading_ids()) == counters["readings_sent"]
+    # The rest waited in the agent's session on the field broker: a restart forwards it.
+    for info in infos:
+        info.wait_for_publish(30)
+    agent.start()
+    assert col.wait_for(lambda c: set(sent) <= c.reading_ids(), 60)
     assert agent.terminate() == 0
