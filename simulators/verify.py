@@ -98,6 +98,7 @@ class VerifyReport(msgspec.Struct, omit_defaults=False):
     id_collisions: int = 0
     expected: int = 0
     expected_rows: int = 0
+    stored: int = 0
     stored_rows: int = 0
     matched_rows: int = 0
     missing: int = 0
@@ -349,6 +350,7 @@ def _match_readings(tally: _Tally, truth: _Truth, stored: _Stored) -> None:
                     r.unexpected_rows += len(sig)
                     tally.example("unexpected", f"{device_id}@{time.isoformat()} {dict(sig)}")
     r.missing = len(missing_ids)
+    r.stored = len(truth.readings) - r.missing
 
 
 def _match_events(tally: _Tally, truth: _Truth, stored: _Stored) -> None:

@@ -205,6 +205,7 @@ def test_whole_chain_exactly_once(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert report["match"] is True
     assert report["expected"] >= 50_000
+    assert report["stored"] == report["expected"]
     assert report["malformed"] > 0
     assert report["duplicates_sent"] > 0
     assert report["quarantined"] >= report["expected_quarantined"] > 0

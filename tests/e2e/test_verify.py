@@ -110,6 +110,7 @@ def test_exact_match(truth_file: Path, database_url: str) -> None:
     assert report["time_rewritten"] > 0  # the Zigbee readings matched by value, not time
     assert report["derived_events"] > 0
     assert report["missing"] == report["wrong_values"] == report["duplicated_rows"] == 0
+    assert report["stored"] == report["expected"]
 
 
 def _mutate(database_url: str, statement: str) -> None:
