@@ -24,9 +24,6 @@ NULL: Final = b"\xff\xff\xff\xff"
 
 #: 2000-01-01T00:00:00Z in microseconds since the Unix epoch: PostgreSQL's timestamp origin.
 PG_EPOCH_US: Final = 946_684_800_000_000
-#: The range PostgreSQL's ``timestamptz`` accepts (4713 BC .. 294276 AD), in Unix microseconds.
-MIN_TIMESTAMP_US: Final = -210_866_803_200_000_000
-MAX_TIMESTAMP_US: Final = 9_224_318_016_000_000_000 - 1
 
 _INT32: Final = struct.Struct(">i")
 _TIMESTAMP: Final = struct.Struct(">iq")

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from cloud.errors import EnvelopeError, UnknownVersion
-from cloud.ingest.envelope import decode, reading_uuid, topic_ids
+from cloud.ingest.envelope import decode, reading_key, reading_uuid, topic_ids
 from tests.cloud.conftest import T0_US, R, envelope, up_topic
 
 
@@ -67,3 +67,27 @@ def test_reading_ids_map_to_uuids_stably() -> None:
     assert reading_uuid(u) == uuid.UUID(u)
     assert reading_uuid("vendor-msg-42") == reading_uuid("vendor-msg-42")
     assert reading_uuid("vendor-msg-42") != reading_uuid("vendor-msg-43")
+
+
+@pytest.mark.parametrize(
+    ("reading", "reason"),
+    [
+        (R("d1", 2**64 - 2000, {"battery_pct": 1}), "out of range"),
+        (R("d1", -(2**62), {"battery_pct": 1}), "out of range"),
+        (R("d\x001", T0_US, {"battery_pct": 1}), "NUL"),
+        (R("d1", T0_US, {"battery\x00": 1}), "NUL"),
+        (R("d1", T0_US, {"battery_pct": 1}, events=["x\x00"]), "NUL"),
+    ],
+)
+def test_what_the_database_would_refuse_is_refused_here(reading: R, reason: str) -> None:
+    with pytest.raises(EnvelopeError, match=reason):
+        decode(up_topic(), envelope([reading], batch_seq=1))
+    with pytest.raises(EnvelopeError, match="batch_seq"):
+        decode(up_topic(), envelope([], batch_seq=2**63))
+
+
+def test_reading_keys_agree_with_reading_uuids() -> None:
+    u = uuid.uuid4()
+    for rid in (u.hex, str(u), str(u).upper(), u.hex.upper(), "vendor-msg-42", ""):
+        assert reading_key(rid) == reading_uuid(rid).bytes
+    assert reading_key(str(u).upper()) == reading_key(u.hex) == u.bytes

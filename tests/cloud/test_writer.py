@@ -86,3 +86,65 @@ def test_dead_letters_and_gateway_status(migrated_url: str) -> None:
             (b"\x00\xffraw", "malformed envelope")
         ]
         assert conn.execute("SELECT state FROM gateways").fetchall() == [("offline",)]
+
+
+def test_rows_are_stored_exactly_as_sent(migrated_url: str) -> None:
+    """The hand-packed binary COPY rows against what the server reads back: times before and
+    after PostgreSQL's 2000-01-01 origin, negative and fractional values, int metrics, non-ASCII
+    ids, and the event attributes."""
+    writer = BatchWriter(database_url=migrated_url)
+    before_2000 = -86_400_000_001  # 1969-12-30T23:59:59.999999Z
+    readings = [
+        R("灯-07", before_2000, {"lamp_on": 1, "power_w": -0.125}),
+        R("dev2", T0_US + 123_457, {"battery_pct": 87.5}, events=["sos_pressed"], reading_id="r-vendor-1"),
+        R(
+            "dev3",
+            T0_US,
+            {"water_level_mm": 1e300},
+            events=["water_alarm", "cover_opened"],
+            quality=["clock_skew"],
+            device_ts_us=T0_US - 5,
+        ),
+    ]
+    res = writer.write([decode(up_topic(), envelope(readings, batch_seq=1))])
+    writer.close()
+    assert (res.readings, res.rows, res.events) == (3, 4, 3)
+    with psycopg.connect(migrated_url) as conn:
+        rows = conn.execute(
+            "SELECT (extract(epoch FROM time) * 1000000)::int8, device_id, metric, value"
+            " FROM readings ORDER BY device_id, metric"
+        ).fetchall()
+        events = conn.execute(
+            "SELECT device_id, event, attributes FROM events ORDER BY device_id, event"
+        ).fetchall()
+    assert sorted(rows) == sorted(
+        [
+            (before_2000, "灯-07", "lamp_on", 1.0),
+            (before_2000, "灯-07", "power_w", -0.125),
+            (T0_US + 123_457, "dev2", "battery_pct", 87.5),
+            (T0_US, "dev3", "water_level_mm", 1e300),
+        ]
+    )
+    assert events == [
+        ("dev2", "sos_pressed", {"reading_id": "r-vendor-1", "gateway_id": "gw1"}),
+        (
+            "dev3",
+            "cover_opened",
+            {
+                "reading_id": readings[2].reading_id,
+                "gateway_id": "gw1",
+                "quality": ["clock_skew"],
+                "device_ts_us": T0_US - 5,
+            },
+        ),
+        (
+            "dev3",
+            "water_alarm",
+            {
+                "reading_id": readings[2].reading_id,
+                "gateway_id": "gw1",
+                "quality": ["clock_skew"],
+                "device_ts_us": T0_US - 5,
+            },
+        ),
+    ]
