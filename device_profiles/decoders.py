@@ -102,19 +102,21 @@ def _ts_from_iso(raw: Any, where: str) -> datetime:
     return ts
 
 
-TimestampReader = Callable[[Any, tuple[Any, ...]], datetime]
+#: The device time of a message; None when an optional timestamp is absent.
+TimestampReader = Callable[[Any, tuple[Any, ...]], datetime | None]
 
 
 def compile_timestamp(
     spec: TimestampSpec, slots: Slots | None, byte_order: str, getter: GetterFactory
 ) -> TimestampReader:
     divisor = 1000 if spec.format == "epoch_ms" else 1
+    required = spec.required
     if spec.path is not None:
         get = getter(spec.path)
         where = f"timestamp ({spec.path})"
         if spec.format == "iso8601":
 
-            def iso_from_json(doc: Any, vals: tuple[Any, ...]) -> datetime:
+            def iso_from_json(doc: Any, vals: tuple[Any, ...]) -> datetime | None:
                 raw = get(doc)
                 if type(raw) is str and len(raw) <= MAX_TS_TEXT:
                     try:
@@ -124,16 +126,20 @@ def compile_timestamp(
                     if ts.tzinfo is UTC and TS_LOW_DT <= ts < TS_HIGH_DT:
                         return ts
                 if raw is None:
+                    if not required:
+                        return None
                     raise Rejected("bad_timestamp", f"{where}: absent or null")
                 return _ts_from_iso(raw, where)
 
             return iso_from_json
 
-        def epoch_from_json(doc: Any, vals: tuple[Any, ...]) -> datetime:
+        def epoch_from_json(doc: Any, vals: tuple[Any, ...]) -> datetime | None:
             raw = get(doc)
             t = type(raw)
             if t is not int and t is not float:
                 if raw is None:
+                    if not required:
+                        return None
                     raise Rejected("bad_timestamp", f"{where}: absent or null")
                 raise Rejected("bad_timestamp", f"{where}: expected an epoch number, got {t.__name__}")
             seconds = raw / divisor if divisor != 1 else raw
@@ -147,7 +153,7 @@ def compile_timestamp(
     index = slots.index[(spec.at, spec.type or "uint32", byte_order)]
     where = f"timestamp (byte {spec.at})"
 
-    def from_slot(doc: Any, vals: tuple[Any, ...]) -> datetime:
+    def from_slot(doc: Any, vals: tuple[Any, ...]) -> datetime | None:
         return _ts_from_epoch(vals[index], divisor, where)
 
     return from_slot
@@ -354,9 +360,8 @@ class CompiledDecoder:
             metrics[metric] = float(raw)
         for field in self._fields:
             field(doc, vals, metrics, events, flags)
-        if self._ts is not None:
-            ts = self._ts(doc, vals)
-        else:
+        ts = self._ts(doc, vals) if self._ts is not None else None
+        if ts is None:
             ts = received_at
             flags.append("estimated_ts")
         if self._rid is not None:

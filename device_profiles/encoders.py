@@ -91,6 +91,8 @@ class CompiledEncoder:
         self._is_json = p.payload.format == "json"
         ts = p.timestamp
         self._ts_format = ts.format if ts is not None else None
+        #: An optional device time is written as null for a reading whose time was estimated.
+        self._ts_optional = ts is not None and not ts.required
         self._ts_key = (ts.at, ts.type or "uint32") if ts is not None and ts.at is not None else None
         self._need_epoch = ts is not None or bool(p.encode.counters)
         self._counters = len(p.encode.counters)
@@ -250,7 +252,9 @@ class CompiledEncoder:
             fmt = self._ts_format
             if fmt is not None:
                 value: Any
-                if fmt == "iso8601":
+                if self._ts_optional and "estimated_ts" in reading.quality:
+                    value = None
+                elif fmt == "iso8601":
                     value = ts.isoformat()
                 elif fmt == "epoch_ms":
                     value = round(epoch * 1000)

@@ -151,6 +151,9 @@ class TimestampSpec(_Model):
     at: int | None = Field(default=None, ge=0, lt=MAX_BINARY_LENGTH)
     type: Literal["uint32", "int32"] | None = None
     format: Literal["epoch_s", "epoch_ms", "iso8601"]
+    #: false: a message without it (absent or null) is stamped with the receive time and flagged
+    #: ``estimated_ts`` (Zigbee2MQTT sends ``last_seen`` only when configured to).
+    required: bool = True
 
     _path = field_validator("path")(_check_path)
 
@@ -160,6 +163,8 @@ class TimestampSpec(_Model):
             raise ValueError("give exactly one of `path` and `at`")
         if self.at is not None and self.format == "iso8601":
             raise ValueError("a binary timestamp is an epoch number, not iso8601")
+        if self.at is not None and not self.required:
+            raise ValueError("a binary timestamp is always present: `required: false` is for JSON paths")
         return self
 
 

@@ -144,7 +144,7 @@ def sample_reading(
                 metrics[f.metric] = value
     quality: tuple[str, ...] = ()
     ts = received
-    if profile.timestamp is None:
+    if profile.timestamp is None or (not profile.timestamp.required and rng.random() < 0.3):
         quality = ("estimated_ts",)
     else:
         fmt = profile.timestamp.format

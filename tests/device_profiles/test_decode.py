@@ -42,6 +42,28 @@ def test_zigbee2mqtt_door_contact(profiles: ProfileSet) -> None:
     assert opened.metrics["contact_open"] == 1.0
 
 
+@pytest.mark.parametrize("base", [Z2M_DOOR, Z2M_SOS], ids=["door", "sos"])
+def test_zigbee2mqtt_last_seen_is_the_device_time(profiles: ProfileSet, base: dict[str, object]) -> None:
+    topic = "zigbee2mqtt/flat_401"
+    first = decode_ok(profiles, topic, dumps({**base, "last_seen": "2026-12-02T03:00:00.250Z"}))
+    assert first.ts == datetime(2026, 12, 2, 3, 0, 0, 250_000, tzinfo=UTC)
+    assert first.quality == ()
+    # The same state reported again later is a new reading, with its own id.
+    again = decode_ok(profiles, topic, dumps({**base, "last_seen": "2026-12-02T04:00:00.250Z"}))
+    assert again.metrics == first.metrics
+    assert again.reading_id != first.reading_id
+    # A local-time offset (Zigbee2MQTT's ISO_8601_local) is converted to UTC.
+    local = decode_ok(profiles, topic, dumps({**base, "last_seen": "2026-12-02T11:00:00.250+08:00"}))
+    assert local.ts == first.ts
+    # Without last_seen (absent or null) the receive time stands in, flagged.
+    for doc in (base, {**base, "last_seen": None}):
+        r = decode_ok(profiles, topic, dumps(doc))
+        assert (r.ts, r.quality) == (RECEIVED, ("estimated_ts",))
+    bad = profiles.decode(topic, dumps({**base, "last_seen": "yesterday"}), RECEIVED)
+    assert isinstance(bad, DecodeError)
+    assert bad.reason == "bad_timestamp"
+
+
 def test_zigbee2mqtt_sos_button(profiles: ProfileSet) -> None:
     r = decode_ok(profiles, "zigbee2mqtt/sos_3_2_401", dumps(Z2M_SOS))
     assert r.profile == "tuya/ts0215a_sos"
