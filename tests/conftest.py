@@ -72,6 +72,8 @@ class PgServer:
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            if name == self.template:
+                conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name)))
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -130,6 +132,18 @@ def _prepare_template(admin_dsn: str) -> tuple[str, str]:
             "FROM pg_extension WHERE extname = 'timescaledb'"
         ).fetchone()
     assert row is not None
+    # TimescaleDB's scheduler keeps a background worker connected to every database with the
+    # extension, which would make ``CREATE DATABASE ... TEMPLATE`` fail as "being accessed by other
+    # users": no connections to the template from now on, and end the ones it has.
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+                sql.Identifier(TEMPLATE_DB)
+            )
+        )
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (TEMPLATE_DB,)
+        )
     return str(row[0]), str(row[1])
 
 
