@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import psycopg
@@ -148,3 +149,34 @@ def test_rows_are_stored_exactly_as_sent(migrated_url: str) -> None:
             },
         ),
     ]
+
+
+def test_two_writers_claiming_the_same_readings_store_them_once(migrated_url: str) -> None:
+    """Gateways' resends racing in two workers: the second COPY of an id waits for the first
+    transaction, fails on the unique index once it commits, and falls back to the slow path."""
+    shared = door_readings(300, prefix="s")
+    errors: list[BaseException] = []
+
+    def run(gateway: str) -> None:
+        writer = BatchWriter(database_url=migrated_url)
+        try:
+            for seq in range(1, 11):
+                own = door_readings(10, start_us=T0_US + seq * 10**9, prefix=f"{gateway}-{seq}-")
+                part = shared[(seq - 1) * 30 : (seq + 2) * 30]  # overlapping slices of the shared ones
+                writer.write(
+                    [decode(up_topic("c1", gateway), envelope(part + own, batch_seq=seq, gateway_id=gateway))]
+                )
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            errors.append(exc)
+        finally:
+            writer.close()
+
+    threads = [threading.Thread(target=run, args=(g,)) for g in ("gwa", "gwb")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert count(migrated_url, "SELECT count(*) FROM ingested_batches") == 20
+    assert count(migrated_url, "SELECT count(*) FROM readings") == (300 + 2 * 10 * 10) * 3
+    assert count(migrated_url, "SELECT count(*) FROM reading_ids") == 300 + 2 * 10 * 10
