@@ -2,8 +2,8 @@
 
 Starts a private durable PostgreSQL+TimescaleDB and a private Mosquitto, then:
 
-1. **ceiling**: one binary ``COPY readings`` of the same rows in one transaction, from Python,
-   as the writer builds them (rows/s);
+1. **ceiling**: one binary ``COPY readings`` of as many rows in one transaction, packed before
+   the clock starts, so it measures the server alone (rows/s);
 2. **1 worker** and **2 workers**: ``linli cloud ingest`` processes subscribe once (creating their
    persistent sessions) and stop; the pre-built envelope batches are published to the broker;
    the workers start again and drain the backlog. Throughput is rows stored divided by the time
