@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,9 +228,18 @@ def run_ingest(
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.workdir is not None:
+        return _measure(args, args.workdir)
+    root = Path(tempfile.mkdtemp(prefix="linli-bench-cloud-"))
+    try:
+        return _measure(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # the services are stopped by now
+
+
+def _measure(args: argparse.Namespace, root: Path) -> int:
     from simulators.services import MosquittoBroker, PostgresCluster
 
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="linli-bench-cloud-"))
     envelopes = build_envelopes(
         batches=args.batches,
         per_batch=args.readings_per_batch,
