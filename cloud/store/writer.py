@@ -8,7 +8,8 @@ One `BatchWriter.write` call is one transaction holding, for many batches at onc
    inside a savepoint. Almost always every id is new and that is all; when one is not (a
    gateway resent a reading inside another batch), the savepoint is rolled back and the ids go
    through a staging table and ``INSERT ... ON CONFLICT DO NOTHING``, which returns the
-   duplicates, and those readings are left out;
+   duplicates, and those readings are left out. Readings flagged ``estimated_ts`` (no device
+   time: their id is derived from content that identical later reports share) are not claimed;
 3. ``COPY readings``, ``COPY events`` (binary, rows packed by `cloud.store.pgcopy` straight from
    the decoded envelopes, streamed one envelope at a time so the server works while Python packs);
 4. one set-based upsert of the device registry (last seen, battery, status) from a staging table
@@ -169,6 +170,11 @@ _PG_EPOCH_US: Final = pgcopy.PG_EPOCH_US
 _json: Final = msgspec.json.Encoder()
 
 
+#: A reading without device time has a content-derived id that identical later reports share
+#: (docs/data-standard.md): its id is never claimed, so such reports are all kept.
+_ESTIMATED: Final = "estimated_ts"
+
+
 class BatchWriter:
     """Owns one database connection and writes groups of batches through it.
 
@@ -310,8 +316,9 @@ class BatchWriter:
         keys: set[bytes] = set()
         n = 0
         for env in fresh:
-            n += len(env.readings)
-            keys.update([reading_key(r.reading_id) for r in env.readings])
+            ids = [reading_key(r.reading_id) for r in env.readings if _ESTIMATED not in r.quality]
+            n += len(ids)
+            keys.update(ids)
         repeats = len(keys) < n
         ordered = sorted(keys)  # one order for every writer: concurrent claims cannot deadlock
         body = b"".join([_ID_ROW + k for k in ordered])
@@ -351,7 +358,7 @@ class BatchWriter:
                 parts: list[bytes] = []
                 append = parts.append
                 for r in env.readings:
-                    if filtered:
+                    if filtered and _ESTIMATED not in r.quality:
                         key = reading_key(r.reading_id)
                         if key in stored or key in written:
                             duplicates += 1

@@ -35,6 +35,24 @@ def test_batches_and_readings_are_stored_once(kind: str, migrated_url: str, plai
     assert count(url, "SELECT count(*) FROM ingested_batches") == 2
 
 
+def test_identical_reports_without_device_time_are_all_kept(migrated_url: str) -> None:
+    """A reading without device time has a content-derived id that an identical later report
+    shares: such ids are not claimed, so no real report is lost as a 'duplicate'."""
+    writer = BatchWriter(database_url=migrated_url)
+    same = "5f0c6a7e9d1b4c2a8e3f7a6b5c4d3e2f"
+    flag = ["estimated_ts"]
+    first = R("door1", T0_US, {"contact_open": 1.0}, reading_id=same, quality=flag)
+    later = R("door1", T0_US + 3_600_000_000, {"contact_open": 1.0}, reading_id=same, quality=flag)
+    timed = R("door2", T0_US, {"contact_open": 1.0}, reading_id="a" * 32)
+    res = writer.write([decode(up_topic(), envelope([first, timed], batch_seq=1))])
+    assert (res.readings, res.duplicate_readings) == (2, 0)
+    res = writer.write([decode(up_topic(), envelope([later, timed], batch_seq=2))])
+    assert (res.readings, res.duplicate_readings) == (1, 1)  # the timed one is a real repeat
+    writer.close()
+    assert count(migrated_url, "SELECT count(*) FROM readings WHERE device_id = 'door1'") == 2
+    assert count(migrated_url, "SELECT count(*) FROM readings WHERE device_id = 'door2'") == 1
+
+
 def test_registry_tracks_last_seen_battery_and_status(migrated_url: str) -> None:
     writer = BatchWriter(database_url=migrated_url)
     t = T0_US
