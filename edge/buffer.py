@@ -377,10 +377,20 @@ class Store:
         return batch
 
     def _form(self, table: str, batch_class: int, max_readings: int, build: EnvelopeBuilder) -> Batch | None:
-        rows = self.conn.execute(
+        # Read chunks one at a time and stop at the first that does not fit: a backlog of full
+        # chunks must not load hundreds of blobs to use one.
+        cursor = self.conn.execute(
             f"SELECT id, n, at_min, data FROM {table} ORDER BY id LIMIT ?",  # noqa: S608
             (max(1, max_readings),),
-        ).fetchall()
+        )
+        rows = []
+        wanted = 0
+        for row in cursor:
+            rows.append(row)
+            wanted += row[1]
+            if wanted >= max_readings:
+                break
+        cursor.close()
         if not rows:
             return None
         taken: list[bytes] = []
