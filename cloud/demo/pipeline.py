@@ -36,7 +36,7 @@ from psycopg import sql
 
 from cloud.demo.children import Child
 from cloud.demo.configs import write_cloud_config, write_edge_config
-from cloud.errors import CloudError
+from cloud.errors import DemoError
 from device_profiles import ProfileSet
 from device_profiles.inventory import Inventory
 from simulators.errors import SimulatorsError
@@ -46,10 +46,6 @@ from simulators.services import MosquittoBroker, PostgresCluster, free_port
 
 DATABASE = "linli"
 DEFAULT_MIX = {"door_contact": 0.4, "sos_button": 0.2, "manhole_cover": 0.1, "streetlight": 0.3}
-
-
-class DemoError(CloudError):
-    """The demo could not start one of its parts (the message says which, with its log)."""
 
 
 @dataclass(slots=True)
