@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
-from device_profiles.paths import WILDCARD, Segment, set_path
+from device_profiles.paths import Segment, set_path
 
 #: Kind of a `Write` whose value is part of the profile (a `match` rule's ``equals``).
 CONSTANT: Final = "constant"
@@ -47,29 +47,14 @@ class _NotFixed(Exception):
     """The layout depends on the values (a write goes through another write's value)."""
 
 
+def _refuse_hole(node: Any) -> None:
+    if type(node) is _Hole:
+        raise _NotFixed
+
+
 def _place(doc: dict[str, Any], segments: tuple[Segment, ...], value: Any) -> None:
     """`set_path`, refusing to descend into a hole."""
-    node: Any = doc
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        if isinstance(seg, str):
-            if last:
-                node[seg] = value
-                return
-            nxt = segments[i + 1]
-            if seg not in node or node[seg] is None:
-                node[seg] = {} if isinstance(nxt, str) else []
-            node = node[seg]
-        else:
-            index = 0 if seg == WILDCARD else seg
-            while len(node) <= index:
-                node.append({})
-            if last:
-                node[index] = value
-                return
-            node = node[index]
-        if type(node) is _Hole:
-            raise _NotFixed
+    set_path(doc, segments, value, on_descend=_refuse_hole)
 
 
 class JsonLayout:

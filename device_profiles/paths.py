@@ -118,11 +118,18 @@ def compile_getter(path: str) -> Getter:
     return get_many
 
 
-def set_path(doc: dict[str, Any], segments: tuple[Segment, ...], value: Any) -> None:
+def set_path(
+    doc: dict[str, Any],
+    segments: tuple[Segment, ...],
+    value: Any,
+    *,
+    on_descend: Callable[[Any], None] | None = None,
+) -> None:
     """Write `value` at a parsed path, creating objects and lists on the way (for encoders).
 
     Index and wildcard segments write into the list element (element 0 for ``[*]``), extending
-    the list with empty objects as needed.
+    the list with empty objects as needed. `on_descend`, when given, sees every intermediate
+    node the path goes through (and may raise to refuse it).
     """
     node: Any = doc
     for i, seg in enumerate(segments):
@@ -143,3 +150,5 @@ def set_path(doc: dict[str, Any], segments: tuple[Segment, ...], value: Any) -> 
                 node[index] = value
                 return
             node = node[index]
+        if on_descend is not None:
+            on_descend(node)
