@@ -1,7 +1,8 @@
-"""A small asyncio driver over `paho.mqtt.client.Client`, with manual acknowledgement.
+"""A small asyncio driver over `paho.mqtt.client.Client`: the agent's link to the cloud broker.
 
-aiomqtt has no manual acknowledgement, and the agent must acknowledge a field message only after
-its reading is durable. So this module drives paho itself, the way aiomqtt does: paho's socket
+The uplink must know exactly which PUBLISH a PUBACK answers, on which connection, and must not let
+paho replay anything behind the buffer's back. So this module drives paho itself, the way aiomqtt
+does: paho's socket
 callbacks register the socket with the event loop (``add_reader``/``add_writer``), a misc task
 calls ``loop_misc`` for keep-alives, and every paho callback runs on the event loop's thread.
 
@@ -14,8 +15,9 @@ agent's back: the agent's buffer is the only source of resends.
 
 - `publish()` returns a future resolved on PUBACK (failed with `UplinkUnavailable` if the link
   drops first, or `NegativeAck` for a failure reason code).
-- With ``manual_ack=True`` incoming QoS 1 messages stay unacknowledged until `ack(message)`.
-  An ack for a message delivered on an earlier connection is dropped: the broker redelivers it.
+
+The field side (subscribing, acknowledging after commit) is `edge.fieldlink`; `Message` and
+`backoff_delay` here are shared with it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import asyncio
 import contextlib
 import random
 import ssl
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.errors import MqttError, NegativeAck, UplinkUnavailable
 from edge.logs import Logger, get_logger
@@ -123,9 +123,6 @@ class MqttLink:
         tls: a context from `tls_context`, or None for plain TCP.
         session_expiry_s: how long the broker keeps the session while we are away.
         receive_maximum: at most this many unacknowledged QoS 1 messages in flight to us.
-        subscriptions: QoS 1 filters, (re)subscribed on every connect with retain handling 1
-            (retained messages only for a new subscription).
-        on_message: called on the event loop for each PUBLISH (manual_ack: then call `ack`).
         will: the Last Will.
         max_inflight: paho's cap on our unacknowledged PUBLISHes.
         backoff_base_s, backoff_cap_s: reconnect delays; `rng` draws the jitter.
@@ -144,9 +141,6 @@ class MqttLink:
         keepalive_s: int = 30,
         session_expiry_s: int = 7 * 86400,
         receive_maximum: int | None = None,
-        subscriptions: Sequence[str] = (),
-        on_message: Callable[[Message], None] | None = None,
-        manual_ack: bool = False,
         will: Will | None = None,
         max_inflight: int = 64,
         connect_timeout_s: float = 10.0,
@@ -165,9 +159,6 @@ class MqttLink:
         self._keepalive = keepalive_s
         self._session_expiry = session_expiry_s
         self._receive_maximum = receive_maximum
-        self.subscriptions = list(subscriptions)
-        self._on_message = on_message
-        self._manual_ack = manual_ack
         self._will = will
         self._max_inflight = max_inflight
         self._connect_timeout = connect_timeout_s
@@ -179,7 +170,6 @@ class MqttLink:
         self._client: paho.Client | None = None
         self._sock: _BufferedSocket | None = None
         self._fd = -1
-        self._reading = True
         self._epoch = 0
         self._connected = asyncio.Event()
         self._gone = asyncio.Event()
@@ -255,7 +245,6 @@ class MqttLink:
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=paho.MQTTv5,
-            manual_ack=self._manual_ack,
             reconnect_on_failure=False,
         )
         client.max_inflight_messages_set(self._max_inflight)
@@ -270,9 +259,7 @@ class MqttLink:
             )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_paho_message
         client.on_publish = self._on_publish
-        client.on_subscribe = self._on_subscribe
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -347,36 +334,13 @@ class MqttLink:
                 MqttError(f"{self.host}:{self.port} refused the connection: {rc}", reason=str(rc))
             )
             return
-        if self.subscriptions:
-            opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-            client.subscribe([(f, opts) for f in self.subscriptions])
         fut.set_result(bool(flags.session_present))
-
-    def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, codes: list[ReasonCode], _p: Any) -> None:
-        failed = [str(c) for c in codes if c.is_failure]
-        if failed:
-            self._log.error("subscribe_refused", codes=",".join(failed))
-        else:
-            self._log.info("subscribed", filters=",".join(self.subscriptions))
 
     def _on_disconnect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if client is self._client:
             self._gone.set()
             self._connected.clear()
             self._fail_pending(UplinkUnavailable(f"disconnected from {self.host}:{self.port}: {rc}"))
-
-    def _on_paho_message(self, client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        if self._on_message is not None:
-            self._on_message(
-                Message(
-                    topic=msg.topic,
-                    payload=bytes(msg.payload),
-                    qos=msg.qos,
-                    retain=msg.retain,
-                    mid=msg.mid,
-                    epoch=self._epoch,
-                )
-            )
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         fut = self._pending.pop(mid, None)
@@ -398,15 +362,14 @@ class MqttLink:
             return
         self._sock = sock
         self._fd = sock.fileno()
-        if self._reading:
-            self._loop.add_reader(self._fd, self._readable, client)
+        self._loop.add_reader(self._fd, self._readable, client)
 
     def _readable(self, client: paho.Client) -> None:
         sock = self._sock
         try:
             for _ in range(100_000):
                 rc = client.loop_read()
-                if rc != paho.MQTT_ERR_SUCCESS or client._sock is not sock or not self._reading:
+                if rc != paho.MQTT_ERR_SUCCESS or client._sock is not sock:
                     break
                 if sock is None or sock.buffered() == 0:
                     break
@@ -462,43 +425,6 @@ class MqttLink:
         else:
             self._pending[info.mid] = fut
         return fut
-
-    def ack(self, message: Message) -> None:
-        """Acknowledge a message (manual_ack). Ignored if its connection has gone."""
-        client = self._client
-        if (
-            client is not None
-            and message.epoch == self._epoch
-            and message.qos > 0
-            and not self._gone.is_set()
-        ):
-            client.ack(message.mid, message.qos)
-
-    def set_subscriptions(self, filters: Sequence[str]) -> None:
-        """Subscribe to filters not yet subscribed and unsubscribe from dropped ones."""
-        new, old = list(filters), self.subscriptions
-        self.subscriptions = new
-        client = self._client
-        if client is None or not self.connected:
-            return
-        added = [f for f in new if f not in old]
-        removed = [f for f in old if f not in new]
-        if added:
-            opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-            client.subscribe([(f, opts) for f in added])
-        if removed:
-            client.unsubscribe(removed)
-
-    def pause_reading(self) -> None:
-        """Stop reading from the socket (intake stops; acks and keep-alives still go out)."""
-        self._reading = False
-        if self._fd > -1:
-            self._loop.remove_reader(self._fd)
-
-    def resume_reading(self) -> None:
-        self._reading = True
-        if self._fd > -1 and self._client is not None:
-            self._loop.add_reader(self._fd, self._readable, self._client)
 
     async def close(self, *, grace_s: float = 5.0) -> None:
         """Send DISCONNECT (the session stays on the broker), and stop `run()`."""

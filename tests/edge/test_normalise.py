@@ -12,13 +12,12 @@ import pytest
 from device_profiles.inventory import Inventory
 from edge.buffer import Intake
 from edge.envelope import decode_reading
-from edge.errors import UplinkUnavailable
 from edge.inventory import InventoryView
 from edge.liveness import Liveness
-from edge.mqtt import Message, MqttLink, backoff_delay
+from edge.mqtt import MqttLink, backoff_delay
 from edge.normalise import Classifier, Normaliser
 from simulators.services import MosquittoBroker
-from tests.edge.conftest import GATEWAY, Fleet, Publisher
+from tests.edge.conftest import GATEWAY, Fleet
 
 
 def _normaliser(fleet: Fleet, tmp_path: Path, now: list[float]) -> Normaliser:
@@ -71,61 +70,6 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert all(0 <= d <= min(60, 0.5 * 2**a) for a, d in enumerate(delays))
     assert max(delays[10:]) > 30  # reaches the cap's range
     assert len({round(d, 6) for d in delays}) == len(delays)  # jittered
-
-
-@pytest.mark.integration
-async def test_manual_ack_unacked_messages_come_back_after_reconnect(
-    make_broker: Callable[..., MosquittoBroker],
-) -> None:
-    broker = make_broker()
-    got: list[Message] = []
-    link = MqttLink(
-        name="t",
-        host=broker.host,
-        port=broker.port,
-        client_id="t-manual",
-        subscriptions=["t/#"],
-        manual_ack=True,
-        on_message=got.append,
-        receive_maximum=5,
-        backoff_base_s=0.05,
-        backoff_cap_s=0.2,
-    )
-    task = asyncio.create_task(link.run())
-    try:
-        await asyncio.wait_for(link.wait_connected(), 10)
-        await asyncio.sleep(0.2)
-        pub = Publisher(broker)
-        for i in range(8):
-            pub.publish("t/x", str(i).encode(), wait=True)
-        pub.close()
-        await asyncio.sleep(0.5)
-        assert [m.payload for m in got] == [str(i).encode() for i in range(5)]  # Receive Maximum
-        link.ack(got[0])
-        link.ack(got[1])
-        await asyncio.sleep(0.3)
-        seen = len(got)
-        assert seen > 5  # acks opened the window
-        assert [m.payload for m in got] == [str(i).encode() for i in range(seen)]
-        first_epoch = link.epoch
-        broker.stop()
-        broker.start()
-        for _ in range(100):
-            if link.connected and link.epoch > first_epoch:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
-        again = {m.payload for m in got[seen:]}
-        assert b"2" in again  # unacknowledged: redelivered on the resumed session
-        assert not again & {b"0", b"1"}  # acknowledged: gone
-        assert link.session_present
-        broker.stop()
-        await asyncio.sleep(0.3)
-        with pytest.raises(UplinkUnavailable):
-            link.publish("t/y", b"z")
-    finally:
-        await link.close()
-        await task
 
 
 @pytest.mark.integration
