@@ -27,6 +27,8 @@ Key = tuple[str, ...]
 
 #: pydantic's words for a failed validator, which say nothing to the reader.
 _INTERNAL_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
+#: ... and its names of Python classes (``input is not a valid path for <class 'pathlib.Path'>``).
+_PYTHON_CLASS = re.compile(r" for <class '[\w.]+'>")
 
 
 @dataclass(slots=True)
@@ -52,17 +54,19 @@ class Layers:
         return self.env_names.get(key) or self.prefix + "__".join(part.upper() for part in key)
 
     def source_of(self, key: Key) -> str:
-        """The environment variable that set `key` (or a section above it), else the file."""
-        if not key:
-            return str(self.path)
+        """The environment variable that set `key` (or a section holding it), else the file."""
         node: Any = self.env
-        for i, part in enumerate(key):
+        for part in key:
             if not isinstance(node, Mapping) or part not in node:
                 return str(self.path)
             node = node[part]
-            name = self.env_var(key[: i + 1])
-            if not isinstance(node, Mapping) or _getenv(name) is not None:
-                return name
+            if not isinstance(node, Mapping):  # a value (a list, too) the environment set
+                break
+        if not key:
+            return str(self.path)
+        for i in range(len(key), 0, -1):  # the most specific variable that is set
+            if key[:i] in self.env_names or _getenv(self.env_var(key[:i])) is not None:
+                return self.env_var(key[:i])
         return self.env_var(key)
 
 
@@ -137,7 +141,7 @@ def problems_from(exc: ValidationError, layers: Layers) -> list[ConfigProblem]:
         elif err["type"] == "extra_forbidden":
             detail = "unknown key"
         else:
-            detail = _INTERNAL_PREFIX.sub("", err["msg"])
+            detail = _PYTHON_CLASS.sub("", _INTERNAL_PREFIX.sub("", err["msg"]))
             if detail[:2].istitle():
                 detail = detail[0].lower() + detail[1:]
         out.append(ConfigProblem(".".join(shown), detail, source))

@@ -145,6 +145,22 @@ def test_a_bad_value_from_the_environment_names_the_variable(
         "buffer.max_bytes": str(path),
     }
     assert "LINLI_EDGE_CLOUD__URL: cloud.url: must look like" in str(info.value)
+    # A whole section as JSON: its values are the variable's, the file's others stay the file's.
+    monkeypatch.delenv("LINLI_EDGE_CLOUD__URL")
+    monkeypatch.setenv("LINLI_EDGE_CLOUD", '{"url": "ftp://x"}')
+    path = _write(tmp_path, BASE + "password = 5\n[field.tls]\nca_cert = 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = {p.key: (p.source, p.detail) for p in info.value.problems}
+    assert found == {
+        "cloud.url": ("LINLI_EDGE_CLOUD", "must look like mqtt://host:1883 or mqtts://host:8883"),
+        "cloud.password": (str(path), "input should be a valid string"),
+        "field.tls.ca_cert": (str(path), "input is not a valid path"),
+        "uplink.batch_max_readings": (
+            "LINLI_EDGE_UPLINK__BATCH_MAX_READINGS",
+            "input should be a valid integer, unable to parse string as an integer",
+        ),
+    }
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
