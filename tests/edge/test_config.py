@@ -57,6 +57,27 @@ def test_minimal_file_gets_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.cloud.uses_tls
 
 
+def test_the_example_uses_no_deprecated_name_and_documents_every_section() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "edge.example.toml"
+    notes: list[str] = []
+    cfg = load_config(example, check_files=False, warn=notes.append)
+    assert notes == []
+    assert cfg.http.address == "127.0.0.1:9108"
+    text = example.read_text()
+    for section in (
+        "field",
+        "cloud",
+        "buffer",
+        "uplink",
+        "classes",
+        "normalise",
+        "liveness",
+        "status",
+        "http",
+    ):
+        assert f"[{section}]" in text, section
+
+
 @pytest.mark.parametrize(
     ("body", "key"),
     [
