@@ -233,11 +233,8 @@ def _old_http_keys(layers: Layers, *, env: bool) -> None:
     if not isinstance(http, dict) or not {"host", "port"} & http.keys():
         return
     if env:
-        source, old, new = (
-            "LINLI_CLOUD_HTTP__HOST/PORT",
-            "LINLI_CLOUD_HTTP__HOST/PORT",
-            "LINLI_CLOUD_HTTP__ADDRESS",
-        )
+        source = old = "LINLI_CLOUD_HTTP__HOST/PORT"
+        new = "LINLI_CLOUD_HTTP__ADDRESS"
         layers.env_names[("http", "address")] = source
     else:
         source, old, new = str(layers.path), "http.host/port", "http.address"
@@ -256,7 +253,8 @@ def _old_http_keys(layers: Layers, *, env: bool) -> None:
     http["address"] = "" if port < 0 else f"{host}:{port}"
     where = "" if env else f"{source}: "
     layers.notes.append(
-        f"{where}{old} are deprecated, use {new} = {http['address']!r} (the old names go in the next release)"
+        f"{where}{old} are deprecated, use {new} = {http['address']!r}"
+        " (the old names stop working in the next release)"
     )
 
 

@@ -55,6 +55,8 @@ class Layers:
 
     def source_of(self, key: Key) -> str:
         """The environment variable that set `key` (or a section holding it), else the file."""
+        if not key:
+            return str(self.path)
         node: Any = self.env
         for part in key:
             if not isinstance(node, Mapping) or part not in node:
@@ -62,8 +64,6 @@ class Layers:
             node = node[part]
             if not isinstance(node, Mapping):  # a value (a list, too) the environment set
                 break
-        if not key:
-            return str(self.path)
         for i in range(len(key), 0, -1):  # the most specific variable that is set
             if key[:i] in self.env_names or _getenv(self.env_var(key[:i])) is not None:
                 return self.env_var(key[:i])
@@ -95,7 +95,8 @@ def read_layers(
     )()
     layers = Layers(path=path, prefix=prefix, file=file, env=env)
     for old, new in renames.items():
-        if _rename(layers, layers.file, old, new, f"{path}: {'.'.join(old)}", ".".join(new)):
+        old_key, new_key = ".".join(old), ".".join(new)
+        if _rename(layers, layers.file, old, new, source=str(path), names=(f"{path}: {old_key}", new_key)):
             layers.file_renamed[new] = old
         old_var = layers.env_var(old)
         value = _getenv(old_var)
@@ -103,26 +104,28 @@ def read_layers(
             # The source passes an old key of a section the model still has as text.
             _pop(layers.env, old)
             _put(layers.env, old, _decoded(value))
-            if _rename(layers, layers.env, old, new, old_var, layers.env_var(new)):
+            if _rename(layers, layers.env, old, new, source=old_var, names=(old_var, layers.env_var(new))):
                 layers.env_names[new] = old_var
     return layers
 
 
-def _rename(layers: Layers, data: dict[str, Any], old: Key, new: Key, old_name: str, new_name: str) -> bool:
+def _rename(
+    layers: Layers, data: dict[str, Any], old: Key, new: Key, *, source: str, names: tuple[str, str]
+) -> bool:
+    """Move `old` to `new` in `data`, noting it (`names`: how to call the two in the note)."""
     value = _pop(data, old)
     if value is None:
         return False
     if _get(data, new) is not None:
-        layers.problems.append(
-            ConfigProblem(
-                ".".join(old), f"deprecated name of {'.'.join(new)}, which is set too: remove it", old_name
-            )
-        )
+        detail = f"deprecated name of {'.'.join(new)}, which is set too: remove it"
+        layers.problems.append(ConfigProblem(".".join(old), detail, source))
         return False
     _put(data, new, value)
     if _get(data, old[:-1]) == {}:  # a section that only held the old name
         _pop(data, old[:-1])
-    layers.notes.append(f"{old_name} is deprecated, use {new_name} (the old name goes in the next release)")
+    layers.notes.append(
+        f"{names[0]} is deprecated, use {names[1]} (the old name stops working in the next release)"
+    )
     return True
 
 
