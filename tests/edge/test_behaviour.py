@@ -107,8 +107,8 @@ def test_liveness_offline_then_online_and_no_repeat_after_restart(
             "liveness": {
                 "startup_grace_s": 0,
                 "check_interval_s": 0.1,
-                "multiple": 2,
-                "intervals": {"door_contact": 1.0},
+                "offline_after_intervals": 2,
+                "report_intervals_s": {"door_contact": 1.0},
             }
         },
     )
