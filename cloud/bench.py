@@ -13,7 +13,7 @@ Starts a private durable PostgreSQL+TimescaleDB and a private Mosquitto, then:
 "readings" in ``readings_per_s_*`` are rows of the ``readings`` table, i.e. data points (time,
 device, metric, value), the unit of the ceiling; ``canonical_readings_per_s_*`` count the edge's
 readings, of which each door-contact reading here carries three metrics. The workers run the
-shipped configuration defaults (``receive_maximum``, ``max_readings_per_txn``, ``linger_ms``).
+shipped configuration defaults (``receive_maximum``, ``max_readings_per_txn``, ``txn_max_latency_ms``).
 ``load_average_1m`` is the machine's load before the ceiling and after the last run.
 """
 
@@ -139,7 +139,7 @@ def _config(workdir: Path, url: str, broker_url: str, client_id: str, group: str
         f'database_url = "{url}"\nlog_level = "WARNING"\n'
         f'[mqtt]\nurl = "{broker_url}"\nclient_id = "{client_id}"\n'
         f'share_group = "{group}"\n'
-        "[retention]\ninterval_s = 3600\n[http]\nport = -1\n"
+        '[retention]\ninterval_s = 3600\n[http]\naddress = ""\n'
     )
     return path
 

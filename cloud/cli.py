@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -41,13 +40,14 @@ def _check(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from cloud.config import load_settings
     from cloud.ingest.service import run_ingest
+    from cloud.logs import configure
 
     try:
         settings = load_settings(args.config)
     except CloudError as exc:
         print(f"linli cloud: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(settings.log_level, fmt=settings.log_format)
     stop = threading.Event()
 
     def _signal(_signum: int, _frame: object) -> None:

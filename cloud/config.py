@@ -1,13 +1,16 @@
 """The cloud's configuration: a TOML file, overridden by ``LINLI_CLOUD_*`` environment variables.
 
 Nested keys use ``__`` in the environment: ``LINLI_CLOUD_MQTT__CLIENT_ID=linli-ingest-2``
-overrides ``[mqtt] client_id``. Everything is validated once, in `load_settings`, and a bad value
-raises `ConfigError` naming the dotted key. deploy/cloud.example.toml documents every key.
+overrides ``[mqtt] client_id``. Everything is validated once, in `load_settings`; `ConfigError`
+lists every problem, each naming the file and dotted key or the environment variable. Keys renamed
+in this release (`RENAMED`, and ``[http] host``/``port``) still work, with a warning. Relative
+paths are taken relative to the file's folder. deploy/cloud.example.toml documents every key.
 """
 
 from __future__ import annotations
 
-import tomllib
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -23,7 +26,16 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from cloud.errors import ConfigError
+from cloud.config_sources import Key, Layers, problems_from, read_layers, read_toml
+from cloud.errors import ConfigError, ConfigProblem
+
+#: Keys renamed for clarity: old -> new. The old names (in the file or the environment) work,
+#: with a warning, until the next release. ``[http] host`` and ``port`` became ``[http] address``.
+RENAMED: dict[Key, Key] = {
+    ("ingest", "linger_ms"): ("ingest", "txn_max_latency_ms"),
+    ("retention", "reading_ids_hours"): ("retention", "dedupe_reading_ids_hours"),
+    ("retention", "batches_days"): ("retention", "dedupe_batches_days"),
+}
 
 
 class _Section(BaseModel):
@@ -85,7 +97,7 @@ class IngestConfig(_Section):
     #: A transaction closes when it holds this many readings ...
     max_readings_per_txn: int = Field(default=50_000, ge=1)
     #: ... or this long after its first batch arrived.
-    linger_ms: float = Field(default=200.0, ge=0)
+    txn_max_latency_ms: float = Field(default=200.0, ge=0)
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_cap_s: float = Field(default=30.0, gt=0)
 
@@ -97,17 +109,32 @@ class RetentionConfig(_Section):
     #: TimescaleDB community license only: chunks older than this are compressed.
     compress_after_days: int = Field(default=7, ge=1)
     #: How long reading ids are remembered for per-reading de-duplication.
-    reading_ids_hours: int = Field(default=72, ge=1)
-    #: How long ``(gateway_id, batch_seq)`` pairs are remembered.
-    batches_days: int = Field(default=30, ge=1)
+    dedupe_reading_ids_hours: int = Field(default=72, ge=1)
+    #: How long ``(gateway_id, batch_seq)`` pairs are remembered for per-batch de-duplication.
+    dedupe_batches_days: int = Field(default=30, ge=1)
     #: Retention, rollup and pruning run this often (one worker at a time, by advisory lock).
     interval_s: float = Field(default=300.0, gt=0)
 
 
 class HttpConfig(_Section):
-    host: str = "127.0.0.1"
-    #: 0 picks a free port (logged); -1 disables the endpoint.
-    port: int = Field(default=9108, ge=-1, le=65535)
+    """The HTTP endpoint (``/metrics``, ``/healthz``); the edge's has the same shape."""
+
+    #: host:port to listen on ([::1]:9108 for IPv6; port 0 picks a free one, logged); "" disables it.
+    address: str = "127.0.0.1:9108"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class CloudSettings(BaseSettings):
@@ -122,7 +149,13 @@ class CloudSettings(BaseSettings):
     ingest: IngestConfig = IngestConfig()
     retention: RetentionConfig = RetentionConfig()
     http: HttpConfig = HttpConfig()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "text"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
@@ -140,35 +173,113 @@ class CloudSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file (which arrives as init arguments).
-        return (env_settings, init_settings)
+        # `build_settings` merges the environment over the file itself (to rename deprecated keys
+        # and to say where a bad value came from) and passes the result as init values.
+        return (init_settings,)
 
 
-def _key(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+def _print_warning(note: str) -> None:
+    print(f"linli cloud: warning: {note}", file=sys.stderr)
 
 
-def build_settings(values: dict[str, Any]) -> CloudSettings:
-    """Settings from a mapping (the parsed TOML) plus the environment; errors name the key."""
+def build_settings(
+    values: dict[str, Any], *, path: Path = Path("<settings>"), warn: Callable[[str], None] = _print_warning
+) -> CloudSettings:
+    """Settings from a mapping (the parsed TOML, read from `path`) plus the environment.
+
+    Raises `ConfigError` listing every problem; each deprecated key in use is passed to `warn`.
+    """
+    return _validate(_layers(path, values), warn)
+
+
+def load_settings(
+    path: Path, *, check_files: bool = True, warn: Callable[[str], None] = _print_warning
+) -> CloudSettings:
+    """Read and validate a TOML configuration file (``LINLI_CLOUD_*`` variables override it).
+
+    Relative paths (in the file or the environment) are taken relative to the file's folder;
+    with `check_files`, the files named (TLS certificates and keys) must exist.
+    """
+    layers = _layers(path, read_toml(path))
+    settings = _resolve_paths(_validate(layers, warn), path.parent)
+    if check_files:
+        check_paths(settings, source=layers.source_of)
+    return settings
+
+
+def _layers(path: Path, values: dict[str, Any]) -> Layers:
+    layers = read_layers(path, values, CloudSettings, prefix="LINLI_CLOUD_", renames=RENAMED)
+    _old_http_keys(layers, env=False)
+    _old_http_keys(layers, env=True)
+    return layers
+
+
+def _validate(layers: Layers, warn: Callable[[str], None]) -> CloudSettings:
+    for note in layers.notes:
+        warn(note)
     try:
-        return CloudSettings(**values)
+        settings = CloudSettings(**layers.merged())
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(_key(first["loc"]), first["msg"]) from exc
+        raise ConfigError(problems=[*layers.problems, *problems_from(exc, layers)]) from exc
+    if layers.problems:
+        raise ConfigError(problems=layers.problems)
+    return settings
 
 
-def load_settings(path: Path) -> CloudSettings:
-    """Read and validate a TOML configuration file (``LINLI_CLOUD_*`` variables override it)."""
+def _old_http_keys(layers: Layers, *, env: bool) -> None:
+    """``[http] host`` and ``port`` (-1: off) of the previous release, as ``[http] address``."""
+    data = layers.env if env else layers.file
+    http = data.get("http")
+    if not isinstance(http, dict) or not {"host", "port"} & http.keys():
+        return
+    if env:
+        source = old = "LINLI_CLOUD_HTTP__HOST/PORT"
+        new = "LINLI_CLOUD_HTTP__ADDRESS"
+        layers.env_names[("http", "address")] = source
+    else:
+        source, old, new = str(layers.path), "http.host/port", "http.address"
+    host, port = http.pop("host", "127.0.0.1"), http.pop("port", 9108)
+    if "address" in http:
+        layers.problems.append(
+            ConfigProblem("http", f"{old} are the deprecated form of {new}, set too", source)
+        )
+        return
     try:
-        with path.open("rb") as fh:
-            values = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError("", f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path}: not valid TOML: {exc}") from exc
-    try:
-        return build_settings(values)
-    except ConfigError as exc:
-        raise ConfigError(
-            exc.key, f"{exc.detail} (in {path} or LINLI_CLOUD_{exc.key.upper().replace('.', '__')})"
-        ) from exc
+        port = int(port)
+    except (TypeError, ValueError):
+        layers.problems.append(ConfigProblem("http.port", f"not a port number: {port!r}", source))
+        return
+    host = f"[{host}]" if ":" in str(host) else str(host)
+    http["address"] = "" if port < 0 else f"{host}:{port}"
+    where = "" if env else f"{source}: "
+    layers.notes.append(
+        f"{where}{old} are deprecated, use {new} = {http['address']!r}"
+        " (the old names stop working in the next release)"
+    )
+
+
+def _resolve(base: Path, p: Path | None) -> Path | None:
+    return p if p is None or p.is_absolute() else base / p
+
+
+def _resolve_paths(settings: CloudSettings, base: Path) -> CloudSettings:
+    tls = settings.mqtt.tls
+    if tls is None:
+        return settings
+    tls = tls.model_copy(
+        update={name: _resolve(base, getattr(tls, name)) for name in ("ca_cert", "client_cert", "client_key")}
+    )
+    return settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"tls": tls})})
+
+
+def check_paths(settings: CloudSettings, *, source: Callable[[Key], str] = lambda key: "") -> None:
+    """The files the configuration names exist; raises `ConfigError` listing every missing one."""
+    problems = []
+    if settings.mqtt.tls is not None:
+        for name in ("ca_cert", "client_cert", "client_key"):
+            p = getattr(settings.mqtt.tls, name)
+            if p is not None and not p.is_file():
+                key = ("mqtt", "tls", name)
+                problems.append(ConfigProblem(".".join(key), f"no such file: {p}", source(key)))
+    if problems:
+        raise ConfigError(problems=problems)

@@ -1,5 +1,8 @@
 """``/metrics`` (Prometheus text format, own registry) and ``/healthz`` (JSON) for the ingest.
 
+``/healthz`` answers 200 or 503 with ``{"healthy": bool, ...the parts' states..., "detail": str}``,
+the shape the edge agent's endpoint uses too.
+
 A small `ThreadingHTTPServer` on a thread owned by `Endpoint`; values are read from a snapshot
 function at scrape time, so the hot path pays nothing for them.
 """
@@ -28,6 +31,11 @@ class Snapshot:
     @property
     def healthy(self) -> bool:
         return bool(self.health.get("database") == "up" and self.health.get("broker") == "up")
+
+    @property
+    def detail(self) -> str:
+        """One line for a person (the edge's ``/healthz`` has one too)."""
+        return " ".join(f"{part}={self.health.get(part, 'unknown')}" for part in ("database", "broker"))
 
 
 class _Collector(Collector):
@@ -60,7 +68,9 @@ class Endpoint:
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
                 elif self.path == "/healthz":
                     snap = snapshot()
-                    body = json.dumps({"healthy": snap.healthy, **snap.health}).encode()
+                    body = json.dumps(
+                        {"healthy": snap.healthy, **snap.health, "detail": snap.detail}
+                    ).encode()
                     self._send(200 if snap.healthy else 503, "application/json", body)
                 else:
                     self._send(404, "text/plain", b"not found\n")

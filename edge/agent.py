@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from device_profiles import ProfileSet
+from device_profiles import SHIPPED_DIR, ProfileSet
 from edge.buffer import Buffer, Intake
 from edge.config import BrokerConfig, EdgeConfig
 from edge.endpoint import Endpoint, Snapshot
@@ -41,8 +41,14 @@ _log = get_logger("edge.agent")
 
 
 def load_profiles(config: EdgeConfig) -> ProfileSet:
-    """The configured profile folders, or the shipped profiles when none is configured."""
-    return ProfileSet.load(*config.profiles) if config.profiles else ProfileSet.shipped()
+    """The shipped profiles (unless ``shipped_profiles = false``) and those in the configured
+    folders. A profile id defined twice (a folder repeating a shipped id) is a `ProfileError`
+    naming both files: to replace a shipped profile, turn the shipped set off and copy the rest.
+    """
+    if not config.profiles:
+        return ProfileSet.shipped()
+    folders = (SHIPPED_DIR, *config.profiles) if config.shipped_profiles else config.profiles
+    return ProfileSet.load(*folders)
 
 
 def _link_options(config: BrokerConfig) -> dict[str, Any]:
@@ -115,7 +121,7 @@ class Agent:
         self.buffer = buffer = await Buffer.open(
             cfg.buffer.path,
             max_bytes=cfg.buffer.max_bytes,
-            ttl_s=cfg.buffer.ttl_s,
+            ttl_s=cfg.buffer.telemetry_max_age_s,
             durability=cfg.buffer.durability,
             chunk_max=cfg.uplink.batch_max_readings,
             quarantine_max_rows=cfg.buffer.quarantine_max_rows,
@@ -135,8 +141,8 @@ class Agent:
             gateway_id=cfg.gateway_id,
             inventory=inventory,
             profile_intervals={p.id: p.report_interval_s for p in profiles.profiles.values()},
-            overrides=cfg.liveness.intervals,
-            multiple=cfg.liveness.multiple,
+            overrides=cfg.liveness.report_intervals_s,
+            multiple=cfg.liveness.offline_after_intervals,
             memory=memory,
         )
         self.normaliser = Normaliser(
@@ -146,8 +152,8 @@ class Agent:
             classifier=Classifier(
                 alarm_events=cfg.classes.alarm_events, alarm_metrics=cfg.classes.alarm_metrics
             ),
-            clock_skew_bound_s=cfg.normalise.clock_skew_bound_s,
-            dedupe_window=cfg.normalise.dedupe_window,
+            clock_skew_bound_s=cfg.normalise.max_clock_skew_s,
+            dedupe_window=cfg.normalise.dedupe_ids_remembered,
             state_events=cfg.normalise.state_events,
             wall=self.wall,
         )
@@ -177,8 +183,8 @@ class Agent:
             community_id=cfg.community_id,
             batch_max_readings=cfg.uplink.batch_max_readings,
             batch_max_latency_s=cfg.uplink.batch_max_latency_ms / 1000,
-            window=cfg.uplink.window,
-            alarm_window=cfg.uplink.alarm_window,
+            window=cfg.uplink.telemetry_batches_in_flight,
+            alarm_window=cfg.uplink.alarm_batches_in_flight,
             telemetry_max_readings_per_s=cfg.uplink.telemetry_max_readings_per_s,
             monotonic=self.monotonic,
             wall=self.wall,
@@ -190,13 +196,13 @@ class Agent:
             wall=self.wall,
             monotonic=self.monotonic,
         )
-        if cfg.metrics.address:
-            host, port = cfg.metrics.host_port
+        if cfg.http.address:
+            host, port = cfg.http.host_port
             self.endpoint = Endpoint(host=host, port=port, snapshot=lambda: self.snapshot)
             try:
                 await self.endpoint.start()
             except OSError as exc:
-                raise EdgeError(f"cannot listen on metrics.address {cfg.metrics.address}: {exc}") from exc
+                raise EdgeError(f"cannot listen on http.address {cfg.http.address}: {exc}") from exc
         loop = asyncio.get_running_loop()
         if self.install_signals:
             loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -345,6 +351,12 @@ class Agent:
                 "cpu_percent": doc["cpu_pct"],
             },
             healthy=self.field.connected and not self._buffer_full,
+            health={
+                "field": "up" if self.field.connected else "down",
+                "cloud": "up" if self.cloud.connected else "down",
+                "buffer": "full" if self._buffer_full else "ok",
+                "depth": stats.depth,
+            },
             detail=(
                 f"field={'up' if self.field.connected else 'down'} "
                 f"cloud={'up' if self.cloud.connected else 'down'} "
@@ -376,7 +388,7 @@ class Agent:
             await asyncio.sleep(min(interval, 5.0))
 
     async def _housekeeping(self) -> None:
-        period = min(60.0, self.config.buffer.ttl_s / 10)
+        period = min(60.0, self.config.buffer.telemetry_max_age_s / 10)
         while True:
             expired = await self.buffer.expire()
             if expired:

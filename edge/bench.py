@@ -257,7 +257,7 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                 'gateway_id = "gw-bench"\ncommunity_id = "c-bench"\ninventory = "inventory.json"\n'
                 f'[field]\nurl = "{field.url}"\n[cloud]\nurl = "{cloud.url}"\nbackoff_cap_s = 1.0\n'
                 f'[buffer]\npath = "{db}"\nmax_bytes = {4 << 30}\n'
-                '[metrics]\naddress = ""\n[liveness]\nstartup_grace_s = 3600\n'
+                '[http]\naddress = ""\n[liveness]\nstartup_grace_s = 3600\n'
             )
             agent_log = (tmp / "agent.log").open("wb")
             agent = subprocess.Popen(  # noqa: S603 - our own interpreter and module

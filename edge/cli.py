@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except EdgeError as exc:
         return _fail(exc)
-    configure(config.log_level)
+    configure(config.log_level, fmt=config.log_format)
     try:
         asyncio.run(Agent(config=config).run())
     except EdgeError as exc:
@@ -103,7 +103,7 @@ def _quarantine_list(args: argparse.Namespace) -> int:
     store = Store(
         config.buffer.path,
         max_bytes=config.buffer.max_bytes,
-        ttl_s=config.buffer.ttl_s,
+        ttl_s=config.buffer.telemetry_max_age_s,
         durability=config.buffer.durability,
         chunk_max=config.uplink.batch_max_readings,
         quarantine_max_rows=config.buffer.quarantine_max_rows,

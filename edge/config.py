@@ -1,16 +1,18 @@
 """The agent's configuration: a TOML file, overridden by ``LINLI_EDGE_*`` environment variables.
 
 Nested keys use ``__`` in the environment: ``LINLI_EDGE_CLOUD__URL=mqtts://...`` overrides
-``[cloud] url``. Everything is validated once, at start, and a bad value raises `ConfigError`
-naming the dotted key (``cloud.tls.client_cert``). docs/edge.md documents every key.
+``[cloud] url``. Everything is validated once, at start; `ConfigError` lists every problem, each
+naming the file and dotted key (``cloud.tls.client_cert``) or the environment variable. Keys
+renamed in this release (`RENAMED`) still work, with a warning. docs/edge.md documents every key.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -24,7 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from edge.errors import ConfigError
+from edge.config_sources import Key, problems_from, read_layers, read_toml
+from edge.errors import ConfigError, ConfigProblem
 
 #: MQTT topic levels must not contain wildcards or separators.
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -40,6 +43,19 @@ DEFAULT_ALARM_EVENTS = (
     "device_online",
 )
 DEFAULT_ALARM_METRICS = {"cover_open": 1.0, "lamp_fault": 1.0}
+
+#: Keys renamed for clarity: old -> new. The old names (in the file or the environment) work,
+#: with a warning, until the next release.
+RENAMED: dict[Key, Key] = {
+    ("uplink", "window"): ("uplink", "telemetry_batches_in_flight"),
+    ("uplink", "alarm_window"): ("uplink", "alarm_batches_in_flight"),
+    ("buffer", "ttl_s"): ("buffer", "telemetry_max_age_s"),
+    ("normalise", "clock_skew_bound_s"): ("normalise", "max_clock_skew_s"),
+    ("normalise", "dedupe_window"): ("normalise", "dedupe_ids_remembered"),
+    ("liveness", "multiple"): ("liveness", "offline_after_intervals"),
+    ("liveness", "intervals"): ("liveness", "report_intervals_s"),
+    ("metrics", "address"): ("http", "address"),
+}
 
 
 class _Section(BaseModel):
@@ -115,7 +131,8 @@ class CloudBrokerConfig(BrokerConfig):
 class BufferConfig(_Section):
     path: Path = Path("/var/lib/linli-edge/buffer.db")
     max_bytes: int = Field(default=1 << 30, ge=1 << 20, description="disk cap incl. WAL")
-    ttl_s: float = Field(default=7 * 86400, gt=0)
+    #: Telemetry older than this is dropped (alarms never are).
+    telemetry_max_age_s: float = Field(default=7 * 86400, gt=0)
     durability: Literal["full", "normal"] = "full"
     commit_interval_ms: float = Field(default=50, gt=0)
     commit_max_messages: int = Field(default=500, ge=1)
@@ -126,8 +143,9 @@ class BufferConfig(_Section):
 class UplinkConfig(_Section):
     batch_max_readings: int = Field(default=500, ge=1, le=10_000)
     batch_max_latency_ms: float = Field(default=1000, gt=0)
-    window: int = Field(default=4, ge=1, le=256, description="telemetry batches in flight")
-    alarm_window: int = Field(default=16, ge=1, le=256, description="alarm batches in flight")
+    #: Batches published and awaiting their PUBACK at most, per lane.
+    telemetry_batches_in_flight: int = Field(default=4, ge=1, le=256)
+    alarm_batches_in_flight: int = Field(default=16, ge=1, le=256)
     drain_timeout_s: float = Field(default=10.0, ge=0)
     #: Telemetry readings per second at most (0: unlimited); alarm batches are never paced.
     telemetry_max_readings_per_s: float = Field(default=0.0, ge=0)
@@ -140,25 +158,30 @@ class ClassesConfig(_Section):
 
 
 class NormaliseConfig(_Section):
-    clock_skew_bound_s: float = Field(default=300.0, gt=0)
-    dedupe_window: int = Field(default=20_000, ge=0)
+    #: A device time further than this from gateway time is replaced by gateway time.
+    max_clock_skew_s: float = Field(default=300.0, gt=0)
+    #: How many recent reading ids are remembered for dropping repeats (0: none).
+    dedupe_ids_remembered: int = Field(default=20_000, ge=0)
     state_events: bool = True
 
 
 class LivenessConfig(_Section):
-    multiple: float = Field(default=3.0, gt=1)
+    #: A device is offline after this many expected report intervals of silence.
+    offline_after_intervals: float = Field(default=3.0, gt=1)
     check_interval_s: float = Field(default=30.0, gt=0)
     startup_grace_s: float = Field(default=60.0, ge=0)
     #: expected report interval in seconds, by profile id or device type (beats the profile's own).
-    intervals: dict[str, float] = Field(default_factory=dict)
+    report_intervals_s: dict[str, float] = Field(default_factory=dict)
 
 
 class StatusConfig(_Section):
     interval_s: float = Field(default=60.0, gt=0)
 
 
-class MetricsConfig(_Section):
-    #: host:port of the /metrics and /healthz endpoint; empty disables it.
+class HttpConfig(_Section):
+    """The local HTTP endpoint (``/metrics``, ``/healthz``); the cloud's has the same shape."""
+
+    #: host:port to listen on ([::1]:9108 for IPv6; port 0 picks a free one); "" disables it.
     address: str = "127.0.0.1:9108"
 
     @field_validator("address")
@@ -186,7 +209,9 @@ class EdgeConfig(BaseSettings):
     gateway_id: Annotated[str, Field(min_length=1)]
     community_id: Annotated[str, Field(min_length=1)]
     inventory: Path
+    #: Profile folders loaded besides the shipped profiles (or instead: ``shipped_profiles``).
     profiles: tuple[Path, ...] = ()
+    shipped_profiles: bool = True
     field: FieldBrokerConfig = FieldBrokerConfig()
     cloud: CloudBrokerConfig
     buffer: BufferConfig = BufferConfig()
@@ -195,8 +220,20 @@ class EdgeConfig(BaseSettings):
     normalise: NormaliseConfig = NormaliseConfig()
     liveness: LivenessConfig = LivenessConfig()
     status: StatusConfig = StatusConfig()
-    metrics: MetricsConfig = MetricsConfig()
+    http: HttpConfig = HttpConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _some_profiles(self) -> Self:
+        if not self.shipped_profiles and not self.profiles:
+            raise ValueError("shipped_profiles = false needs at least one folder in profiles")
+        return self
 
     @field_validator("gateway_id", "community_id")
     @classmethod
@@ -214,8 +251,9 @@ class EdgeConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file (passed as init values).
-        return env_settings, init_settings
+        # `load_config` merges the environment over the file itself (to rename deprecated keys
+        # and to say where a bad value came from) and passes the result as init values.
+        return (init_settings,)
 
     @property
     def up_topic(self) -> str:
@@ -234,29 +272,30 @@ class EdgeConfig(BaseSettings):
         return self.cloud.client_id or f"linli-edge-{self.gateway_id}"
 
 
-def _key(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+def _print_warning(note: str) -> None:
+    print(f"linli edge: warning: {note}", file=sys.stderr)
 
 
-def load_config(path: Path, *, check_files: bool = True) -> EdgeConfig:
-    """Read, merge and validate the configuration; raise `ConfigError` naming the key at fault.
+def load_config(
+    path: Path, *, check_files: bool = True, warn: Callable[[str], None] = _print_warning
+) -> EdgeConfig:
+    """Read the file, merge the environment over it and validate; raise `ConfigError` listing
+    every problem. Each deprecated key in use is passed to `warn` once.
 
-    Relative paths in the file are taken relative to the file's folder.
+    Relative paths (in the file or the environment) are taken relative to the file's folder.
     """
+    layers = read_layers(path, read_toml(path), EdgeConfig, prefix="LINLI_EDGE_", renames=RENAMED)
+    for note in layers.notes:
+        warn(note)
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"{path} is not valid TOML: {exc}") from exc
-    try:
-        config = EdgeConfig(**data)
+        config = EdgeConfig(**layers.merged())
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(_key(first["loc"]), first["msg"]) from exc
+        raise ConfigError(problems=[*layers.problems, *problems_from(exc, layers)]) from exc
+    if layers.problems:
+        raise ConfigError(problems=layers.problems)
     config = _resolve_paths(config, path.parent)
     if check_files:
-        check_paths(config)
+        check_paths(config, source=layers.source_of)
     return config
 
 
@@ -288,13 +327,17 @@ def _resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
     )
 
 
-def check_paths(config: EdgeConfig) -> None:
-    """The files the configuration names exist (the buffer's folder may be created)."""
+def check_paths(config: EdgeConfig, *, source: Callable[[Key], str] = lambda key: "") -> None:
+    """The files the configuration names exist (the buffer's folder may be created).
+
+    Raises `ConfigError` listing every missing one; `source` says where a key was set.
+    """
+    found: list[tuple[Key, str]] = []
     if not config.inventory.is_file():
-        raise ConfigError("inventory", f"no such file: {config.inventory}")
+        found.append((("inventory",), f"no such file: {config.inventory}"))
     for i, folder in enumerate(config.profiles):
         if not folder.is_dir():
-            raise ConfigError(f"profiles.{i}", f"no such folder: {folder}")
+            found.append((("profiles", str(i)), f"no such folder: {folder}"))
     for side in ("field", "cloud"):
         broker: BrokerConfig = getattr(config, side)
         if broker.tls is None:
@@ -302,7 +345,11 @@ def check_paths(config: EdgeConfig) -> None:
         for name in ("ca_cert", "client_cert", "client_key"):
             p = getattr(broker.tls, name)
             if p is not None and not p.is_file():
-                raise ConfigError(f"{side}.tls.{name}", f"no such file: {p}")
+                found.append(((side, "tls", name), f"no such file: {p}"))
     parent = config.buffer.path.parent
     if parent.exists() and not parent.is_dir():
-        raise ConfigError("buffer.path", f"{parent} is not a folder")
+        found.append((("buffer", "path"), f"{parent} is not a folder"))
+    if found:
+        raise ConfigError(
+            problems=[ConfigProblem(".".join(key), detail, source(key)) for key, detail in found]
+        )

@@ -1,8 +1,10 @@
-"""The local HTTP endpoint: ``/metrics`` (Prometheus text format) and ``/healthz``.
+"""The local HTTP endpoint: ``/metrics`` (Prometheus text format) and ``/healthz`` (JSON).
 
 A deliberately tiny HTTP/1.0 server on `asyncio.start_server`: GET only, one request per
 connection. The metrics come from the agent's own `CollectorRegistry` (never the process-global
 one), filled at scrape time from a snapshot function, so the hot path pays nothing for them.
+``/healthz`` answers 200 or 503 with ``{"healthy": bool, ...the parts' states..., "detail": str}``,
+the shape the cloud's endpoint uses too.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -25,7 +29,13 @@ class Snapshot:
     counters: dict[str, int] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
     healthy: bool = False
+    #: the parts' states for ``/healthz`` (``{"field": "up", ...}``).
+    health: dict[str, Any] = field(default_factory=dict)
+    #: one line for a person.
     detail: str = "starting"
+
+    def health_json(self) -> bytes:
+        return msgspec.json.encode({"healthy": self.healthy, **self.health, "detail": self.detail})
 
 
 class _SnapshotCollector(Collector):
@@ -80,7 +90,7 @@ class Endpoint:
             elif path == "/healthz":
                 snap = self._snapshot()
                 status = "200 OK" if snap.healthy else "503 Service Unavailable"
-                ctype, body = "text/plain", f"{snap.detail}\n".encode()
+                ctype, body = "application/json", snap.health_json()
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
             writer.write(

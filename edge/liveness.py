@@ -1,12 +1,13 @@
 """Device liveness: who reported when, and ``device_offline`` / ``device_online`` readings.
 
-Each device has an expected report interval: the configuration's ``liveness.intervals`` entry for
-its profile id or device type, else its profile's ``report_interval_s``. A device silent for more
-than ``multiple`` times that produces one ``device_offline`` reading (alarm-class by default);
-its next message produces ``device_online`` first. Last-seen times and the offline flag are
-persisted in the buffer with the readings they explain, so a restart neither forgets an offline
-device nor fabricates one: the check only starts ``startup_grace_s`` after the field broker
-connected, by when the broker has handed over what it queued while the agent was away.
+Each device has an expected report interval: the configuration's ``liveness.report_intervals_s``
+entry for its profile id or device type, else its profile's ``report_interval_s``. A device silent
+for more than ``multiple`` (``liveness.offline_after_intervals``) times that produces one
+``device_offline`` reading (alarm-class by default); its next message produces ``device_online``
+first. Last-seen times and the offline flag are persisted in the buffer with the readings they
+explain, so a restart neither forgets an offline device nor fabricates one: the check only starts
+``startup_grace_s`` after the field broker connected, by when the broker has handed over what it
+queued while the agent was away.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
-"""Structured logs: one JSON object per line on stdout.
+"""Structured logs on stdout: one JSON object per line (``log_format = "json"``) or plain text.
 
     log = get_logger("edge.uplink")
     log.info("batch_acked", seq=17, readings=500)
 
 prints ``{"ts": "2025-01-01T00:00:00.000Z", "level": "info", "logger": "edge.uplink",
 "event": "batch_acked", "seq": 17, "readings": 500}``. Built on the standard `logging` module, so
-levels and handlers work as usual; `configure` installs the JSON handler on the ``edge`` logger.
+levels and handlers work as usual; `configure` installs the handler on the ``edge`` logger. In
+text format the same line reads ``2025-01-01T00:00:00.000Z INFO edge.uplink batch_acked seq=17
+readings=500`` (the cloud writes the same two formats).
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import msgspec
 
 _json = msgspec.json.Encoder()
 
 
+def _ts(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        secs = time.gmtime(record.created)
         doc: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", secs) + f".{int(record.msecs):03d}Z",
+            "ts": _ts(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -35,6 +40,22 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return _json.encode(doc).decode(errors="replace")
+
+
+class TextFormatter(logging.Formatter):
+    """``ts LEVEL logger event key=value ...``; values with spaces are JSON-quoted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_ts(record), record.levelname, record.name, record.getMessage()]
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            text = str(value)
+            if not text or any(c.isspace() or c in '"=' for c in text):
+                text = _json.encode(text).decode(errors="replace")
+            parts.append(f"{key}={text}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 class Logger:
@@ -70,13 +91,15 @@ def get_logger(name: str) -> Logger:
     return Logger(logging.getLogger(name))
 
 
-def configure(level: str = "info", stream: TextIO | None = None) -> None:
-    """Send the ``edge`` loggers to `stream` (stdout) as JSON lines."""
+def configure(
+    level: str = "info", stream: TextIO | None = None, *, fmt: Literal["json", "text"] = "json"
+) -> None:
+    """Send the ``edge`` loggers to `stream` (stdout) as JSON lines or text."""
     root = logging.getLogger("edge")
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False

@@ -6,11 +6,13 @@ For each message, in order:
    quarantine with its reason code;
 2. a device this gateway does not serve (not in the inventory) goes to quarantine
    (``unknown_device``);
-3. a ``reading_id`` seen among the last ``dedupe_window`` readings is dropped and counted.
+3. a ``reading_id`` seen among the last ``dedupe_window`` (``normalise.dedupe_ids_remembered``)
+   readings is dropped and counted.
    Readings flagged ``estimated_ts`` are exempt: their id hashes the payload only (no device time,
    no message id), so two identical presses of a button would look like one;
-4. a device time more than ``clock_skew_bound_s`` away from gateway time is replaced by gateway
-   time; the reading gets quality flag ``clock_skew`` and keeps the device time as ``device_ts_us``;
+4. a device time more than ``clock_skew_bound_s`` (``normalise.max_clock_skew_s``) away from
+   gateway time is replaced by gateway time; the reading gets quality flag ``clock_skew`` and keeps
+   the device time as ``device_ts_us``;
 5. liveness: a device marked offline produces a ``device_online`` reading first;
 6. state-change events are derived from consecutive values per device and appended to ``events``:
    ``contact_open`` 0->1 ``door_opened``, 1->0 ``door_closed``; ``cover_open``: ``cover_opened`` /

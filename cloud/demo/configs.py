@@ -51,7 +51,7 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def accelerated_edge_overrides() -> dict[str, Any]:
     """Edge settings for simulated devices running faster than the wall clock."""
     return {
-        "normalise": {"clock_skew_bound_s": ACCELERATED_SKEW_BOUND_S},
+        "normalise": {"max_clock_skew_s": ACCELERATED_SKEW_BOUND_S},
         "status": {"interval_s": 2.0},
     }
 
@@ -65,7 +65,7 @@ def write_edge_config(
     field_url: str,
     cloud_url: str,
     buffer: Path,
-    metrics_address: str = "",
+    http_address: str = "",
     overrides: Mapping[str, Any] | None = None,
 ) -> Path:
     values: dict[str, Any] = {
@@ -76,7 +76,7 @@ def write_edge_config(
         "field": {"url": field_url},
         "cloud": {"url": cloud_url},
         "buffer": {"path": str(buffer)},
-        "metrics": {"address": metrics_address},
+        "http": {"address": http_address},
     }
     values = _merge(values, accelerated_edge_overrides())
     if overrides:
@@ -92,16 +92,16 @@ def write_cloud_config(
     database_url: str,
     mqtt_url: str,
     client_id: str = "linli-ingest-1",
-    http_port: int = -1,
+    http_address: str = "",
     overrides: Mapping[str, Any] | None = None,
 ) -> Path:
     values: dict[str, Any] = {
         "database_url": database_url,
-        "log_level": "INFO",
+        "log_level": "info",
         "mqtt": {"url": mqtt_url, "client_id": client_id},
         # Simulated time may start long ago: keep everything (retention is not what we show).
         "retention": {"readings_days": 36500, "events_days": 36500, "rollup_days": 36500},
-        "http": {"host": "127.0.0.1", "port": http_port},
+        "http": {"address": http_address},
     }
     if overrides:
         values = _merge(values, overrides)

@@ -20,6 +20,7 @@ they drain), ingest, brokers, database, and checks that no child is left.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import socket
@@ -220,7 +221,7 @@ class DemoPipeline:
                 field_url=fields[gw].url,
                 cloud_url=self.cloud.url,
                 buffer=self.root / "edge" / gw / "buffer.db",
-                metrics_address=f"127.0.0.1:{metrics_port}",
+                http_address=f"127.0.0.1:{metrics_port}",
             )
             edge = Child.python(
                 name=f"edge {gw}",
@@ -284,8 +285,9 @@ class DemoPipeline:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
 
     def _migrate(self) -> None:
-        done = subprocess.run(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "cloud", "db", "migrate", "--database", self.database_url],
+        done = subprocess.run(
+            [sys.executable, "-m", "cloud", "db", "migrate"],
+            env={**os.environ, "LINLI_CLOUD_DATABASE_URL": self.database_url},
             capture_output=True,
             text=True,
             timeout=120,

@@ -52,8 +52,9 @@ def run_ingest(settings: CloudSettings, stop: threading.Event) -> int:
         return 0
     worker = IngestWorker(settings=settings, mode=mode, rng=rng)
     endpoint = None
-    if settings.http.port >= 0:
-        endpoint = Endpoint(host=settings.http.host, port=settings.http.port, snapshot=worker.snapshot)
+    if settings.http.address:
+        host, port = settings.http.host_port
+        endpoint = Endpoint(host=host, port=port, snapshot=worker.snapshot)
         endpoint.start()
         log.info("metrics on http://%s:%d/metrics, health on /healthz", endpoint.host, endpoint.port)
     worker.start()

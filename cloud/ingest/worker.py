@@ -4,7 +4,7 @@ Threads, each with one owner:
 
 - paho's network thread (owned by `Consumer`) decodes each message and puts it on the queue;
 - the writer thread (owned here) groups queued messages into transactions of up to
-  ``ingest.max_readings_per_txn`` readings or ``ingest.linger_ms``, commits, then acknowledges;
+  ``ingest.max_readings_per_txn`` readings or ``ingest.txn_max_latency_ms``, commits, then acknowledges;
 - the maintenance thread (owned here) runs retention, the rollup and pruning on a schedule.
 
 When the database refuses a message's data (what envelope validation cannot foresee, such as a
@@ -171,7 +171,7 @@ class IngestWorker:
         group = [first]
         size = first.size
         limit = self.settings.ingest.max_readings_per_txn
-        deadline = self._monotonic() + self.settings.ingest.linger_ms / 1000
+        deadline = self._monotonic() + self.settings.ingest.txn_max_latency_ms / 1000
         while size < limit:
             remaining = deadline - self._monotonic()
             try:

@@ -47,10 +47,10 @@ def enforce_retention(
             "DELETE FROM readings_hourly_rollup WHERE bucket < %s", (now - timedelta(days=r.rollup_days),)
         ).rowcount
     removed["reading_ids"] = conn.execute(
-        "DELETE FROM reading_ids WHERE ingested_at < %s", (now - timedelta(hours=r.reading_ids_hours),)
+        "DELETE FROM reading_ids WHERE ingested_at < %s", (now - timedelta(hours=r.dedupe_reading_ids_hours),)
     ).rowcount
     removed["ingested_batches"] = conn.execute(
-        "DELETE FROM ingested_batches WHERE ingested_at < %s", (now - timedelta(days=r.batches_days),)
+        "DELETE FROM ingested_batches WHERE ingested_at < %s", (now - timedelta(days=r.dedupe_batches_days),)
     ).rowcount
     removed["dead_letters"] = conn.execute(
         "DELETE FROM dead_letters WHERE received_at < %s", (events_cutoff,)

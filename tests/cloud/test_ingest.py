@@ -38,7 +38,7 @@ def settings_for(url: str, broker: MosquittoBroker, client_id: str, **ingest: fl
         {
             "database_url": url,
             "mqtt": {"url": broker.url, "client_id": client_id, "receive_maximum": 32},
-            "ingest": {"linger_ms": 50, "backoff_base_s": 0.1, "backoff_cap_s": 0.5, **ingest},
+            "ingest": {"txn_max_latency_ms": 50, "backoff_base_s": 0.1, "backoff_cap_s": 0.5, **ingest},
         }
     )
 
@@ -216,7 +216,7 @@ def test_data_the_database_refuses_is_dead_lettered_and_the_rest_stored(
     broker, pub = publisher
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE readings ADD CONSTRAINT sane_value CHECK (value < 1e9)")
-    worker = start_worker(settings_for(migrated_url, broker, "ingest-refused", linger_ms=300))
+    worker = start_worker(settings_for(migrated_url, broker, "ingest-refused", txn_max_latency_ms=300))
     bad = envelope([R("dev-bad", T0_US, {"battery_pct": 1e12})], batch_seq=3)
     try:
         for seq in range(1, 7):
@@ -262,7 +262,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
     config.write_text(
         f'database_url = "{migrated_url}"\nlog_level = "WARNING"\n'
         f'[mqtt]\nurl = "{broker.url}"\nclient_id = "ingest-killed"\nreceive_maximum = 16\n'
-        "[ingest]\nmax_readings_per_txn = 200\nlinger_ms = 5\n[http]\nport = -1\n"
+        '[ingest]\nmax_readings_per_txn = 200\ntxn_max_latency_ms = 5\n[http]\naddress = ""\n'
     )
     log = (tmp_path / "ingest.log").open("ab")
     proc = _ingest_process(config, log)

@@ -126,7 +126,7 @@ def write_config(
         "uplink": {"batch_max_latency_ms": 100, "drain_timeout_s": 5},
         "liveness": {"startup_grace_s": 3600},
         "status": {"interval_s": 1},
-        "metrics": {"address": ""},
+        "http": {"address": ""},
     }
     if cloud_tls is not None:
         base["cloud"]["tls"] = {"ca_cert": str(cloud_tls.ca_cert)}

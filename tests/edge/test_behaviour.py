@@ -107,8 +107,8 @@ def test_liveness_offline_then_online_and_no_repeat_after_restart(
             "liveness": {
                 "startup_grace_s": 0,
                 "check_interval_s": 0.1,
-                "multiple": 2,
-                "intervals": {"door_contact": 1.0},
+                "offline_after_intervals": 2,
+                "report_intervals_s": {"door_contact": 1.0},
             }
         },
     )
@@ -158,7 +158,7 @@ def test_status_retained_final_offline_and_last_will_on_kill(
         field=field,
         cloud=cloud,
         buffer=tmp_path / "buffer.db",
-        sections={"status": {"interval_s": 0.5}, "metrics": {"address": f"127.0.0.1:{port}"}},
+        sections={"status": {"interval_s": 0.5}, "http": {"address": f"127.0.0.1:{port}"}},
     )
     col = Collector(cloud)
     collectors.append(col)
@@ -255,7 +255,7 @@ def test_device_clock_skew_uses_gateway_time_and_keeps_device_time(
         field=field,
         cloud=cloud,
         buffer=tmp_path / "buffer.db",
-        sections={"normalise": {"clock_skew_bound_s": 60}},
+        sections={"normalise": {"max_clock_skew_s": 60}},
     )
     col = Collector(cloud)
     collectors.append(col)

@@ -131,7 +131,10 @@ def test_cloud_outage_everything_arrives_alarms_first(
     fleet = Fleet({DOOR: 10, SOS: 3})
     window = 2
     field, cloud, cfg = _setup(
-        tmp_path, make_broker, fleet=fleet, sections={"uplink": {"window": window, "batch_max_readings": 100}}
+        tmp_path,
+        make_broker,
+        fleet=fleet,
+        sections={"uplink": {"telemetry_batches_in_flight": window, "batch_max_readings": 100}},
     )
     col = Collector(cloud)
     collectors.append(col)

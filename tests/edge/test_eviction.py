@@ -117,7 +117,7 @@ def test_telemetry_past_its_ttl_is_dropped_and_counted_alarms_kept(
 ) -> None:
     fleet = Fleet({DOOR: 5, SOS: 2})
     cloud, agent, col, pub = _start(
-        tmp_path, make_broker, agent_factory, collectors, publishers, fleet, {"ttl_s": 2.0}
+        tmp_path, make_broker, agent_factory, collectors, publishers, fleet, {"telemetry_max_age_s": 2.0}
     )
     telemetry_ids, alarm_ids = _publish_backlog(pub, fleet, telemetry=300, alarm_every=100)
     # Expiry runs in passes: wait until every telemetry reading has expired, not just the first pass.

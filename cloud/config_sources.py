@@ -1,0 +1,202 @@
+"""Where the configuration's values come from, and what is wrong with them.
+
+Two layers: the TOML file and the ``LINLI_CLOUD_*`` environment (which wins). `read_layers` reads
+both into nested dicts and moves deprecated keys to their new names in each, noting every rename
+once. `problems_from` turns a pydantic `ValidationError` into `ConfigProblem`s, each naming the
+file and dotted key, or the environment variable that set the value, without pydantic's internal
+prefixes. (The edge has its own copy of this module: edge and cloud never import each other.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource
+
+from cloud.errors import ConfigError, ConfigProblem
+
+Key = tuple[str, ...]
+
+#: pydantic's words for a failed validator, which say nothing to the reader.
+_INTERNAL_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
+#: ... and its names of Python classes (``input is not a valid path for <class 'pathlib.Path'>``).
+_PYTHON_CLASS = re.compile(r" for <class '[\w.]+'>")
+
+
+@dataclass(slots=True)
+class Layers:
+    """The file's values and the environment's, as nested dicts."""
+
+    path: Path
+    prefix: str
+    file: dict[str, Any]
+    env: dict[str, Any]
+    #: key -> the (deprecated) variable that set it, where that is not the key's own name.
+    env_names: dict[Key, str] = field(default_factory=dict)
+    #: new key -> the deprecated key the file used for it.
+    file_renamed: dict[Key, Key] = field(default_factory=dict)
+    #: one line per deprecated name in use.
+    notes: list[str] = field(default_factory=list)
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def merged(self) -> dict[str, Any]:
+        return _merge(self.file, self.env)
+
+    def env_var(self, key: Key) -> str:
+        return self.env_names.get(key) or self.prefix + "__".join(part.upper() for part in key)
+
+    def source_of(self, key: Key) -> str:
+        """The environment variable that set `key` (or a section holding it), else the file."""
+        if not key:
+            return str(self.path)
+        node: Any = self.env
+        for part in key:
+            if not isinstance(node, Mapping) or part not in node:
+                return str(self.path)
+            node = node[part]
+            if not isinstance(node, Mapping):  # a value (a list, too) the environment set
+                break
+        for i in range(len(key), 0, -1):  # the most specific variable that is set
+            if key[:i] in self.env_names or _getenv(self.env_var(key[:i])) is not None:
+                return self.env_var(key[:i])
+        return self.env_var(key)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            problems=[ConfigProblem("", f"cannot read: {exc.strerror or exc}", str(path))]
+        ) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(problems=[ConfigProblem("", f"not valid TOML: {exc}", str(path))]) from exc
+
+
+def read_layers(
+    path: Path,
+    file: dict[str, Any],
+    settings_cls: type[BaseSettings],
+    *,
+    prefix: str,
+    renames: Mapping[Key, Key],
+) -> Layers:
+    """The file's values (already parsed) and the environment's, deprecated names moved."""
+    env = EnvSettingsSource(
+        settings_cls, env_prefix=prefix, env_nested_delimiter="__", case_sensitive=False
+    )()
+    layers = Layers(path=path, prefix=prefix, file=file, env=env)
+    for old, new in renames.items():
+        old_key, new_key = ".".join(old), ".".join(new)
+        if _rename(layers, layers.file, old, new, source=str(path), names=(f"{path}: {old_key}", new_key)):
+            layers.file_renamed[new] = old
+        old_var = layers.env_var(old)
+        value = _getenv(old_var)
+        if value is not None:
+            # The source passes an old key of a section the model still has as text.
+            _pop(layers.env, old)
+            _put(layers.env, old, _decoded(value))
+            if _rename(layers, layers.env, old, new, source=old_var, names=(old_var, layers.env_var(new))):
+                layers.env_names[new] = old_var
+    return layers
+
+
+def _rename(
+    layers: Layers, data: dict[str, Any], old: Key, new: Key, *, source: str, names: tuple[str, str]
+) -> bool:
+    """Move `old` to `new` in `data`, noting it (`names`: how to call the two in the note)."""
+    value = _pop(data, old)
+    if value is None:
+        return False
+    if _get(data, new) is not None:
+        detail = f"deprecated name of {'.'.join(new)}, which is set too: remove it"
+        layers.problems.append(ConfigProblem(".".join(old), detail, source))
+        return False
+    _put(data, new, value)
+    if _get(data, old[:-1]) == {}:  # a section that only held the old name
+        _pop(data, old[:-1])
+    layers.notes.append(
+        f"{names[0]} is deprecated, use {names[1]} (the old name stops working in the next release)"
+    )
+    return True
+
+
+def problems_from(exc: ValidationError, layers: Layers) -> list[ConfigProblem]:
+    out = []
+    for err in exc.errors():
+        key = tuple(str(part) for part in err["loc"])
+        source = layers.source_of(key)
+        shown = key
+        if source == str(layers.path):  # name the key as the file spells it
+            for new, old in layers.file_renamed.items():
+                if key[: len(new)] == new:
+                    shown = old + key[len(new) :]
+        if err["type"] == "missing":
+            detail = f"missing (set it in the file or in {layers.env_var(key)})"
+        elif err["type"] == "extra_forbidden":
+            detail = "unknown key"
+        else:
+            detail = _PYTHON_CLASS.sub("", _INTERNAL_PREFIX.sub("", err["msg"]))
+            if detail[:2].istitle():
+                detail = detail[0].lower() + detail[1:]
+        out.append(ConfigProblem(".".join(shown), detail, source))
+    return out
+
+
+def _decoded(value: str) -> Any:
+    """A JSON object or array as pydantic-settings reads one for a complex field; else the text."""
+    if value.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _getenv(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None:
+        upper = name.upper()
+        value = next((v for k, v in os.environ.items() if k.upper() == upper), None)
+    return value
+
+
+def _get(data: Mapping[str, Any], key: Key) -> Any:
+    node: Any = data
+    for part in key:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _pop(data: dict[str, Any], key: Key) -> Any:
+    parent = _get(data, key[:-1])
+    if not isinstance(parent, dict):
+        return None
+    return parent.pop(key[-1], None)
+
+
+def _put(data: dict[str, Any], key: Key, value: Any) -> None:
+    node = data
+    for part in key[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):  # a scalar where a section belongs: validation says so
+            return
+        node = child
+    node[key[-1]] = value
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
