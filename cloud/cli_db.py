@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cloud.errors import CloudError, ConfigError, ConfigProblem
+from cloud.errors import CloudError, ConfigError
+from device_profiles.config_sources import ConfigProblem
 
 #: The variable `linli cloud ingest` reads for ``database_url`` too.
 DATABASE_URL_VAR = "LINLI_CLOUD_DATABASE_URL"

@@ -26,8 +26,16 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from cloud.config_sources import Key, Layers, problems_from, read_layers, read_toml
-from cloud.errors import ConfigError, ConfigProblem
+from cloud.errors import ConfigError
+from device_profiles.config_sources import (
+    ConfigProblem,
+    Key,
+    Layers,
+    UnreadableConfig,
+    problems_from,
+    read_layers,
+    read_toml,
+)
 
 #: Keys renamed for clarity: old -> new. The old names (in the file or the environment) work,
 #: with a warning, until the next release. ``[http] host`` and ``port`` became ``[http] address``.
@@ -200,7 +208,7 @@ def load_settings(
     Relative paths (in the file or the environment) are taken relative to the file's folder;
     with `check_files`, the files named (TLS certificates and keys) must exist.
     """
-    layers = _layers(path, read_toml(path))
+    layers = _layers(path, _read(path))
     settings = _resolve_paths(_validate(layers, warn), path.parent)
     if check_files:
         check_paths(settings, source=layers.source_of)
@@ -283,3 +291,10 @@ def check_paths(settings: CloudSettings, *, source: Callable[[Key], str] = lambd
                 problems.append(ConfigProblem(".".join(key), f"no such file: {p}", source(key)))
     if problems:
         raise ConfigError(problems=problems)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return read_toml(path)
+    except UnreadableConfig as exc:
+        raise ConfigError(problems=[exc.problem]) from exc

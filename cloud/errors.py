@@ -17,52 +17,15 @@ translated where they are met, with ``raise ... from exc``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from device_profiles.config_sources import ConfigProblems
 
 
 class CloudError(Exception):
     """Root of every exception the cloud package raises."""
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    """One thing wrong with a configuration.
-
-    Attributes:
-        key: the dotted key at fault (``mqtt.url``), '' for the whole file.
-        detail: what is wrong with it.
-        source: where the value came from: the file's path or the environment variable's name
-            ('' when not known).
-    """
-
-    key: str
-    detail: str
-    source: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        return f"{where}{self.key}: {self.detail}" if self.key else f"{where}{self.detail}"
-
-
-class ConfigError(CloudError):
-    """The configuration is invalid: every problem found, not just the first.
-
-    Attributes:
-        problems: each problem, in the order found (at least one).
-        key: the first problem's key ('' for the whole file).
-        detail: the first problem's detail.
-    """
-
-    def __init__(self, key: str = "", detail: str = "", *, problems: Sequence[ConfigProblem] = ()) -> None:
-        self.problems = tuple(problems) or (ConfigProblem(key, detail),)
-        self.key = self.problems[0].key
-        self.detail = self.problems[0].detail
-        if len(self.problems) == 1:
-            super().__init__(str(self.problems[0]))
-        else:
-            lines = "".join(f"\n  {p}" for p in self.problems)
-            super().__init__(f"{len(self.problems)} problems in the configuration:{lines}")
+class ConfigError(ConfigProblems, CloudError):
+    """The configuration is invalid: ``problems`` lists every problem found, not just the first."""
 
 
 class MigrationError(CloudError):

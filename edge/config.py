@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -26,8 +26,15 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from edge.config_sources import Key, problems_from, read_layers, read_toml
-from edge.errors import ConfigError, ConfigProblem
+from device_profiles.config_sources import (
+    ConfigProblem,
+    Key,
+    UnreadableConfig,
+    problems_from,
+    read_layers,
+    read_toml,
+)
+from edge.errors import ConfigError
 
 #: MQTT topic levels must not contain wildcards or separators.
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -284,7 +291,7 @@ def load_config(
 
     Relative paths (in the file or the environment) are taken relative to the file's folder.
     """
-    layers = read_layers(path, read_toml(path), EdgeConfig, prefix="LINLI_EDGE_", renames=RENAMED)
+    layers = read_layers(path, _read(path), EdgeConfig, prefix="LINLI_EDGE_", renames=RENAMED)
     for note in layers.notes:
         warn(note)
     try:
@@ -353,3 +360,10 @@ def check_paths(config: EdgeConfig, *, source: Callable[[Key], str] = lambda key
         raise ConfigError(
             problems=[ConfigProblem(".".join(key), detail, source(key)) for key, detail in found]
         )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return read_toml(path)
+    except UnreadableConfig as exc:
+        raise ConfigError(problems=[exc.problem]) from exc

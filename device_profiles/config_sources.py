@@ -1,10 +1,12 @@
 """Where the configuration's values come from, and what is wrong with them.
 
-Two layers: the TOML file and the ``LINLI_EDGE_*`` environment (which wins). `read_layers` reads
-both into nested dicts and moves deprecated keys to their new names in each, noting every rename
-once. `problems_from` turns a pydantic `ValidationError` into `ConfigProblem`s, each naming the
-file and dotted key, or the environment variable that set the value, without pydantic's internal
-prefixes. (The cloud has its own copy of this module: edge and cloud never import each other.)
+Shared by the edge agent's and the cloud's configurations, so both follow one convention.
+Two layers: the TOML file and the ``LINLI_EDGE_*`` or ``LINLI_CLOUD_*`` environment (which wins).
+`read_layers` reads both into nested dicts and moves deprecated keys to their new names in each,
+noting every rename once. `problems_from` turns a pydantic `ValidationError` into `ConfigProblem`s,
+each naming the file and dotted key, or the environment variable that set the value, without
+pydantic's internal prefixes. Each side wraps the problems in its own ``ConfigError``; edge and
+cloud never import each other, and both import this package.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,61 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource
 
-from edge.errors import ConfigError, ConfigProblem
+from device_profiles.errors import DeviceProfilesError
 
 Key = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a configuration.
+
+    Attributes:
+        key: the dotted key at fault (``cloud.tls.client_cert``), '' for the whole file.
+        detail: what is wrong with it.
+        source: where the value came from: the file's path or the environment variable's name
+            ('' when not known).
+    """
+
+    key: str
+    detail: str
+    source: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.key}: {self.detail}" if self.key else f"{where}{self.detail}"
+
+
+class ConfigProblems(Exception):
+    """Base of the edge's and the cloud's ``ConfigError``: every problem found, not just the first.
+
+    Attributes:
+        problems: each problem, in the order found (at least one).
+        key: the first problem's key ('' for the whole file).
+        detail: the first problem's detail.
+    """
+
+    def __init__(self, key: str = "", detail: str = "", *, problems: Sequence[ConfigProblem] = ()) -> None:
+        self.problems = tuple(problems) or (ConfigProblem(key, detail),)
+        self.key = self.problems[0].key
+        self.detail = self.problems[0].detail
+        if len(self.problems) == 1:
+            super().__init__(str(self.problems[0]))
+        else:
+            lines = "".join(f"\n  {p}" for p in self.problems)
+            super().__init__(f"{len(self.problems)} problems in the configuration:{lines}")
+
+
+class UnreadableConfig(DeviceProfilesError):
+    """The configuration file cannot be read or is not TOML; each side maps it to its ``ConfigError``.
+
+    Attributes:
+        problem: what is wrong, naming the file.
+    """
+
+    def __init__(self, problem: ConfigProblem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
 
 #: pydantic's words for a failed validator, which say nothing to the reader.
 _INTERNAL_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
@@ -71,14 +125,13 @@ class Layers:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed file; `UnreadableConfig` when it cannot be read or is not TOML."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(
-            problems=[ConfigProblem("", f"cannot read: {exc.strerror or exc}", str(path))]
-        ) from exc
+        raise UnreadableConfig(ConfigProblem("", f"cannot read: {exc.strerror or exc}", str(path))) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(problems=[ConfigProblem("", f"not valid TOML: {exc}", str(path))]) from exc
+        raise UnreadableConfig(ConfigProblem("", f"not valid TOML: {exc}", str(path))) from exc
 
 
 def read_layers(
