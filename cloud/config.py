@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from cloud.errors import ConfigError
 from device_profiles.config_sources import (
     ConfigProblem,
+    HttpConfig,
     Key,
     Layers,
     UnreadableConfig,
@@ -122,27 +123,6 @@ class RetentionConfig(_Section):
     dedupe_batches_days: int = Field(default=30, ge=1)
     #: Retention, rollup and pruning run this often (one worker at a time, by advisory lock).
     interval_s: float = Field(default=300.0, gt=0)
-
-
-class HttpConfig(_Section):
-    """The HTTP endpoint (``/metrics``, ``/healthz``); the edge's has the same shape."""
-
-    #: host:port to listen on ([::1]:9108 for IPv6; port 0 picks a free one, logged); "" disables it.
-    address: str = "127.0.0.1:9108"
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if value:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-                raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
-        return value
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        host, _, port = self.address.rpartition(":")
-        return host.strip("[]"), int(port)
 
 
 class CloudSettings(BaseSettings):

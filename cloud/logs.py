@@ -10,36 +10,11 @@ edge agent writes (its records also carry fields); ``"text"`` writes ``ts LEVEL 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import time
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
-
-def _ts(record: logging.LogRecord) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": _ts(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False, default=str)
-
-
-class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = f"{_ts(record)} {record.levelname} {record.name} {record.getMessage()}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+from device_profiles.logformat import JsonFormatter, TextFormatter
 
 
 def configure(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource
 
 from device_profiles.errors import DeviceProfilesError
@@ -253,3 +253,27 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
+
+
+class HttpConfig(BaseModel):
+    """The ``[http]`` section of both the edge's and the cloud's configuration: the endpoint that
+    serves ``/metrics`` and ``/healthz``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: host:port to listen on ([::1]:9108 for IPv6; port 0 picks a free one, logged); "" disables it.
+    address: str = "127.0.0.1:9108"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host.strip("[]"), int(port)

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from device_profiles.config_sources import (
     ConfigProblem,
+    HttpConfig,
     Key,
     UnreadableConfig,
     problems_from,
@@ -183,27 +184,6 @@ class LivenessConfig(_Section):
 
 class StatusConfig(_Section):
     interval_s: float = Field(default=60.0, gt=0)
-
-
-class HttpConfig(_Section):
-    """The local HTTP endpoint (``/metrics``, ``/healthz``); the cloud's has the same shape."""
-
-    #: host:port to listen on ([::1]:9108 for IPv6; port 0 picks a free one); "" disables it.
-    address: str = "127.0.0.1:9108"
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if value:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-                raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
-        return value
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        host, _, port = self.address.rpartition(":")
-        return host.strip("[]"), int(port)
 
 
 class EdgeConfig(BaseSettings):
