@@ -390,6 +390,16 @@ def compare(truth: _Truth, stored: _Stored) -> VerifyReport:
     return r
 
 
+def expected_rows(truth: str | os.PathLike[str]) -> int:
+    """The rows of ``readings`` a pipeline must store for the ground truth at `truth`
+    (`VerifyReport.expected_rows`): one per metric of each expected reading.
+
+    Raises:
+        ConfigError: the truth file is unreadable or not a ground truth.
+    """
+    return sum(len(e.metrics) for e in _Truth.load(truth).readings)
+
+
 def verify(*, truth: str | os.PathLike[str], database_url: str) -> VerifyReport:
     """Compare the ground truth at `truth` with the database at `database_url`.
 
