@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 import pytest
 
 from cloud.ingest.envelope import decode
 from cloud.store.writer import BatchWriter, DeadLetter, GatewayStatus, WriteResult
-from tests.cloud.conftest import T0_US, R, count, door_readings, envelope, up_topic
+from tests.cloud.conftest import (
+    T0_US,
+    R,
+    count,
+    door_readings,
+    envelope,
+    named,
+    session,
+    up_topic,
+    wait_blocked,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -171,27 +179,6 @@ def test_rows_are_stored_exactly_as_sent(migrated_url: str) -> None:
     ]
 
 
-def _with_name(url: str, name: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
-
-
-def _backend(conn: psycopg.Connection[Any], name: str) -> tuple[int, str | None, list[int]]:
-    """(pid, wait event type, pids blocking it) of the session named `name`, or (0, None, [])."""
-    row = conn.execute(
-        "SELECT pid, wait_event_type, pg_blocking_pids(pid) FROM pg_stat_activity"
-        " WHERE application_name = %s",
-        (name,),
-    ).fetchone()
-    return (row[0], row[1], list(row[2])) if row else (0, None, [])
-
-
-def _wait_blocked(conn: psycopg.Connection[Any], name: str, by: int) -> tuple[int, str | None, list[int]]:
-    deadline = time.monotonic() + 20
-    while (state := _backend(conn, name))[2] != [by] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return state
-
-
 def test_two_writers_claiming_the_same_readings_store_them_once(migrated_url: str) -> None:
     """Gateways' resends racing in two workers: the second COPY of an id waits for the first
     transaction, fails on the unique index once it commits, and falls back to the slow path.
@@ -215,7 +202,7 @@ def test_two_writers_claiming_the_same_readings_store_them_once(migrated_url: st
     errors: list[BaseException] = []
 
     def run(name: str, readings: list[R]) -> None:
-        writer = BatchWriter(database_url=_with_name(migrated_url, f"race-{name}"))
+        writer = BatchWriter(database_url=named(migrated_url, f"race-{name}"))
         try:
             batch = decode(up_topic("c1", name), envelope(readings, batch_seq=1, gateway_id=name))
             results[name] = writer.write([batch])
@@ -227,17 +214,17 @@ def test_two_writers_claiming_the_same_readings_store_them_once(migrated_url: st
     a = threading.Thread(target=run, args=("gwa", shared + own_a))
     b = threading.Thread(target=run, args=("gwb", shared[100:] + own_b))
     with (
-        psycopg.connect(_with_name(migrated_url, "race-gate")) as gate,
+        psycopg.connect(named(migrated_url, "race-gate")) as gate,
         psycopg.connect(migrated_url, autocommit=True) as watch,
     ):
         gate.execute("SELECT 1 FROM devices WHERE device_id = %s FOR UPDATE", (gate_device,))
-        gate_pid = _backend(watch, "race-gate")[0]
+        gate_pid = session(watch, "race-gate")[0]
         try:
             a.start()
-            a_pid, a_wait, a_blockers = _wait_blocked(watch, "race-gwa", gate_pid)
+            a_pid, a_wait, a_blockers = wait_blocked(watch, "race-gwa", gate_pid)
             assert (a_wait, a_blockers) == ("Lock", [gate_pid]), "A never reached the device upsert"
             b.start()
-            _, b_wait, b_blockers = _wait_blocked(watch, "race-gwb", a_pid)
+            _, b_wait, b_blockers = wait_blocked(watch, "race-gwb", a_pid)
             # Both transactions are open at once and B waits on A's uncommitted claims.
             assert (b_wait, b_blockers) == ("Lock", [a_pid]), "B did not wait for A's claims"
             assert results == {}  # neither has committed
