@@ -60,7 +60,9 @@ class Publisher:
         self.client.loop_start()
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(10)
+        assert info.is_published(), f"the broker did not acknowledge {topic} in 10 s"
 
     def close(self) -> None:
         self.client.disconnect()
