@@ -21,20 +21,36 @@ from device_profiles.jsonschema import reading_schema
 from device_profiles.loader import SHIPPED_DIR
 from device_profiles.model import DEFAULT_REPORT_INTERVAL_S, Profile
 from device_profiles.reading import DEVICE_TYPES, Reading
-from device_profiles.standard import EVENTS, METRICS, QUALITY_FLAGS, REASONS, DecodeError
+from device_profiles.standard import (
+    ALL_EVENTS,
+    DERIVED_EVENTS,
+    EVENTS,
+    LIVENESS_EVENTS,
+    METRICS,
+    QUALITY_FLAGS,
+    REASONS,
+    STATE_EVENTS,
+    DecodeError,
+    Event,
+)
 
 __all__ = [
+    "ALL_EVENTS",
     "DEFAULT_REPORT_INTERVAL_S",
+    "DERIVED_EVENTS",
     "DEVICE_TYPES",
     "EVENTS",
+    "LIVENESS_EVENTS",
     "MAX_PAYLOAD_BYTES",
     "METRICS",
     "QUALITY_FLAGS",
     "REASONS",
     "SHIPPED_DIR",
+    "STATE_EVENTS",
     "DecodeError",
     "DeviceProfilesError",
     "EncodeError",
+    "Event",
     "LinliProfilesError",
     "Profile",
     "ProfileError",

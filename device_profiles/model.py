@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from device_profiles.paths import WILDCARD, parse_path
-from device_profiles.standard import EVENTS, METRICS
+from device_profiles.standard import DERIVED_EVENTS, EVENTS, METRICS
 
 Scalar = StrictBool | StrictInt | StrictStr
 JsonType = Literal["number", "integer", "bool", "string"]
@@ -336,6 +336,11 @@ def _cross_field_errors(p: Profile) -> list[tuple[str, str]]:
                     (f"{where}.metric", f"{f.metric!r} is not canonical for {p.device_type} ({allowed})")
                 )
         for event in (f.events or {}).values():
+            if event in DERIVED_EVENTS:
+                errors.append(
+                    (f"{where}.events", f"{event!r} is derived by the edge; a payload cannot state it")
+                )
+                continue
             if event is None or known_events is None or event in known_events or event.startswith("x_"):
                 continue
             allowed = ", ".join(sorted(known_events)) or "none"

@@ -7,6 +7,7 @@ profiles for other device types may use any snake_case name.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, NamedTuple
 
@@ -66,15 +67,85 @@ METRICS: Final = MappingProxyType(
     }
 )
 
+
+class Event(StrEnum):
+    """Every canonical event name: the one definition that edge, cloud and simulators import.
+
+    Members are `str` (``Event.DOOR_OPENED == "door_opened"``), so readings carry them as plain
+    strings. Two kinds: events a payload states (a profile maps vendor values to them, `EVENTS`)
+    and events the edge agent derives (`DERIVED_EVENTS`), which no profile may state.
+    """
+
+    # stated by the payload
+    WATER_ALARM = "water_alarm"
+    GAS_ALARM = "gas_alarm"
+    SOS_PRESSED = "sos_pressed"
+    SOS_LONG_PRESSED = "sos_long_pressed"
+    SOS_CANCELLED = "sos_cancelled"
+    HEARTBEAT = "heartbeat"
+    # derived by the edge from consecutive values of a state metric (`STATE_EVENTS`)
+    DOOR_OPENED = "door_opened"
+    DOOR_CLOSED = "door_closed"
+    COVER_OPENED = "cover_opened"
+    COVER_CLOSED = "cover_closed"
+    LAMP_SWITCHED_ON = "lamp_switched_on"
+    LAMP_SWITCHED_OFF = "lamp_switched_off"
+    # derived by the edge's liveness check (`LIVENESS_EVENTS`)
+    DEVICE_OFFLINE = "device_offline"
+    DEVICE_ONLINE = "device_online"
+
+
+#: What each event means (docs/data-standard.md lists the same).
+EVENT_DESCRIPTIONS: Final = MappingProxyType(
+    {
+        Event.WATER_ALARM: "the water level under the cover is at the device's alarm level",
+        Event.GAS_ALARM: "a gas sensor under the cover is at the device's alarm level",
+        Event.SOS_PRESSED: "the SOS button was pressed",
+        Event.SOS_LONG_PRESSED: "the SOS button was held down",
+        Event.SOS_CANCELLED: "the resident cancelled a press",
+        Event.HEARTBEAT: "a periodic report with nothing to say but that the device lives",
+        Event.DOOR_OPENED: "`contact_open` went from 0 to 1",
+        Event.DOOR_CLOSED: "`contact_open` went from 1 to 0",
+        Event.COVER_OPENED: "`cover_open` went from 0 to 1",
+        Event.COVER_CLOSED: "`cover_open` went from 1 to 0",
+        Event.LAMP_SWITCHED_ON: "`lamp_on` went from 0 to 1",
+        Event.LAMP_SWITCHED_OFF: "`lamp_on` went from 1 to 0",
+        Event.DEVICE_OFFLINE: "the device was silent for longer than its liveness limit",
+        Event.DEVICE_ONLINE: "a device marked offline reported again",
+    }
+)
+
 #: Canonical events per device type: things the payload states explicitly.
 EVENTS: Final = MappingProxyType(
     {
         "door_contact": frozenset[str](),
-        "manhole_cover": frozenset({"water_alarm", "gas_alarm"}),
+        "manhole_cover": frozenset({Event.WATER_ALARM, Event.GAS_ALARM}),
         "streetlight": frozenset[str](),
-        "sos_button": frozenset({"sos_pressed", "sos_long_pressed", "sos_cancelled", "heartbeat"}),
+        "sos_button": frozenset(
+            {Event.SOS_PRESSED, Event.SOS_LONG_PRESSED, Event.SOS_CANCELLED, Event.HEARTBEAT}
+        ),
     }
 )
+
+#: State metric -> (event when it becomes non-zero, event when it becomes zero). The edge derives
+#: these from consecutive values of one device; the first value ever seen derives nothing.
+STATE_EVENTS: Final = MappingProxyType(
+    {
+        "contact_open": (Event.DOOR_OPENED, Event.DOOR_CLOSED),
+        "cover_open": (Event.COVER_OPENED, Event.COVER_CLOSED),
+        "lamp_on": (Event.LAMP_SWITCHED_ON, Event.LAMP_SWITCHED_OFF),
+    }
+)
+
+#: Events of the readings the edge makes up itself when a device goes silent or comes back: their
+#: reading ids are the gateway's, not a device message's.
+LIVENESS_EVENTS: Final = frozenset({Event.DEVICE_OFFLINE, Event.DEVICE_ONLINE})
+
+#: Events the edge derives; a profile may not state them.
+DERIVED_EVENTS: Final = frozenset({e for pair in STATE_EVENTS.values() for e in pair} | LIVENESS_EVENTS)
+
+#: Every canonical event name.
+ALL_EVENTS: Final = frozenset(Event)
 
 #: Quality flags a decoded reading may carry (`Reading.quality`, sorted).
 QUALITY_FLAGS: Final = MappingProxyType(

@@ -74,7 +74,7 @@ def _fleet(n: int, rng: random.Random) -> list[tuple[str, str, str]]:
 
 
 def _payloads(fleet: list[tuple[str, str, str]], count: int, seed: int) -> list[tuple[str, bytes]]:
-    from device_profiles import ProfileSet
+    from device_profiles import Event, ProfileSet
     from device_profiles.samples import sample_reading
 
     profiles = ProfileSet.shipped()
@@ -86,7 +86,9 @@ def _payloads(fleet: list[tuple[str, str, str]], count: int, seed: int) -> list[
         r = sample_reading(profiles.get(pid), rng, received_at=now, device_id=device_id)
         # Alarms are rare in the field: SOS buttons send heartbeats here (a LoRaWAN frame needs
         # an event; a Zigbee battery report has none).
-        events = ("heartbeat",) if pid == "generic_lorawan/sos_button" else () if "sos" in pid else r.events
+        events = (
+            (Event.HEARTBEAT,) if pid == "generic_lorawan/sos_button" else () if "sos" in pid else r.events
+        )
         r = msgspec.structs.replace(r, ts=now.replace(microsecond=0), events=events)
         out.append(profiles.encode(r))
     return out

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from device_profiles import Event
 from device_profiles.config_sources import (
     ConfigProblem,
     HttpConfig,
@@ -41,14 +42,14 @@ from edge.errors import ConfigError
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 DEFAULT_ALARM_EVENTS = (
-    "sos_pressed",
-    "sos_long_pressed",
-    "sos_cancelled",
-    "cover_opened",
-    "water_alarm",
-    "gas_alarm",
-    "device_offline",
-    "device_online",
+    Event.SOS_PRESSED,
+    Event.SOS_LONG_PRESSED,
+    Event.SOS_CANCELLED,
+    Event.COVER_OPENED,
+    Event.WATER_ALARM,
+    Event.GAS_ALARM,
+    Event.DEVICE_OFFLINE,
+    Event.DEVICE_ONLINE,
 )
 DEFAULT_ALARM_METRICS = {"cover_open": 1.0, "lamp_fault": 1.0}
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from device_profiles import Event
 from edge.buffer import DeviceRow
 from edge.envelope import WireReading
 from edge.inventory import Device, InventoryView
@@ -117,7 +118,7 @@ class Liveness:
         online = None
         if mem.offline:
             mem.offline = False
-            online = self._reading(device, "device_online", now_us)
+            online = self._reading(device, Event.DEVICE_ONLINE, now_us)
         mem.last_seen_us = max(mem.last_seen_us, now_us)
         persist = online is not None or mem.last_seen_us - mem.persisted_seen_us >= self.persist_step_us(
             device
@@ -134,5 +135,5 @@ class Liveness:
                 continue
             if now_us - mem.last_seen_us > self.multiple * self.interval_s(device) * 1_000_000:
                 mem.offline = True
-                out.append((device, self._reading(device, "device_offline", now_us)))
+                out.append((device, self._reading(device, Event.DEVICE_OFFLINE, now_us)))
         return out

@@ -30,18 +30,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
-from device_profiles import DecodeError, ProfileSet, Reading
+from device_profiles import STATE_EVENTS, DecodeError, ProfileSet, Reading
 from edge.buffer import Intake, QuarantineEntry
 from edge.envelope import WireReading, encode_reading, to_us, wire_reading
 from edge.inventory import InventoryView
 from edge.liveness import Liveness
-
-#: state metric -> (event when it becomes non-zero, event when it becomes zero)
-STATE_EVENTS: Mapping[str, tuple[str, str]] = {
-    "contact_open": ("door_opened", "door_closed"),
-    "cover_open": ("cover_opened", "cover_closed"),
-    "lamp_on": ("lamp_switched_on", "lamp_switched_off"),
-}
 
 
 class Classifier:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from device_profiles import Event
 from simulators.behaviour import DoorBehaviour, ManholeBehaviour, SimDevice, StreetlightBehaviour, Tag
 from simulators.behaviour.sos import SCENARIO_PRESS
 from simulators.clock import MS_PER_HOUR
@@ -47,7 +48,7 @@ def _cover_open(metrics: dict[str, float], events: tuple[str, ...]) -> bool:
 
 
 def _pressed(metrics: dict[str, float], events: tuple[str, ...]) -> bool:
-    return "sos_pressed" in events
+    return Event.SOS_PRESSED in events
 
 
 class _Picker:
@@ -136,12 +137,12 @@ def apply_scenario(sim: Simulation, scenario: Scenario) -> None:
             t = resolve_at(event, start_ms=sim.start_ms, offset_ms=dev.offset_ms)
             sim.schedule(t, dev, SCENARIO_PRESS)
             record = _record(
-                "sos_pressed",
+                Event.SOS_PRESSED,
                 dev,
                 t,
                 None,
                 resident_id=dev.device.resident_id,
-                event="sos_pressed",
+                event=Event.SOS_PRESSED,
                 cancelled_at=None,
             )
             cid = sim.scenario_condition(t, record, name)

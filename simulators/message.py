@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from device_profiles import Reading
+
+if TYPE_CHECKING:
+    from simulators.truth import NoteRecord
 
 
 class Emission:
@@ -77,15 +80,15 @@ class Note:
 
     Attributes:
         t_ms: simulated time it belongs to.
-        record: the JSON object to write (has a ``kind``).
+        record: the record to write (`simulators.truth`).
     """
 
     __slots__ = ("record", "t_ms")
 
-    def __init__(self, t_ms: int, record: dict[str, Any]) -> None:
+    def __init__(self, t_ms: int, record: NoteRecord) -> None:
         self.t_ms = t_ms
         self.record = record
 
     def __repr__(self) -> str:
-        what = self.record.get("condition") or self.record.get("fault") or ""
-        return f"<Note {self.record.get('kind')} {what}>"
+        what = getattr(self.record, "condition", None) or getattr(self.record, "fault", "")
+        return f"<Note {type(self.record).__name__} {what}>"

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 import msgspec
+from msgspec import UNSET
 
 from simulators.clock import SimClock, iso
 from simulators.errors import OutputError
@@ -26,7 +27,7 @@ from simulators.message import Emission
 from simulators.output import Sink
 from simulators.progress import Progress
 from simulators.simulation import Simulation
-from simulators.truth import TruthWriter
+from simulators.truth import EndRecord, TruthWriter
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,15 +113,13 @@ def run_simulation(
             interrupted=interrupted,
             failure=failure,
         )
-        end = {
-            "kind": "end",
-            "messages": summary.messages,
-            "conditions": summary.conditions,
-            "sim_end": summary.sim_end,
-            "interrupted": interrupted,
-        }
-        if failure is not None:
-            end["failure"] = failure
+        end = EndRecord(
+            messages=summary.messages,
+            conditions=summary.conditions,
+            sim_end=summary.sim_end,
+            interrupted=interrupted,
+            failure=UNSET if failure is None else failure,
+        )
         truth.note(end)
         truth.close()
     return summary

@@ -34,6 +34,7 @@ from simulators.faults import FaultOptions, corrupt
 from simulators.message import Emission, Note
 from simulators.rand import RandomStream
 from simulators.shape import ProfileShape
+from simulators.truth import ConditionRecord, FaultRecord, RunRecord
 
 #: Heap entry kinds.
 REPORT: Final = 0
@@ -163,16 +164,15 @@ class Simulation:
             devices.append(dev)
         return devices
 
-    def _header(self) -> dict[str, Any]:
-        return {
-            "kind": "run",
-            "seed": self.seed,
-            "start": iso(self.start_ms),
-            "devices": len(self.inventory),
-            "gateways": len(self.inventory.gateways()),
-            "scenarios": [s.name for s in self.scenarios],
-            "faults": msgspec.to_builtins(self.faults),
-        }
+    def _header(self) -> RunRecord:
+        return RunRecord(
+            seed=self.seed,
+            start=iso(self.start_ms),
+            devices=len(self.inventory),
+            gateways=len(self.inventory.gateways()),
+            scenarios=[s.name for s in self.scenarios],
+            faults=self.faults,
+        )
 
     def _device_faults(self) -> None:
         f = self.faults
@@ -181,12 +181,9 @@ class Simulation:
             for dev in self.devices:
                 if dev.shape.has_ts and rs.chance(f.skew_share):
                     dev.skew_ms = round(rs.uniform(-f.clock_skew_min, f.clock_skew_min) * 60_000)
-                    record = {
-                        "kind": "fault",
-                        "fault": "clock_skew",
-                        "device_id": dev.device_id,
-                        "skew_s": dev.skew_ms / 1000,
-                    }
+                    record = FaultRecord(
+                        fault="clock_skew", device_id=dev.device_id, skew_s=dev.skew_ms / 1000
+                    )
                     self._notes.append(Note(self.start_ms, record))
         if f.silent_share > 0:
             for dev in self.devices:
@@ -225,19 +222,14 @@ class Simulation:
         self._push(t_ms, dev.index, STORM, (end_ms, step_ms))
 
     def _condition_note(self, t_ms: int, record: dict[str, Any], source: str) -> tuple[str, Note]:
+        """The `ConditionRecord` of `record` (times in epoch ms become ISO 8601); a key the record
+        does not define is a `msgspec.ValidationError` (a programming error, caught by the tests)."""
         self._conditions += 1
         cid = f"c{self._conditions}"
-        body: dict[str, Any] = {
-            "kind": "condition",
-            "id": cid,
-            "condition": record["condition"],
-            "at": iso(t_ms),
-        }
+        body: dict[str, Any] = {"id": cid, "at": iso(t_ms), "source": source}
         for key, value in record.items():
-            if key != "condition":
-                body[key] = iso(value) if key in _TIME_KEYS and isinstance(value, int) else value
-        body["source"] = source
-        return cid, Note(t_ms, body)
+            body[key] = iso(value) if key in _TIME_KEYS and isinstance(value, int) else value
+        return cid, Note(t_ms, msgspec.convert(body, ConditionRecord))
 
     def natural_condition(
         self, t_ms: int, record: dict[str, Any], dev: SimDevice, *, until_ms: int | None
@@ -275,7 +267,7 @@ class Simulation:
         }
         if scenario is not None:
             return self.scenario_condition(start, record, scenario)
-        fault = {"kind": "fault", "fault": "silent", "device_id": dev.device_id, "from": iso(start)}
+        fault = FaultRecord(fault="silent", device_id=dev.device_id, from_=iso(start))
         cid, note = self._condition_note(start, record, "fault")
 
         def write(now: int) -> None:

@@ -1,34 +1,52 @@
 """The ground truth: a JSONL file with every message sent and every condition a pipeline should detect.
 
-Records, one JSON object per line, in the order things happened (see docs/simulators.md):
+Records, one JSON object per line, in the order things happened (see docs/simulators.md). This
+module defines every record once, as a msgspec Struct tagged by ``kind``; the simulation writes
+them and `read_records` (used by ``linli sim verify``) reads them back:
 
-- ``{"kind": "run", ...}``: first line: seed, start, options, scenario names, fleet size;
-- ``{"kind": "message", "seq", "sent", "device_id", "gateway_id", "profile", "topic", "ts",
-  "reading_id", "metrics", "events", "malformed", "duplicate", "reordered", "skew_s",
-  "conditions"}``: one per message actually handed to the output;
-- ``{"kind": "condition", "id", "condition", "at", ...}``: something a correct pipeline detects
-  (``sos_pressed``, ``resident_inactive``, ``manhole_open``, ...); messages that carry it list its id;
-- ``{"kind": "fault", "fault", "device_id", ...}``: a skewed clock or a silenced device;
-- ``{"kind": "end", ...}``: last line: counts, and whether the run was interrupted.
+- `RunRecord` (``"run"``): first line: seed, start, options, scenario names, fleet size;
+- `MessageRecord` (``"message"``): one per message actually handed to the output;
+- `ConditionRecord` (``"condition"``): something a correct pipeline detects (``sos_pressed``,
+  ``resident_inactive``, ``manhole_open``, ...); messages that carry it list its id;
+- `FaultRecord` (``"fault"``): a skewed clock or a silenced device;
+- `EndRecord` (``"end"``): last line: counts, and whether the run was interrupted.
 
-The writer buffers and flushes on `close` (which the runner calls on Ctrl-C too). Content depends
-only on the seed and the options, never on wall-clock time.
+Optional keys default to ``UNSET`` and are then left out of the line; ``None`` is written as
+``null`` (a ``to`` of ``null`` is a window that never ends). The writer buffers and flushes on
+`close` (which the runner calls on Ctrl-C too). Content depends only on the seed and the options,
+never on wall-clock time.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from simulators.clock import iso
-from simulators.errors import OutputError
+from simulators.errors import ConfigError, OutputError
+from simulators.faults import FaultOptions
 from simulators.message import Emission
 
 
+class RunRecord(msgspec.Struct, tag="run", tag_field="kind", kw_only=True):
+    """The run's header: what produced the file."""
+
+    seed: int
+    start: str
+    devices: int
+    gateways: int
+    scenarios: list[str]
+    faults: FaultOptions
+
+
 class MessageRecord(msgspec.Struct, tag="message", tag_field="kind", omit_defaults=False):
+    """One message handed to the output, with the canonical reading its payload decodes to."""
+
     seq: int
     sent: str
     device_id: str
@@ -45,6 +63,62 @@ class MessageRecord(msgspec.Struct, tag="message", tag_field="kind", omit_defaul
     skew_s: float
     conditions: tuple[str, ...]
     malform: str | None = None
+
+
+class ConditionRecord(
+    msgspec.Struct, tag="condition", tag_field="kind", kw_only=True, forbid_unknown_fields=True
+):
+    """A condition a correct pipeline detects. Times are ISO 8601 UTC with milliseconds.
+
+    ``id``, ``condition``, ``at`` (when it starts) and ``source`` (``scenario:<name>``,
+    ``behaviour``, ``fault``) are always there; the other keys depend on the condition.
+    """
+
+    id: str
+    condition: str
+    at: str
+    device_id: str | UnsetType = UNSET
+    gateway_id: str | UnsetType = UNSET
+    resident_id: str | UnsetType | None = UNSET
+    event: str | UnsetType = UNSET
+    cancelled_at: str | UnsetType | None = UNSET
+    last_open_at: str | UnsetType | None = UNSET
+    from_: str | UnsetType = msgspec.field(default=UNSET, name="from")
+    to: str | UnsetType | None = UNSET
+    hours: float | UnsetType = UNSET
+    tilt_deg: float | UnsetType = UNSET
+    level_mm: int | UnsetType = UNSET
+    battery_pct: int | UnsetType = UNSET
+    factor: float | UnsetType = UNSET
+    devices: int | UnsetType = UNSET
+    source: str
+
+
+class FaultRecord(msgspec.Struct, tag="fault", tag_field="kind", kw_only=True):
+    """A fault injected into one device: ``clock_skew`` (with ``skew_s``) or ``silent`` (``from``)."""
+
+    fault: str
+    device_id: str
+    skew_s: float | UnsetType = UNSET
+    from_: str | UnsetType = msgspec.field(default=UNSET, name="from")
+
+
+class EndRecord(msgspec.Struct, tag="end", tag_field="kind", kw_only=True):
+    """The last line, also after Ctrl-C (``interrupted``) or a broker failure (``failure``)."""
+
+    messages: int
+    conditions: int
+    sim_end: str
+    interrupted: bool
+    failure: str | UnsetType = UNSET
+
+
+#: A record that is not a message (`simulators.message.Note` carries one).
+NoteRecord = RunRecord | ConditionRecord | FaultRecord | EndRecord
+#: Any line of a ground-truth file.
+TruthRecord = RunRecord | MessageRecord | ConditionRecord | FaultRecord | EndRecord
+
+_decoder = msgspec.json.Decoder(TruthRecord)
 
 
 def message_record(em: Emission) -> MessageRecord:
@@ -91,7 +165,7 @@ class TruthWriter:
         if self._file is not None:
             self._file.write(self._encoder.encode(message_record(em)) + b"\n")
 
-    def note(self, record: dict[str, Any]) -> None:
+    def note(self, record: NoteRecord) -> None:
         self.notes += 1
         if self._file is not None:
             self._file.write(self._encoder.encode(record) + b"\n")
@@ -111,8 +185,31 @@ class TruthWriter:
         self.close()
 
 
-def read_truth(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All records of a ground-truth file (for tests and `linli sim` consumers)."""
-    decoder = msgspec.json.Decoder()
+def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[TruthRecord, bytes]]:
+    name = os.fspath(path)
     with open(path, "rb") as f:
-        return [decoder.decode(line) for line in f if line.strip()]
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield _decoder.decode(line), line
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ConfigError(name, f"line {lineno}", f"not a ground-truth record: {exc}") from exc
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[TruthRecord]:
+    """The records of a ground-truth file, in order, each checked against its definition.
+
+    Raises:
+        ConfigError: a line is not a ground-truth record (naming the file and line).
+        OSError: the file cannot be read.
+    """
+    for record, _ in _lines(path):
+        yield record
+
+
+def read_truth(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All records of a ground-truth file as JSON objects, each checked like `read_records` does
+    (for tests and `linli sim` consumers)."""
+    plain = msgspec.json.Decoder(dict[str, Any])
+    return [plain.decode(line) for _, line in _lines(path)]

@@ -32,23 +32,9 @@ from typing import Any
 import msgspec
 import psycopg
 
+from device_profiles import DERIVED_EVENTS, LIVENESS_EVENTS
 from simulators.errors import ConfigError, ServiceError
-
-#: Events the edge agent derives itself (docs/edge.md): never in the ground truth.
-DERIVED_EVENTS = frozenset(
-    {
-        "door_opened",
-        "door_closed",
-        "cover_opened",
-        "cover_closed",
-        "lamp_switched_on",
-        "lamp_switched_off",
-        "device_offline",
-        "device_online",
-    }
-)
-#: Readings the edge makes up itself (liveness): their ids are not in the ground truth.
-LIVENESS_EVENTS = frozenset({"device_offline", "device_online"})
+from simulators.truth import EndRecord, MessageRecord, read_records
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -65,27 +51,6 @@ class _Expected(msgspec.Struct):
     reading_id: str
     metrics: dict[str, float]
     events: tuple[str, ...]
-
-
-class _TruthMessage(msgspec.Struct, tag="message", tag_field="kind"):
-    seq: int
-    device_id: str
-    gateway_id: str
-    ts: str
-    reading_id: str
-    metrics: dict[str, float]
-    events: tuple[str, ...]
-    malformed: bool
-    duplicate: bool
-
-
-class _TruthEnd(msgspec.Struct, tag="end", tag_field="kind"):
-    interrupted: bool = False
-    failure: str | None = None
-
-
-class _TruthOther(msgspec.Struct):
-    kind: str
 
 
 class VerifyReport(msgspec.Struct, omit_defaults=False):
@@ -144,36 +109,22 @@ class _Truth:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> _Truth:
-        decoder = msgspec.json.Decoder(_TruthMessage | _TruthEnd)
-        other = msgspec.json.Decoder(_TruthOther)
         truth = cls()
         seen: set[str] = set()
         name = os.fspath(path)
         try:
-            with open(path, "rb") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        kind = other.decode(line).kind
-                        if kind not in ("message", "end"):
-                            continue
-                        record = decoder.decode(line)
-                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                        raise ConfigError(
-                            name, f"line {lineno}", f"not a ground-truth record: {exc}"
-                        ) from exc
-                    if isinstance(record, _TruthEnd):
-                        truth.interrupted = record.interrupted or record.failure is not None
-                        continue
-                    truth.add(record, seen, name, lineno)
+            for record in read_records(path):
+                if type(record) is MessageRecord:
+                    truth.add(record, seen, name)
+                elif type(record) is EndRecord:
+                    truth.interrupted = record.interrupted or record.failure is not msgspec.UNSET
         except OSError as exc:
             raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from exc
         if truth.messages == 0:
             raise ConfigError(name, "", "no message records: not a ground truth, or an empty run")
         return truth
 
-    def add(self, m: _TruthMessage, seen: set[str], name: str, lineno: int) -> None:
+    def add(self, m: MessageRecord, seen: set[str], name: str) -> None:
         self.messages += 1
         self.gateways.add(m.gateway_id)
         if m.malformed:
@@ -189,7 +140,7 @@ class _Truth:
         try:
             ts_ms = _parse_ms(m.ts)
         except ValueError as exc:
-            raise ConfigError(name, f"line {lineno}.ts", str(exc)) from exc
+            raise ConfigError(name, f"message {m.seq}.ts", str(exc)) from exc
         self.readings.append(
             _Expected(m.seq, m.device_id, m.gateway_id, ts_ms, m.reading_id, m.metrics, m.events)
         )
@@ -437,6 +388,16 @@ def compare(truth: _Truth, stored: _Stored) -> VerifyReport:
         and r.missing_events == r.duplicated_events == r.unexpected_events == 0
     )
     return r
+
+
+def expected_rows(truth: str | os.PathLike[str]) -> int:
+    """The rows of ``readings`` a pipeline must store for the ground truth at `truth`
+    (`VerifyReport.expected_rows`): one per metric of each expected reading.
+
+    Raises:
+        ConfigError: the truth file is unreadable or not a ground truth.
+    """
+    return sum(len(e.metrics) for e in _Truth.load(truth).readings)
 
 
 def verify(*, truth: str | os.PathLike[str], database_url: str) -> VerifyReport:

@@ -69,6 +69,8 @@ class Consumer:
         self._wall = wall
         self.generation = 0
         self.connected = False
+        #: Set when the broker granted the subscriptions of the current connection.
+        self.subscribed = threading.Event()
         self.acks = 0
         self._closing = False
         self._lock = threading.Lock()
@@ -145,6 +147,7 @@ class Consumer:
             return
         with self._lock:
             self.generation += 1
+        self.subscribed.clear()
         opts = SubscribeOptions(qos=1)
         client.subscribe([(f, opts) for f in self.filters])
         log.info(
@@ -158,6 +161,7 @@ class Consumer:
     def _handle_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if self.connected and not self._closing:
             log.warning("disconnected from broker %s: %s (reconnecting)", self.config.url, rc)
+        self.subscribed.clear()
         self._set_state(False)
 
     def _handle_subscribe(
@@ -166,6 +170,9 @@ class Consumer:
         failed = [str(c) for c in codes if c.is_failure]
         if failed:
             log.error("broker refused subscriptions %s: %s", self.filters, ", ".join(failed))
+            return
+        log.info("subscribed to %s", ", ".join(self.filters))
+        self.subscribed.set()
 
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self._on_message(

@@ -149,6 +149,7 @@ class IngestWorker:
     # -- paho thread ---------------------------------------------------------------------------
 
     def _on_message(self, msg: Inbound) -> None:
+        self.counters["messages_received"] += 1
         if not self._intake.is_set():
             return  # not acknowledged: the broker keeps it for our next session
         self._queue.put(classify(msg))

@@ -36,11 +36,11 @@ from psycopg.types.json import Jsonb
 from cloud.errors import BatchRejected, StoreUnavailable
 from cloud.ingest.envelope import Envelope, WireReading, reading_key
 from cloud.store import pgcopy
+from device_profiles.standard import LIVENESS_EVENTS, Event
 
 log = logging.getLogger("linli.cloud.writer")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_LIVENESS: Final = frozenset({"device_offline", "device_online"})
 _RETRIES: Final = 5
 
 _STAGING = (
@@ -378,9 +378,9 @@ class BatchWriter:
                     d = devices.get(r.device_id)
                     if d is None:
                         d = devices[r.device_id] = _Device(r.device_type, r.profile, community_id, gateway_id)
-                    if r.events and not _LIVENESS.isdisjoint(r.events):
+                    if r.events and not LIVENESS_EVENTS.isdisjoint(r.events):
                         if ts >= d.status_at:
-                            d.status = "offline" if "device_offline" in r.events else "online"
+                            d.status = "offline" if Event.DEVICE_OFFLINE in r.events else "online"
                             d.status_at = ts
                         continue
                     last = d.last_seen

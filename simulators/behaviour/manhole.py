@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
+from device_profiles import Event
 from simulators.behaviour.base import Behaviour, Context, Sample, SimDevice, Window
 from simulators.rand import RandomStream
 
@@ -126,9 +127,9 @@ class ManholeBehaviour(Behaviour):
             ch4 += gas[3] * rs.uniform(0.85, 1.0)
         events: list[str] = []
         if water >= WATER_ALARM_MM:
-            events.append("water_alarm")
+            events.append(Event.WATER_ALARM)
         if h2s >= H2S_ALARM_PPM or ch4 >= CH4_ALARM_PCT_LEL:
-            events.append("gas_alarm")
+            events.append(Event.GAS_ALARM)
         metrics = {
             "cover_open": cover_open,
             "tilt_deg": tilt,
@@ -138,7 +139,7 @@ class ManholeBehaviour(Behaviour):
         }
         if not st.water_alarm and water >= WATER_ALARM_MM:
             st.water_alarm = True
-            record = {"condition": "water_alarm", "device_id": dev.device_id, "level_mm": round(water)}
+            record = {"condition": Event.WATER_ALARM, "device_id": dev.device_id, "level_mm": round(water)}
             self.ctx.natural_condition(t_ms, record, dev, until_ms=t_ms + 1)
         elif st.water_alarm and water < WATER_CLEAR_MM:
             st.water_alarm = False
@@ -151,6 +152,6 @@ class ManholeBehaviour(Behaviour):
             end = t_ms + round(rs.uniform(0.5, 3.0) * MS_PER_HOUR)
             st.gas = (t_ms, end, rs.uniform(12.0, 60.0), rs.uniform(5.0, 35.0))
             self.ctx.schedule(end + round(rs.exponential(MEAN_GAS_INTERVAL_MS)), dev, GAS)
-            record = {"condition": "gas_alarm", "device_id": dev.device_id, "from": t_ms, "to": end}
+            record = {"condition": Event.GAS_ALARM, "device_id": dev.device_id, "from": t_ms, "to": end}
             self.ctx.natural_condition(t_ms, record, dev, until_ms=end)
         return self.report(dev, t_ms)

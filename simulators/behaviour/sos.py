@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from device_profiles import Event
 from simulators.behaviour.base import REPORT_NOW, Behaviour, Sample, SimDevice
 
 PRESS: Final = 1
@@ -26,25 +27,26 @@ class SosBehaviour(Behaviour):
         self.ctx.schedule(start_ms + round(self.rs.exponential(MEAN_PRESS_INTERVAL_MS)), dev, PRESS)
 
     def report(self, dev: SimDevice, t_ms: int) -> Sample:
-        return {}, ("heartbeat",)
+        return {}, (Event.HEARTBEAT,)
 
     def act(self, dev: SimDevice, t_ms: int, code: int) -> Sample | None:
         if code == REPORT_NOW:
             return self.report(dev, t_ms)
         if code == CANCEL:
-            return {}, ("sos_cancelled",)
+            return {}, (Event.SOS_CANCELLED,)
         if code == SCENARIO_PRESS:
-            return {}, ("sos_pressed",)
+            return {}, (Event.SOS_PRESSED,)
         rs = self.rs
         self.ctx.schedule(t_ms + round(rs.exponential(MEAN_PRESS_INTERVAL_MS)), dev, PRESS)
         events = dev.shape.events
-        event = "sos_long_pressed" if "sos_long_pressed" in events and rs.chance(0.2) else "sos_pressed"
+        long = Event.SOS_LONG_PRESSED in events and rs.chance(0.2)
+        event = Event.SOS_LONG_PRESSED if long else Event.SOS_PRESSED
         cancelled_at: int | None = None
-        if "sos_cancelled" in events and rs.chance(0.15):
+        if Event.SOS_CANCELLED in events and rs.chance(0.15):
             cancelled_at = t_ms + round(rs.uniform(5_000, 40_000))
             self.ctx.schedule(cancelled_at, dev, CANCEL)
         record = {
-            "condition": "sos_pressed",
+            "condition": Event.SOS_PRESSED,  # the condition a press raises, long or not
             "device_id": dev.device_id,
             "resident_id": dev.device.resident_id,
             "event": event,

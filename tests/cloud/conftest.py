@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -114,3 +115,29 @@ def count(url: str, query: str) -> int:
         row = conn.execute(query.encode()).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def named(url: str, application_name: str) -> str:
+    """`url` with an application name, to find its session in ``pg_stat_activity``."""
+    return f"{url}{'&' if '?' in url else '?'}application_name={application_name}"
+
+
+def session(conn: psycopg.Connection[Any], application_name: str) -> tuple[int, str | None, list[int]]:
+    """(pid, wait event type, pids blocking it) of the session so named, or (0, None, [])."""
+    row = conn.execute(
+        "SELECT pid, wait_event_type, pg_blocking_pids(pid) FROM pg_stat_activity"
+        " WHERE application_name = %s",
+        (application_name,),
+    ).fetchone()
+    return (int(row[0]), row[1], list(row[2])) if row else (0, None, [])
+
+
+def wait_blocked(
+    conn: psycopg.Connection[Any], application_name: str, by: int, timeout: float = 20.0
+) -> tuple[int, str | None, list[int]]:
+    """Poll until the named session waits on a lock `by` holds or waits for (or `timeout`);
+    returns its `session`."""
+    deadline = time.monotonic() + timeout
+    while by not in (state := session(conn, application_name))[2] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return state

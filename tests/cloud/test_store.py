@@ -15,12 +15,21 @@ from cloud.config import RetentionConfig, build_settings
 from cloud.errors import MigrationError
 from cloud.ingest.envelope import decode
 from cloud.store.maintenance import MAINTENANCE_LOCK_KEY, Maintenance
-from cloud.store.migrate import Migration, migrate, shipped_migrations
+from cloud.store.migrate import MIGRATION_LOCK_KEY, Migration, migrate, shipped_migrations
 from cloud.store.mode import StoreMode, community_statements, detect_mode, prepare
 from cloud.store.retention import enforce_retention
 from cloud.store.rollup import refresh_rollup
 from cloud.store.writer import BatchWriter
-from tests.cloud.conftest import T0_US, count, door_readings, envelope, up_topic
+from tests.cloud.conftest import (
+    T0_US,
+    count,
+    door_readings,
+    envelope,
+    named,
+    session,
+    up_topic,
+    wait_blocked,
+)
 from tests.conftest import PgServer
 
 pytestmark = pytest.mark.integration
@@ -55,21 +64,36 @@ def test_failed_migration_rolls_back_whole(database_url: str) -> None:
 
 
 def test_two_concurrent_migrations_apply_once(database_url: str) -> None:
+    """Both start while a third session holds the migration lock (shown by pg_blocking_pids), so
+    they really run at once when it goes; one applies everything, the other nothing."""
     results: list[list[str]] = []
     errors: list[Exception] = []
 
-    def run() -> None:
+    def run(name: str) -> None:
         try:
-            with psycopg.connect(database_url, autocommit=True) as conn:
+            with psycopg.connect(named(database_url, name), autocommit=True) as conn:
                 results.append(migrate(conn))
         except Exception as exc:  # noqa: BLE001 - handed back to the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    threads = [threading.Thread(target=run, args=(f"migrate-{i}",)) for i in (1, 2)]
+    with (
+        psycopg.connect(named(database_url, "migrate-gate"), autocommit=True) as gate,
+        psycopg.connect(database_url, autocommit=True) as watch,
+    ):
+        gate.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        gate_pid = session(watch, "migrate-gate")[0]
+        try:
+            for t in threads:
+                t.start()
+            for i in (1, 2):
+                _, waiting, blockers = wait_blocked(watch, f"migrate-{i}", gate_pid)
+                assert waiting == "Lock", f"migration {i} did not wait"
+                assert gate_pid in blockers  # (and the other one, when it queued first)
+        finally:
+            gate.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            for t in threads:
+                t.join(60)
     assert not errors
     assert sorted(len(r) for r in results) == [0, len(shipped_migrations())]
 

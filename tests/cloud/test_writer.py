@@ -9,8 +9,18 @@ import psycopg
 import pytest
 
 from cloud.ingest.envelope import decode
-from cloud.store.writer import BatchWriter, DeadLetter, GatewayStatus
-from tests.cloud.conftest import T0_US, R, count, door_readings, envelope, up_topic
+from cloud.store.writer import BatchWriter, DeadLetter, GatewayStatus, WriteResult
+from tests.cloud.conftest import (
+    T0_US,
+    R,
+    count,
+    door_readings,
+    envelope,
+    named,
+    session,
+    up_topic,
+    wait_blocked,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -171,30 +181,60 @@ def test_rows_are_stored_exactly_as_sent(migrated_url: str) -> None:
 
 def test_two_writers_claiming_the_same_readings_store_them_once(migrated_url: str) -> None:
     """Gateways' resends racing in two workers: the second COPY of an id waits for the first
-    transaction, fails on the unique index once it commits, and falls back to the slow path."""
+    transaction, fails on the unique index once it commits, and falls back to the slow path.
+
+    The race is made to happen and shown: writer A is held inside its transaction, after its
+    claims and before its commit, by a row lock on a device it registers; writer B then claims
+    the same ids and waits for A's transaction (pg_blocking_pids); A commits when the lock goes.
+    """
+    gate_device = "zz-gate"  # sorts last: A has registered every other device when it waits
+    warm = BatchWriter(database_url=migrated_url)
+    first = envelope([R(gate_device, T0_US, {"battery_pct": 50})], batch_seq=1, gateway_id="gw0")
+    warm.write([decode(up_topic("c1", "gw0"), first)])
+    warm.close()
     shared = door_readings(300, prefix="s")
+    own_a = [
+        *door_readings(10, start_us=T0_US + 10**9, prefix="a"),
+        R(gate_device, T0_US + 10**9, {"battery_pct": 49}),
+    ]
+    own_b = door_readings(10, start_us=T0_US + 10**9, prefix="b")
+    results: dict[str, WriteResult] = {}
     errors: list[BaseException] = []
 
-    def run(gateway: str) -> None:
-        writer = BatchWriter(database_url=migrated_url)
+    def run(name: str, readings: list[R]) -> None:
+        writer = BatchWriter(database_url=named(migrated_url, f"race-{name}"))
         try:
-            for seq in range(1, 11):
-                own = door_readings(10, start_us=T0_US + seq * 10**9, prefix=f"{gateway}-{seq}-")
-                part = shared[(seq - 1) * 30 : (seq + 2) * 30]  # overlapping slices of the shared ones
-                writer.write(
-                    [decode(up_topic("c1", gateway), envelope(part + own, batch_seq=seq, gateway_id=gateway))]
-                )
+            batch = decode(up_topic("c1", name), envelope(readings, batch_seq=1, gateway_id=name))
+            results[name] = writer.write([batch])
         except BaseException as exc:  # noqa: BLE001 - handed back to the test
             errors.append(exc)
         finally:
             writer.close()
 
-    threads = [threading.Thread(target=run, args=(g,)) for g in ("gwa", "gwb")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    a = threading.Thread(target=run, args=("gwa", shared + own_a))
+    b = threading.Thread(target=run, args=("gwb", shared[100:] + own_b))
+    with (
+        psycopg.connect(named(migrated_url, "race-gate")) as gate,
+        psycopg.connect(migrated_url, autocommit=True) as watch,
+    ):
+        gate.execute("SELECT 1 FROM devices WHERE device_id = %s FOR UPDATE", (gate_device,))
+        gate_pid = session(watch, "race-gate")[0]
+        try:
+            a.start()
+            a_pid, a_wait, a_blockers = wait_blocked(watch, "race-gwa", gate_pid)
+            assert (a_wait, a_blockers) == ("Lock", [gate_pid]), "A never reached the device upsert"
+            b.start()
+            _, b_wait, b_blockers = wait_blocked(watch, "race-gwb", a_pid)
+            # Both transactions are open at once and B waits on A's uncommitted claims.
+            assert (b_wait, b_blockers) == ("Lock", [a_pid]), "B did not wait for A's claims"
+            assert results == {}  # neither has committed
+        finally:
+            gate.commit()
+            a.join(30)
+            b.join(30)
     assert not errors
-    assert count(migrated_url, "SELECT count(*) FROM ingested_batches") == 20
-    assert count(migrated_url, "SELECT count(*) FROM readings") == (300 + 2 * 10 * 10) * 3
-    assert count(migrated_url, "SELECT count(*) FROM reading_ids") == 300 + 2 * 10 * 10
+    assert (results["gwa"].readings, results["gwa"].duplicate_readings) == (311, 0)
+    assert (results["gwb"].readings, results["gwb"].duplicate_readings) == (10, 200)
+    assert count(migrated_url, "SELECT count(*) FROM ingested_batches") == 3
+    assert count(migrated_url, "SELECT count(*) FROM readings") == 1 + (300 + 10) * 3 + 1 + 10 * 3
+    assert count(migrated_url, "SELECT count(*) FROM reading_ids") == 1 + 311 + 10

@@ -7,7 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from device_profiles import EVENTS, METRICS, QUALITY_FLAGS, REASONS, ProfileSet, Reading
+from device_profiles import (
+    ALL_EVENTS,
+    DERIVED_EVENTS,
+    EVENTS,
+    LIVENESS_EVENTS,
+    METRICS,
+    QUALITY_FLAGS,
+    REASONS,
+    STATE_EVENTS,
+    ProfileSet,
+    Reading,
+)
+from device_profiles.standard import EVENT_DESCRIPTIONS
 from tests.device_profiles.conftest import DOCS, RECEIVED
 
 STANDARD = DOCS / "data-standard.md"
@@ -38,6 +50,34 @@ def test_every_name_is_documented() -> None:
     names |= set(Reading.__struct_fields__)
     missing = sorted(name for name in names if f"`{name}`" not in text and f"| {name} |" not in text)
     assert missing == []
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n#", start + len(heading) + 2)
+    return text[start:end]
+
+
+def test_events_section_lists_exactly_the_standard_events() -> None:
+    section = _section(STANDARD.read_text(), "### Events")
+    # | `name` | description |: one row per derived event and per payload event, word for word.
+    described = dict(re.findall(r"^\| `([a-z_]+)` \| ([^|]+?) \|$", section, re.M))
+    assert described == {str(e): text for e, text in EVENT_DESCRIPTIONS.items()}
+    # | device type(s) | `event`, `event` ... |: the payload events of each canonical type.
+    by_type: dict[str, set[str]] = {}
+    for types, events in re.findall(r"^\| ([a-z]+_[a-z_]+(?:, [a-z_]+)*) \| ([^|]*) \|$", section, re.M):
+        for device_type in types.split(", "):
+            by_type[device_type] = set(re.findall(r"`([a-z_]+)`", events))
+    assert by_type == {t: set(events) for t, events in EVENTS.items()}
+
+
+def test_event_sets_partition_the_standard() -> None:
+    payload = {e for events in EVENTS.values() for e in events}
+    assert payload.isdisjoint(DERIVED_EVENTS)
+    assert payload | DERIVED_EVENTS == ALL_EVENTS == set(EVENT_DESCRIPTIONS)
+    assert LIVENESS_EVENTS < DERIVED_EVENTS
+    assert {e for pair in STATE_EVENTS.values() for e in pair} == DERIVED_EVENTS - LIVENESS_EVENTS
+    assert set(STATE_EVENTS) <= {m for table in METRICS.values() for m in table}
 
 
 def test_worked_example_loads_and_decodes(tmp_path: Path) -> None:

@@ -62,6 +62,20 @@ INVALID = [
         "not canonical",
     ),
     (
+        "derived event stated",
+        changed(EXAMPLE, ("fields.1.events", {0: None, 1: "cover_opened"})),
+        "fields[1].events",
+        "derived by the edge",
+    ),
+    (
+        "derived event in a custom type",
+        changed(
+            EXAMPLE, ("device_type", "flood_sensor"), ("fields.1.events", {0: None, 1: "device_offline"})
+        ),
+        "fields[1].events",
+        "derived by the edge",
+    ),
+    (
         "metric and events",
         changed(EXAMPLE, ("fields.0.events", {1: "water_alarm"})),
         "fields[0]",

@@ -188,8 +188,16 @@ def test_each_difference_is_reported(truth_file: Path, database_url: str, mutati
 
 
 def test_bad_inputs_exit_2(tmp_path: Path, truth_file: Path, database_url: str) -> None:
+    header = truth_file.read_text().splitlines()[0]
     empty = tmp_path / "empty.jsonl"
-    empty.write_text('{"kind": "run", "seed": 1}\n')
-    assert _run_cli(empty, database_url)[0] == 2
+    empty.write_text(header + "\n")
+    code, report = _run_cli(empty, database_url)
+    assert code == 2
+    assert "no message records" in report["stderr"]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(header + '\n{"kind": "message", "seq": 0}\n')
+    code, report = _run_cli(broken, database_url)
+    assert code == 2
+    assert f"{broken}: line 2: not a ground-truth record" in report["stderr"]
     assert _run_cli(tmp_path / "absent.jsonl", database_url)[0] == 2
     assert _run_cli(truth_file, "postgresql://nobody@127.0.0.1:1/none")[0] == 2

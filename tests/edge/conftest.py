@@ -186,6 +186,7 @@ class Publisher:
         info = self.client.publish(topic, payload, qos=1)
         if wait:
             info.wait_for_publish(10)
+            assert info.is_published(), f"the field broker did not acknowledge {topic} in 10 s"
         return info
 
     def close(self) -> None:

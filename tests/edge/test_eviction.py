@@ -3,6 +3,8 @@ telemetry is evicted oldest first (or dropped past its TTL), and the envelopes r
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,20 @@ def _publish_backlog(
     for info in infos:
         info.wait_for_publish(60)
     return telemetry_ids, alarm_ids
+
+
+def _buffered(path: Path) -> int:
+    """The buffer's persisted ``readings_buffered`` counter (committed with the readings)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT value FROM counters WHERE name = 'readings_buffered'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait_buffered(path: Path, count: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while (n := _buffered(path)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return n
 
 
 def _start(
@@ -82,7 +98,8 @@ def test_cap_reached_evicts_telemetry_oldest_first_with_exact_counts_and_no_alar
     )
     telemetry_ids, alarm_ids = _publish_backlog(pub, fleet, telemetry=30_000, alarm_every=500)
     agent.wait_log("telemetry_evicted", timeout=60)
-    time.sleep(1.0)  # the last commits
+    published = len(telemetry_ids) + len(alarm_ids)
+    assert _wait_buffered(tmp_path / "buffer.db", published, 60) == published  # the last commit
     disk = sum(p.stat().st_size for p in tmp_path.glob("buffer.db*"))
     assert disk <= cap, f"{disk} bytes on disk, the cap is {cap}"
     cloud.start()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -64,7 +65,7 @@ def simulate(
             run.emissions.append(item)
         else:
             assert isinstance(item, Note)
-            run.notes.append(item.record)
+            run.notes.append(msgspec.to_builtins(item.record))  # as read back from the file
     run.emissions.extend(sim.flush_held())
     return run
 

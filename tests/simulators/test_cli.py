@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -167,6 +171,24 @@ def test_unreachable_broker(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot connect" in capsys.readouterr().err
 
 
+def _progress_reader(stream: IO[bytes]) -> tuple[threading.Thread, list[bytes]]:
+    """Collects what the progress line draws on `stream` (a pipe, drawn into by TTY_COMPATIBLE)."""
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while chunk := os.read(stream.fileno(), 4096):
+            chunks.append(chunk)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread, chunks
+
+
+def _sent(chunks: list[bytes]) -> int:
+    counts = re.findall(rb"sent ([0-9,]+)", b"".join(chunks))
+    return int(counts[-1].replace(b",", b"")) if counts else 0
+
+
 def test_ctrl_c_stops_cleanly_and_flushes_the_truth(tmp_path: Path) -> None:
     out, truth = tmp_path / "out.jsonl", tmp_path / "truth.jsonl"
     proc = subprocess.Popen(
@@ -188,24 +210,33 @@ def test_ctrl_c_stops_cleanly_and_flushes_the_truth(tmp_path: Path) -> None:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        env={**os.environ, "TTY_COMPATIBLE": "1"},  # the progress line, in the stderr pipe
     )
+    assert proc.stderr is not None
+    reader, progress = _progress_reader(proc.stderr)
     try:
+        # Interrupt a run under way: once the progress line has counted messages sent.
         deadline = time.monotonic() + 30
-        while not truth.exists() and time.monotonic() < deadline:  # created once the fleet is built
-            time.sleep(0.1)
-        time.sleep(2.0)
+        while _sent(progress) < 20 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sent(progress) >= 20, b"".join(progress)[-2000:]
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=20)
+        proc.wait(20)
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reader.join(5)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()
+    stderr = b"".join(progress).decode(errors="replace")
     assert proc.returncode == 130, stderr
-    assert "[interrupted]" in stdout
+    assert "[interrupted]" in stdout.decode()
     records = read_truth(truth)
     assert records[-1]["kind"] == "end"
     assert records[-1]["interrupted"] is True
     messages = [r for r in records if r["kind"] == "message"]
-    assert messages
+    assert len(messages) >= 20
     assert len(messages) == len(read_messages(out)) == records[-1]["messages"]

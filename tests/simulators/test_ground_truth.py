@@ -17,12 +17,22 @@ import pytest
 
 from device_profiles import DecodeError, ProfileSet, Reading
 from simulators.clock import SimClock
+from simulators.errors import ConfigError
 from simulators.faults import FaultOptions
 from simulators.output import FileSink, read_messages
 from simulators.runner import run_simulation
 from simulators.scenarios import load_scenario, shipped_scenarios
 from simulators.simulation import Simulation
-from simulators.truth import TruthWriter, read_truth
+from simulators.truth import (
+    ConditionRecord,
+    EndRecord,
+    FaultRecord,
+    MessageRecord,
+    RunRecord,
+    TruthWriter,
+    read_records,
+    read_truth,
+)
 
 from .conftest import HOUR_MS, START, simulate
 
@@ -188,3 +198,30 @@ def test_every_payload_decodes_back_under_all_scenarios_and_faults(profiles: Pro
         decoded += 1
     assert decoded > 20_000
     assert {em.reading.profile for em in run.emissions} == set(profiles.profiles)
+
+
+def test_every_record_is_one_the_truth_module_defines(tmp_path: Path) -> None:
+    faults = FaultOptions(malformed=0.05, clock_skew_min=3, silent_share=0.05)
+    _run_to_files(tmp_path, devices=300, hours=12, seed=5, scenarios=shipped_scenarios(), faults=faults)
+    records = list(read_records(tmp_path / "truth.jsonl"))
+    kinds = [type(r) for r in records]
+    assert kinds[0] is RunRecord
+    assert kinds[-1] is EndRecord
+    assert set(kinds) == {RunRecord, MessageRecord, ConditionRecord, FaultRecord, EndRecord}
+    end = records[-1]
+    assert isinstance(end, EndRecord)
+    assert end.messages == kinds.count(MessageRecord)
+    assert end.conditions == kinds.count(ConditionRecord)
+
+
+def test_a_record_the_truth_module_does_not_define_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "truth.jsonl"
+    condition = b'{"kind":"condition","id":"c1","condition":"x","at":"2025-06-01T00:00:00.000Z","source":"s"'
+    path.write_bytes(condition + b"}\n" + condition + b',"colour":"red"}\n')
+    records = read_records(path)
+    assert isinstance(next(records), ConditionRecord)
+    with pytest.raises(ConfigError, match=r"truth.jsonl: line 2: not a ground-truth record: .*colour"):
+        next(records)
+    path.write_bytes(b'{"kind":"comment","text":"hello"}\n')
+    with pytest.raises(ConfigError, match="line 1: not a ground-truth record"):
+        list(read_records(path))

@@ -207,7 +207,8 @@ def test_buffered_messages_go_out_while_the_run_waits(mosquitto: Any) -> None:
 
 def test_keepalive_holds_an_idle_connection(mosquitto: Any) -> None:
     # Mosquitto drops a client silent for 1.5 keepalives (checked every few seconds: without
-    # PINGREQs this connection is gone after 8 s); idling sends them in time.
+    # PINGREQs this connection is gone after 8 s); idling sends them in time. The 8 s of idling
+    # are the thing under test: the broker's keep-alive timer runs on the wall clock.
     subscriber = Subscriber(mosquitto.host, mosquitto.port)
     sink = MqttSink(url=mosquitto.url, qos=1, keepalive=2)
     try:
@@ -265,10 +266,8 @@ def test_ctrl_c_delivers_what_the_truth_lists(mosquitto: Any, tmp_path: Path) ->
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not truth.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(2.0)
+        # Interrupt a run under way: once the broker has delivered some of its messages.
+        assert len(subscriber.wait_for(20, timeout=30)) >= 20
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=20)
         records = read_truth(truth)
