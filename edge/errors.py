@@ -5,7 +5,8 @@ One root, everything below it::
     EdgeError
     ├── ConfigError          the configuration is invalid; ``key`` names the offending key
     ├── InventoryError       the inventory file cannot be read or is invalid
-    ├── BufferError_         the SQLite buffer cannot be opened or written (wraps sqlite3 errors)
+    ├── BufferError_         the SQLite buffer cannot be opened, read or written (wraps sqlite3
+    │   │                    errors, keeping SQLite's reason and code)
     │   └── BufferFull       alarm-class readings alone fill the size cap; intake waits
     └── MqttError            an MQTT connection failed or was refused
         ├── UplinkUnavailable    not connected (publish refused, or the link dropped in flight)
@@ -41,7 +42,16 @@ class InventoryError(EdgeError):
 
 
 class BufferError_(EdgeError):  # the builtin BufferError means something else
-    """The SQLite buffer cannot be opened or written."""
+    """The SQLite buffer cannot be opened, read or written.
+
+    Attributes:
+        sqlite_error: SQLite's error code (``SQLITE_FULL``: the disk, or the page cap, is full),
+            None when the error is not SQLite's.
+    """
+
+    def __init__(self, message: str, *, sqlite_error: str | None = None) -> None:
+        self.sqlite_error = sqlite_error
+        super().__init__(message)
 
 
 class BufferFull(BufferError_):
