@@ -19,15 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-from device_profiles import ProfileSet
+import msgspec
+
+from device_profiles import DeviceProfilesError, ProfileSet
 from edge.buffer import Buffer, Intake
 from edge.config import BrokerConfig, EdgeConfig
 from edge.endpoint import Endpoint, Snapshot
-from edge.errors import BufferFull, EdgeError, MqttError
+from edge.errors import BufferError_, BufferFull, EdgeError, MqttError
 from edge.fieldlink import FieldLink
 from edge.inventory import InventoryView, load_inventory
 from edge.liveness import DeviceMemory, Liveness
@@ -38,6 +41,27 @@ from edge.status import StatusReporter, offline_payload
 from edge.uplink import Uplink
 
 _log = get_logger("edge.agent")
+
+#: What a bug in decoding or normalising one message can raise. Decoding is built never to raise
+#: (a compiled decoder raises `Rejected`, which the engine returns as a `DecodeError`), so these
+#: are bugs met on parsed JSON, bytes and numbers: arithmetic, lookups, types and values
+#: (UnicodeError and msgspec's DecodeError are ValueErrors), `struct.error` from a binary body,
+#: `msgspec.EncodeError` from encoding the reading, RecursionError from a nested path. The message
+#: is quarantined (``internal_error``) and intake goes on. Anything else (MemoryError, a
+#: cancellation) is not about this message and is not caught.
+_MESSAGE_BUGS: Final = (
+    ArithmeticError,
+    AttributeError,
+    LookupError,
+    TypeError,
+    ValueError,
+    RecursionError,
+    struct.error,
+    msgspec.MsgspecError,
+)
+
+#: Seconds between attempts to commit while the buffer cannot write.
+BUFFER_RETRY_S: Final = 1.0
 
 
 def load_profiles(config: EdgeConfig) -> ProfileSet:
@@ -88,7 +112,7 @@ class Agent:
         self._flush = asyncio.Event()
         self._intake = Intake()
         self._messages: list[Message] = []
-        self._buffer_full = False
+        self._buffer_error: BufferError_ | None = None  # why the last commit failed
         self._field_connected_at: float | None = None
         self.snapshot = Snapshot()
         self.endpoint: Endpoint | None = None
@@ -246,9 +270,9 @@ class Agent:
     def _on_field_message(self, message: Message) -> None:
         try:
             alarm = self.normaliser.handle(message.topic, message.payload, self._intake)
-        except Exception as exc:  # noqa: BLE001 - never crash on input: a decoder bug quarantines the message
+        except _MESSAGE_BUGS as exc:  # never crash on input: a decoder bug quarantines the message
             _log.error("normalise_failed", topic=message.topic, error=repr(exc))
-            self.normaliser._quarantine(
+            self.normaliser.quarantine(
                 self._intake,
                 int(self.wall() * 1_000_000),
                 message.topic,
@@ -272,8 +296,14 @@ class Agent:
             self._flush.clear()
             await self.commit_pending()
 
-    async def commit_pending(self) -> None:
-        """Commit everything received so far in one transaction, then acknowledge it."""
+    async def commit_pending(self, *, retry: bool = True) -> None:
+        """Commit everything received so far in one transaction, then acknowledge it.
+
+        While the buffer cannot write (alarms alone at the cap, a full disk, an I/O error) intake
+        pauses, nothing is acknowledged (the field broker keeps the messages), and the same
+        commit is tried again every `BUFFER_RETRY_S`; the reason is logged once and shown in
+        ``/healthz``. With `retry` False (at shutdown) one attempt is made.
+        """
         intake, messages = self._intake, self._messages
         if not messages and not len(intake) and not intake.devices and not intake.quarantine:
             return
@@ -282,14 +312,13 @@ class Agent:
             try:
                 evicted = await self.buffer.commit(intake)
                 break
-            except BufferFull as exc:
-                if not self._buffer_full:
-                    _log.error("buffer_full", error=str(exc))
-                    self._buffer_full = True
-                    self.field.pause_reading()
-                await asyncio.sleep(1.0)
-        if self._buffer_full:
-            self._buffer_full = False
+            except BufferError_ as exc:
+                self._buffer_failed(exc)
+                if not retry:
+                    return
+                await asyncio.sleep(BUFFER_RETRY_S)
+        if self._buffer_error is not None:
+            self._buffer_error = None
             self.field.resume_reading()
             _log.info("buffer_accepting")
         for message in messages:
@@ -298,6 +327,13 @@ class Agent:
             self.uplink.evicted(evicted)
             _log.warning("telemetry_evicted", readings=evicted)
         self.uplink.notify(alarm=len(intake.alarm), telemetry=len(intake.telemetry))
+
+    def _buffer_failed(self, exc: BufferError_) -> None:
+        if self._buffer_error is None:
+            self.field.pause_reading()
+        if str(exc) != str(self._buffer_error):
+            _log.error("buffer_full" if isinstance(exc, BufferFull) else "buffer_failed", error=str(exc))
+        self._buffer_error = exc
 
     # -- background loops -----------------------------------------------------------------
 
@@ -319,7 +355,16 @@ class Agent:
             await asyncio.sleep(cfg.check_interval_s)
 
     async def _refresh(self, *, publish: bool, state: str = "online") -> None:
-        stats = await self.buffer.stats()
+        try:
+            stats = await self.buffer.stats()
+        except BufferError_ as exc:
+            self.snapshot = Snapshot(
+                counters=self.snapshot.counters,
+                gauges=self.snapshot.gauges,
+                healthy=False,
+                detail=f"buffer unreadable: {exc}",
+            )
+            return
         doc = self.status.document(
             stats=stats,
             received=self.normaliser.received,
@@ -329,6 +374,9 @@ class Agent:
         )
         counters = dict(stats.counters)
         counters["messages_received"] = self.normaliser.received
+        failed = self._buffer_error
+        buffer_error = str(failed) if failed is not None else self.uplink.buffer_error
+        buffer = "ok" if buffer_error is None else "full" if isinstance(failed, BufferFull) else "failed"
         self.snapshot = Snapshot(
             counters=counters,
             gauges={
@@ -344,11 +392,11 @@ class Agent:
                 "rss_bytes": doc["rss_bytes"],
                 "cpu_percent": doc["cpu_pct"],
             },
-            healthy=self.field.connected and not self._buffer_full,
+            healthy=self.field.connected and buffer_error is None,
             detail=(
                 f"field={'up' if self.field.connected else 'down'} "
                 f"cloud={'up' if self.cloud.connected else 'down'} "
-                f"buffer={'full' if self._buffer_full else 'ok'} depth={stats.depth}"
+                f"buffer={buffer} depth={stats.depth}" + (f" error={buffer_error}" if buffer_error else "")
             ),
         )
         if publish and self.cloud.connected:
@@ -378,7 +426,11 @@ class Agent:
     async def _housekeeping(self) -> None:
         period = min(60.0, self.config.buffer.ttl_s / 10)
         while True:
-            expired = await self.buffer.expire()
+            try:
+                expired = await self.buffer.expire()
+            except BufferError_ as exc:
+                _log.warning("expiry_failed", error=str(exc))
+                expired = 0
             if expired:
                 self.uplink.evicted(expired)
                 _log.warning("telemetry_expired", readings=expired)
@@ -390,7 +442,7 @@ class Agent:
             self._reload.clear()
             try:
                 profiles, inventory = await self._load()
-            except (EdgeError, Exception) as exc:  # noqa: BLE001 - a bad reload keeps the running set
+            except (EdgeError, DeviceProfilesError) as exc:  # a bad reload keeps the running set
                 _log.error("reload_failed", error=str(exc))
                 continue
             self.normaliser.reload(profiles=profiles, inventory=inventory)
@@ -405,7 +457,7 @@ class Agent:
         cfg = self.config
         _log.info("stopping")
         self.field.pause_reading()
-        await self.commit_pending()
+        await self.commit_pending(retry=False)  # what it cannot commit stays unacknowledged
         await self.field.close()
         if self.cloud.connected:
             drained = await self.uplink.drain(within_s=cfg.uplink.drain_timeout_s)

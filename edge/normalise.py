@@ -108,7 +108,7 @@ class Normaliser:
         now_us = to_us(received_at)
         result = self.profiles.decode(topic, payload, received_at)
         if isinstance(result, DecodeError):
-            self._quarantine(intake, now_us, topic, payload, result.reason, result.message)
+            self.quarantine(intake, now_us, topic, payload, result.reason, result.message)
             return False
         reading: Reading = result
         device = self.inventory.get(reading.device_id)
@@ -117,7 +117,7 @@ class Normaliser:
             why = f"device {reading.device_id!r} is not in this gateway's inventory"
             if owner:
                 why += f" (the inventory assigns it to gateway {owner!r})"
-            self._quarantine(intake, now_us, topic, payload, "unknown_device", why)
+            self.quarantine(intake, now_us, topic, payload, "unknown_device", why)
             return False
         estimated = "estimated_ts" in reading.quality
         if not estimated and self.dedupe_window:
@@ -162,7 +162,7 @@ class Normaliser:
             intake.devices[device.device_id] = mem.row()
         return alarm
 
-    def _quarantine(
+    def quarantine(
         self, intake: Intake, now_us: int, topic: str, payload: bytes, reason: str, message: str
     ) -> None:
         self.quarantined += 1
