@@ -11,7 +11,10 @@
 5. await the PUBACKs in flight;
 6. publish the final status (``state: offline``, retained) and disconnect from the cloud broker.
 
-SIGHUP reloads the profiles and the inventory.
+Before anything starts, `edge.preflight.preflight` checks the profiles and the inventory together
+(the same checks as ``linli edge check-config``): on any problem the agent refuses to start with
+`PreflightError`. SIGHUP reloads the profiles and the inventory through the same checks; a reload
+that fails them keeps the running set.
 """
 
 from __future__ import annotations
@@ -26,17 +29,18 @@ from typing import Any, Final
 
 import msgspec
 
-from device_profiles import DeviceProfilesError, ProfileSet
+from device_profiles import ProfileSet
 from edge.buffer import Buffer, Intake
 from edge.config import BrokerConfig, EdgeConfig
 from edge.endpoint import Endpoint, Snapshot
 from edge.errors import BufferError_, BufferFull, EdgeError, MqttError
 from edge.fieldlink import FieldLink
-from edge.inventory import InventoryView, load_inventory
+from edge.inventory import InventoryView
 from edge.liveness import DeviceMemory, Liveness
 from edge.logs import get_logger
 from edge.mqtt import Message, MqttLink, Will, tls_context
 from edge.normalise import Classifier, Normaliser
+from edge.preflight import Loaded, preflight
 from edge.status import StatusReporter, offline_payload
 from edge.uplink import Uplink
 
@@ -62,11 +66,6 @@ _MESSAGE_BUGS: Final = (
 
 #: Seconds between attempts to commit while the buffer cannot write.
 BUFFER_RETRY_S: Final = 1.0
-
-
-def load_profiles(config: EdgeConfig) -> ProfileSet:
-    """The configured profile folders, or the shipped profiles when none is configured."""
-    return ProfileSet.load(*config.profiles) if config.profiles else ProfileSet.shipped()
 
 
 def _link_options(config: BrokerConfig) -> dict[str, Any]:
@@ -125,17 +124,18 @@ class Agent:
 
     # -- setup ----------------------------------------------------------------------------
 
-    async def _load(self) -> tuple[ProfileSet, InventoryView]:
-        cfg = self.config
-
-        def load() -> tuple[ProfileSet, InventoryView]:  # file reads and compiling: off the loop
-            return load_profiles(cfg), load_inventory(cfg.inventory, gateway_id=cfg.gateway_id)
-
-        return await asyncio.to_thread(load)
+    async def _load(self) -> Loaded:
+        """`preflight` (file reads and compiling: off the loop); its warnings are logged."""
+        loaded = await asyncio.to_thread(preflight, self.config)
+        for warning in loaded.warnings:
+            _log.warning("config_warning", detail=warning)
+        return loaded
 
     async def run(self) -> None:
+        """Run until `stop()` or a signal. Raises `PreflightError` (before opening anything)
+        when the profiles and the inventory do not pass the checks of ``check-config``."""
         cfg = self.config
-        profiles, inventory = await self._load()
+        loaded = await self._load()
         self.buffer = buffer = await Buffer.open(
             cfg.buffer.path,
             max_bytes=cfg.buffer.max_bytes,
@@ -147,7 +147,7 @@ class Agent:
             wall=self.wall,
         )
         try:
-            await self._run(profiles, inventory)
+            await self._run(loaded.profiles, loaded.inventory)
         finally:
             await buffer.close()
             _log.info("stopped")
@@ -441,10 +441,11 @@ class Agent:
             await self._reload.wait()
             self._reload.clear()
             try:
-                profiles, inventory = await self._load()
-            except (EdgeError, DeviceProfilesError) as exc:  # a bad reload keeps the running set
+                loaded = await self._load()
+            except EdgeError as exc:  # a bad reload keeps the running set
                 _log.error("reload_failed", error=str(exc))
                 continue
+            profiles, inventory = loaded.profiles, loaded.inventory
             self.normaliser.reload(profiles=profiles, inventory=inventory)
             self.liveness.profile_intervals = {p.id: p.report_interval_s for p in profiles.profiles.values()}
             self._enrol()

@@ -17,7 +17,6 @@ from typing import Any
 
 import msgspec
 
-from device_profiles import DeviceProfilesError
 from edge.errors import EdgeError
 
 
@@ -50,6 +49,7 @@ def _fail(exc: Exception) -> int:
 def _run(args: argparse.Namespace) -> int:
     from edge.agent import Agent
     from edge.config import load_config
+    from edge.errors import PreflightError
     from edge.logs import configure, get_logger
 
     try:
@@ -57,34 +57,33 @@ def _run(args: argparse.Namespace) -> int:
     except EdgeError as exc:
         return _fail(exc)
     configure(config.log_level)
+    log = get_logger("edge.agent")
     try:
         asyncio.run(Agent(config=config).run())
+    except PreflightError as exc:  # what check-config refuses, run refuses: exit as it does
+        log.error("refused", problems=len(exc.problems), error=str(exc))
+        return _fail(exc)
     except EdgeError as exc:
-        get_logger("edge.agent").error("fatal", error=str(exc))
+        log.error("fatal", error=str(exc))
         return 1
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from edge.agent import load_profiles
     from edge.config import load_config
-    from edge.inventory import load_inventory
+    from edge.preflight import preflight
 
     try:
         config = load_config(args.config)
-        inventory = load_inventory(config.inventory, gateway_id=config.gateway_id)
+        loaded = preflight(config)
     except EdgeError as exc:
         return _fail(exc)
-    try:
-        profiles = load_profiles(config)
-    except DeviceProfilesError as exc:  # a ProfileError names the file and the field
-        return _fail(exc)
-    unknown = sorted({d.profile for d in inventory.devices.values()} - set(profiles.profiles))
-    if unknown:
-        return _fail(EdgeError(f"inventory: devices use profiles that are not loaded: {', '.join(unknown)}"))
+    for warning in loaded.warnings:
+        print(f"linli edge: warning: {warning}", file=sys.stderr)
     print(
-        f"ok: gateway {config.gateway_id} in {config.community_id}; {len(inventory)} devices, "
-        f"{len(profiles)} profiles; field {config.field.url}; cloud {config.cloud.url}; "
+        f"ok: gateway {config.gateway_id} in {config.community_id}; {len(loaded.inventory)} devices, "
+        f"{len(loaded.profiles)} profiles; subscriptions {', '.join(loaded.filters)}; "
+        f"field {config.field.url}; cloud {config.cloud.url}; "
         f"buffer {config.buffer.path} (cap {config.buffer.max_bytes} bytes)"
     )
     return 0

@@ -5,6 +5,7 @@ One root, everything below it::
     EdgeError
     ├── ConfigError          the configuration is invalid; ``key`` names the offending key
     ├── InventoryError       the inventory file cannot be read or is invalid
+    ├── PreflightError       the profiles and the inventory do not fit together; ``problems`` lists all
     ├── BufferError_         the SQLite buffer cannot be opened, read or written (wraps sqlite3
     │   │                    errors, keeping SQLite's reason and code)
     │   └── BufferFull       alarm-class readings alone fill the size cap; intake waits
@@ -39,6 +40,19 @@ class ConfigError(EdgeError):
 
 class InventoryError(EdgeError):
     """The inventory file cannot be read or is invalid."""
+
+
+class PreflightError(EdgeError):
+    """The configuration cannot run: its profiles and inventory do not load, or do not fit together.
+
+    Attributes:
+        problems: every problem found, each naming the file and the entry or profile at fault.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        count = f"{len(problems)} problems" if len(problems) != 1 else "1 problem"
+        super().__init__(f"{count}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 class BufferError_(EdgeError):  # the builtin BufferError means something else
