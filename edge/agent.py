@@ -2,7 +2,7 @@
 
 `Agent.run()` owns every long-running task in one `asyncio.TaskGroup`, each with a name:
 ``field-link``, ``cloud-link``, ``buffer-writer``, ``uplink``, ``liveness``, ``status``,
-``housekeeping``, ``reloader``. SIGTERM (or SIGINT) shuts down in order:
+``housekeeping``, ``reloader``, ``unsubscribe``. SIGTERM (or SIGINT) shuts down in order:
 
 1. stop intake: stop reading the field socket (the broker keeps the rest in our session);
 2. flush: commit what was received and acknowledge it;
@@ -15,6 +15,10 @@ Before anything starts, `edge.preflight.preflight` checks the profiles and the i
 (the same checks as ``linli edge check-config``): on any problem the agent refuses to start with
 `PreflightError`. SIGHUP reloads the profiles and the inventory through the same checks; a reload
 that fails them keeps the running set.
+
+Subscriptions outlive the configuration that made them: the field broker keeps them in the
+persistent session. The buffer remembers every filter subscribed (before subscribing), so at
+start the filters no longer wanted are unsubscribed, and forgotten once the broker confirms.
 """
 
 from __future__ import annotations
@@ -174,14 +178,23 @@ class Agent:
             dedupe_window=cfg.normalise.dedupe_window,
             state_events=cfg.normalise.state_events,
             wall=self.wall,
+            monotonic=self.monotonic,
         )
         self._enrol()
+        filters = profiles.topic_filters()
+        stale: list[str] = []
+        try:
+            stale = [f for f in await self.buffer.subscriptions() if f not in filters]
+            await self.buffer.remember_subscriptions(filters)
+        except BufferError_ as exc:  # the buffer's own errors surface at the first commit
+            _log.warning("subscriptions_not_recorded", error=str(exc))
         self.field = FieldLink(
             **_link_options(cfg.field),
             name="field",
             client_id=cfg.field_client_id,
             receive_maximum=cfg.field.receive_maximum,
-            subscriptions=profiles.topic_filters(),
+            subscriptions=filters,
+            unsubscribe=stale,
             on_message=self._on_field_message,
         )
         self.cloud = MqttLink(
@@ -233,7 +246,8 @@ class Agent:
             devices=len(inventory),
             profiles=len(profiles),
             buffer=str(cfg.buffer.path),
-            filters=",".join(profiles.topic_filters()),
+            filters=",".join(filters),
+            unsubscribing=",".join(stale),
         )
         try:
             async with asyncio.TaskGroup() as tg:
@@ -246,6 +260,7 @@ class Agent:
                     tg.create_task(self._status_loop(), name="status"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                     tg.create_task(self._reloader(), name="reloader"),
+                    tg.create_task(self._forget_unsubscribed(stale), name="unsubscribe"),
                 ]
                 await self._stop.wait()
                 await self._shutdown()
@@ -396,7 +411,9 @@ class Agent:
             detail=(
                 f"field={'up' if self.field.connected else 'down'} "
                 f"cloud={'up' if self.cloud.connected else 'down'} "
-                f"buffer={buffer} depth={stats.depth}" + (f" error={buffer_error}" if buffer_error else "")
+                f"buffer={buffer} depth={stats.depth} "
+                f"unknown_device_messages={counters.get('unknown_device_messages', 0)}"
+                + (f" error={buffer_error}" if buffer_error else "")
             ),
         )
         if publish and self.cloud.connected:
@@ -436,6 +453,16 @@ class Agent:
                 _log.warning("telemetry_expired", readings=expired)
             await asyncio.sleep(period)
 
+    async def _forget_unsubscribed(self, stale: list[str]) -> None:
+        """Forget the stale filters once the field broker has confirmed unsubscribing them."""
+        if not stale:
+            return
+        await self.field.unsubscribed.wait()
+        try:
+            await self.buffer.forget_subscriptions([f for f in stale if f not in self.field.subscriptions])
+        except BufferError_ as exc:  # remembered: unsubscribed again at the next start, harmless
+            _log.warning("subscriptions_not_recorded", error=str(exc))
+
     async def _reloader(self) -> None:
         while True:
             await self._reload.wait()
@@ -449,7 +476,11 @@ class Agent:
             self.normaliser.reload(profiles=profiles, inventory=inventory)
             self.liveness.profile_intervals = {p.id: p.report_interval_s for p in profiles.profiles.values()}
             self._enrol()
-            self.field.set_subscriptions(profiles.topic_filters())
+            try:
+                await self.buffer.remember_subscriptions(loaded.filters)
+            except BufferError_ as exc:  # then a later removal of these is not unsubscribed
+                _log.warning("subscriptions_not_recorded", error=str(exc))
+            self.field.set_subscriptions(loaded.filters)
             _log.info("reloaded", devices=len(inventory), profiles=len(profiles))
 
     # -- shutdown -------------------------------------------------------------------------

@@ -60,6 +60,7 @@ COUNTERS: Final = (
     "quarantined",
     "quarantine_dropped",
     "duplicates_dropped",
+    "unknown_device_messages",
 )
 
 _SCHEMA = """

@@ -5,7 +5,8 @@ For each message, in order:
 1. decode with `device_profiles` (``received_at`` = gateway time); a `DecodeError` goes to
    quarantine with its reason code;
 2. a device this gateway does not serve (not in the inventory) goes to quarantine
-   (``unknown_device``);
+   (``unknown_device``), is counted (``unknown_device_messages``) and logged (``unknown_device``)
+   once per device per ``unknown_log_interval_s``, with the count of its messages in between;
 3. a ``reading_id`` seen among the last ``dedupe_window`` readings is dropped and counted.
    Readings flagged ``estimated_ts`` are exempt: their id hashes the payload only (no device time,
    no message id), so two identical presses of a button would look like one;
@@ -24,15 +25,23 @@ duplicate.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Final
 
 from device_profiles import DecodeError, ProfileSet, Reading
 from edge.buffer import Intake, QuarantineEntry
 from edge.envelope import WireReading, encode_reading, to_us, wire_reading
 from edge.inventory import InventoryView
 from edge.liveness import Liveness
+from edge.logs import get_logger
+
+_log = get_logger("edge.normalise")
+
+#: Unknown device ids remembered for rate-limiting their log lines (the oldest forgotten first).
+UNKNOWN_IDS_REMEMBERED: Final = 10_000
 
 #: state metric -> (event when it becomes non-zero, event when it becomes zero)
 STATE_EVENTS: Mapping[str, tuple[str, str]] = {
@@ -60,6 +69,36 @@ class Classifier:
         return False
 
 
+class UnknownDevices:
+    """Says when to log a device that is not in the inventory: its first message, then at most
+    once per `interval_s`, with how many of its messages came in between. Remembers at most
+    `max_ids` devices (the longest-unlogged forgotten first), so a flood of ids cannot grow it."""
+
+    def __init__(self, *, interval_s: float, max_ids: int, monotonic: Callable[[], float]) -> None:
+        self.interval_s = interval_s
+        self.max_ids = max_ids
+        self.monotonic = monotonic
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # id -> (logged at, since)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def seen(self, device_id: str) -> int | None:
+        """Record one message; returns the messages to report (this one included) when it is time
+        to log the device, else None."""
+        now = self.monotonic()
+        entry = self._seen.get(device_id)
+        if entry is not None and now - entry[0] < self.interval_s:
+            self._seen[device_id] = (entry[0], entry[1] + 1)
+            return None
+        count = 1 if entry is None else entry[1] + 1
+        self._seen[device_id] = (now, 0)
+        self._seen.move_to_end(device_id)
+        while len(self._seen) > self.max_ids:
+            self._seen.popitem(last=False)
+        return count
+
+
 class Normaliser:
     """Turns field messages into intake entries (see the module docstring for the steps)."""
 
@@ -73,7 +112,9 @@ class Normaliser:
         clock_skew_bound_s: float,
         dedupe_window: int,
         state_events: bool = True,
+        unknown_log_interval_s: float = 600.0,
         wall: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.profiles = profiles.with_device_map(inventory.profile_map())
         self.inventory = inventory
@@ -88,6 +129,9 @@ class Normaliser:
         self.quarantined = 0
         self.duplicates = 0
         self.skewed = 0
+        self.unknown = UnknownDevices(
+            interval_s=unknown_log_interval_s, max_ids=UNKNOWN_IDS_REMEMBERED, monotonic=monotonic
+        )
 
     def reload(self, *, profiles: ProfileSet, inventory: InventoryView) -> None:
         self.profiles = profiles.with_device_map(inventory.profile_map())
@@ -118,6 +162,18 @@ class Normaliser:
             if owner:
                 why += f" (the inventory assigns it to gateway {owner!r})"
             self.quarantine(intake, now_us, topic, payload, "unknown_device", why)
+            intake.counters["unknown_device_messages"] = intake.counters.get("unknown_device_messages", 0) + 1
+            messages = self.unknown.seen(reading.device_id)
+            if messages is not None:
+                _log.warning(
+                    "unknown_device",
+                    device_id=reading.device_id,
+                    topic=topic,
+                    profile=reading.profile,
+                    owner=owner,
+                    messages=messages,
+                    detail=why,
+                )
             return False
         estimated = "estimated_ts" in reading.quality
         if not estimated and self.dedupe_window:
