@@ -99,22 +99,25 @@ def _quarantine_list(args: argparse.Namespace) -> int:
         return _fail(exc)
     if not config.buffer.path.exists():
         return _fail(EdgeError(f"no buffer at {config.buffer.path}"))
-    store = Store(
-        config.buffer.path,
-        max_bytes=config.buffer.max_bytes,
-        ttl_s=config.buffer.ttl_s,
-        durability=config.buffer.durability,
-        chunk_max=config.uplink.batch_max_readings,
-        quarantine_max_rows=config.buffer.quarantine_max_rows,
-        quarantine_max_payload_bytes=config.buffer.quarantine_max_payload_bytes,
-        wall=lambda: 0.0,
-        read_only=True,
-    )
     try:
-        rows = store.quarantine_rows(args.limit)
-        total = store.counters().get("quarantined", 0)
-    finally:
-        store.close()
+        store = Store(
+            config.buffer.path,
+            max_bytes=config.buffer.max_bytes,
+            ttl_s=config.buffer.ttl_s,
+            durability=config.buffer.durability,
+            chunk_max=config.uplink.batch_max_readings,
+            quarantine_max_rows=config.buffer.quarantine_max_rows,
+            quarantine_max_payload_bytes=config.buffer.quarantine_max_payload_bytes,
+            wall=lambda: 0.0,
+            read_only=True,
+        )
+        try:
+            rows = store.quarantine_rows(args.limit)
+            total = store.counters().get("quarantined", 0)
+        finally:
+            store.close()
+    except EdgeError as exc:  # a buffer that cannot be read: SQLite's reason, not a traceback
+        return _fail(exc)
     enc = msgspec.json.Encoder()
     for rid, entry, size in rows:
         at = datetime.fromtimestamp(entry.at_us / 1e6, UTC).isoformat(timespec="milliseconds")
