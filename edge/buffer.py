@@ -34,12 +34,28 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, ParamSpec, TypeVar
 
 from edge.envelope import pack_array, split_array
 from edge.errors import BufferError_, BufferFull
+from edge.records import Batch, BufferStats, DeviceRow, Intake, QuarantineEntry
+
+__all__ = [
+    "ALARM",
+    "CLASS_NAMES",
+    "COUNTERS",
+    "SCHEMA_VERSION",
+    "TELEMETRY",
+    "Batch",
+    "Buffer",
+    "BufferStats",
+    "DeviceRow",
+    "EnvelopeBuilder",
+    "Intake",
+    "QuarantineEntry",
+    "Store",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -90,72 +106,6 @@ def _mapped(what: str, exc: sqlite3.Error) -> BufferError_:
     its code (``SQLITE_FULL``)."""
     code = getattr(exc, "sqlite_errorname", None)
     return BufferError_(f"{what}: {exc}" + (f" ({code})" if code else ""), sqlite_error=code)
-
-
-@dataclass(slots=True)
-class DeviceRow:
-    """A device's persisted liveness and state (state: the encoded last state values)."""
-
-    last_seen_us: int
-    offline: bool = False
-    state: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineEntry:
-    at_us: int
-    topic: str
-    reason: str
-    message: str
-    payload: bytes
-
-
-@dataclass(slots=True)
-class Intake:
-    """One commit's worth of input: encoded readings per class, device updates, quarantine."""
-
-    alarm: list[bytes] = field(default_factory=list)
-    telemetry: list[bytes] = field(default_factory=list)
-    #: received-at seconds of the oldest and newest reading in this intake.
-    at_min: int = 0
-    at_max: int = 0
-    devices: dict[str, DeviceRow] = field(default_factory=dict)
-    quarantine: list[QuarantineEntry] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.alarm) + len(self.telemetry)
-
-    def add_reading(self, data: bytes, *, alarm: bool, at_s: int) -> None:
-        (self.alarm if alarm else self.telemetry).append(data)
-        if not self.at_min or at_s < self.at_min:
-            self.at_min = at_s
-        self.at_max = max(self.at_max, at_s)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    seq: int
-    batch_class: int
-    count: int
-    at_min: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BufferStats:
-    alarm_readings: int
-    telemetry_readings: int
-    batched_readings: int
-    batches: int
-    oldest_at: int | None
-    disk_bytes: int
-    cap_bytes: int
-    counters: dict[str, int]
-
-    @property
-    def depth(self) -> int:
-        return self.alarm_readings + self.telemetry_readings + self.batched_readings
 
 
 #: Builds an envelope: (batch_seq, class, packed readings, counters) -> payload.
