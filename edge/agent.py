@@ -430,15 +430,22 @@ class Agent:
                         await fut
 
     async def _status_loop(self) -> None:
+        """Refresh the /metrics and /healthz snapshot every few seconds, from the start (a cloud
+        that is down must not hide a full disk); publish the status while the cloud is up."""
         interval = self.config.status.interval_s
-        await self.cloud.wait_connected()
         next_at = self.monotonic()
         while True:
-            publish = self.monotonic() >= next_at
+            publish = self.cloud.connected and self.monotonic() >= next_at
             await self._refresh(publish=publish)
             if publish:
                 next_at = self.monotonic() + interval
-            await asyncio.sleep(min(interval, 5.0))
+            pause = min(interval, 5.0)
+            if self.cloud.connected:
+                await asyncio.sleep(pause)
+            else:  # and the first status goes out as soon as the cloud link is up
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self.cloud.wait_connected()
 
     async def _housekeeping(self) -> None:
         period = min(60.0, self.config.buffer.ttl_s / 10)

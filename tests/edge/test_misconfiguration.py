@@ -4,7 +4,9 @@ configuration are unsubscribed from the broker's persistent session at the next 
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import sqlite3
 import time
 import urllib.error
@@ -209,4 +211,47 @@ def test_a_filter_dropped_from_the_configuration_is_unsubscribed_at_the_next_sta
     pub.publish(topic, payload, wait=True)
     assert col.wait_for(lambda c: reading.reading_id in c.reading_ids(), 20)
     assert _quarantined(db) == []  # the acme message never reached the agent
+    assert agent.terminate() == 0
+
+
+def test_a_reload_with_a_contradicting_inventory_is_refused_and_keeps_the_running_set(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+) -> None:
+    fleet = Fleet({DOOR: 1})
+    (door,) = fleet.devices
+    field, cloud = make_broker(), make_broker()
+    inventory = fleet.inventory(tmp_path / "inv.yaml")
+    cfg = write_config(
+        tmp_path / "edge.toml", inventory=inventory, field=field, cloud=cloud, buffer=tmp_path / "b.db"
+    )
+    col = Collector(cloud)
+    collectors.append(col)
+    agent = agent_factory(cfg)
+    agent.start()
+    agent.wait_log("subscribed")
+    wrong = Device(
+        device_id=door.device_id,
+        device_type="sos_button",
+        profile=DOOR,
+        community_id="c-test",
+        gateway_id=GATEWAY,
+        location=Location(lat=31.23, lon=121.47),
+    )
+    Inventory([wrong]).dump(inventory)
+    assert agent.proc is not None
+    os.killpg(agent.proc.pid, signal.SIGHUP)
+    agent.wait_log("reload_failed")
+    failed = next(line for line in agent.lines() if line.get("event") == "reload_failed")
+    for text in (str(inventory), f"devices[0] ({door.device_id})", "door_contact", "sos_button"):
+        assert text in failed["error"]
+    pub = Publisher(field)
+    publishers.append(pub)
+    topic, payload, reading = fleet.payload(door)
+    pub.publish(topic, payload, wait=True)
+    assert col.wait_for(lambda c: reading.reading_id in c.reading_ids(), 20)  # the running set
+    assert [r.device_type for r in col.readings() if r.reading_id == reading.reading_id] == ["door_contact"]
     assert agent.terminate() == 0
