@@ -26,12 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import struct
 import time
 from collections.abc import Callable
 from typing import Any, Final
-
-import msgspec
 
 from device_profiles import ProfileSet
 from edge.buffer import Buffer, Intake
@@ -49,24 +46,6 @@ from edge.status import StatusReporter, offline_payload
 from edge.uplink import Uplink
 
 _log = get_logger("edge.agent")
-
-#: What a bug in decoding or normalising one message can raise. Decoding is built never to raise
-#: (a compiled decoder raises `Rejected`, which the engine returns as a `DecodeError`), so these
-#: are bugs met on parsed JSON, bytes and numbers: arithmetic, lookups, types and values
-#: (UnicodeError and msgspec's DecodeError are ValueErrors), `struct.error` from a binary body,
-#: `msgspec.EncodeError` from encoding the reading, RecursionError from a nested path. The message
-#: is quarantined (``internal_error``) and intake goes on. Anything else (MemoryError, a
-#: cancellation) is not about this message and is not caught.
-_MESSAGE_BUGS: Final = (
-    ArithmeticError,
-    AttributeError,
-    LookupError,
-    TypeError,
-    ValueError,
-    RecursionError,
-    struct.error,
-    msgspec.MsgspecError,
-)
 
 #: Seconds between attempts to commit while the buffer cannot write.
 BUFFER_RETRY_S: Final = 1.0
@@ -283,19 +262,7 @@ class Agent:
     # -- intake ---------------------------------------------------------------------------
 
     def _on_field_message(self, message: Message) -> None:
-        try:
-            alarm = self.normaliser.handle(message.topic, message.payload, self._intake)
-        except _MESSAGE_BUGS as exc:  # never crash on input: a decoder bug quarantines the message
-            _log.error("normalise_failed", topic=message.topic, error=repr(exc))
-            self.normaliser.quarantine(
-                self._intake,
-                int(self.wall() * 1_000_000),
-                message.topic,
-                message.payload,
-                "internal_error",
-                repr(exc)[:500],
-            )
-            alarm = False
+        alarm = self.normaliser.handle(message.topic, message.payload, self._intake)
         self._messages.append(message)
         if alarm or len(self._messages) >= self.config.buffer.commit_max_messages:
             self._flush.set()

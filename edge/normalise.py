@@ -20,16 +20,21 @@ For each message, in order:
 7. the reading is classed (`Classifier`) and added to the intake as alarm or telemetry.
 
 Nothing here raises on bad input: every message ends as readings, a quarantine entry or a counted
-duplicate.
+duplicate. Even a bug met on one message (in a decoder or in a step above) only quarantines that
+message (``internal_error``, logged as ``normalise_failed``): see `_MESSAGE_BUGS` for what that
+covers.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Final
+
+import msgspec
 
 from device_profiles import DecodeError, ProfileSet, Reading
 from edge.buffer import Intake, QuarantineEntry
@@ -39,6 +44,24 @@ from edge.liveness import Liveness
 from edge.logs import get_logger
 
 _log = get_logger("edge.normalise")
+
+#: What a bug in decoding or normalising one message can raise. Decoding is built never to raise
+#: (a compiled decoder raises `Rejected`, which the engine returns as a `DecodeError`), so these
+#: are bugs met on parsed JSON, bytes and numbers: arithmetic, lookups, types and values
+#: (UnicodeError and msgspec's DecodeError are ValueErrors), `struct.error` from a binary body,
+#: `msgspec.EncodeError` from encoding the reading, RecursionError from a nested path. The message
+#: is quarantined (``internal_error``) and intake goes on. Anything else (MemoryError, a
+#: cancellation) is not about this message and is not caught.
+_MESSAGE_BUGS: Final = (
+    ArithmeticError,
+    AttributeError,
+    LookupError,
+    TypeError,
+    ValueError,
+    RecursionError,
+    struct.error,
+    msgspec.MsgspecError,
+)
 
 #: Unknown device ids remembered for rate-limiting their log lines (the oldest forgotten first).
 UNKNOWN_IDS_REMEMBERED: Final = 10_000
@@ -146,6 +169,16 @@ class Normaliser:
 
     def handle(self, topic: str, payload: bytes, intake: Intake) -> bool:
         """Process one message into `intake`. Returns whether it added an alarm-class reading."""
+        try:
+            return self._handle(topic, payload, intake)
+        except _MESSAGE_BUGS as exc:
+            _log.error("normalise_failed", topic=topic, error=repr(exc))
+            self.quarantine(
+                intake, int(self.wall() * 1_000_000), topic, payload, "internal_error", repr(exc)[:500]
+            )
+            return False
+
+    def _handle(self, topic: str, payload: bytes, intake: Intake) -> bool:
         self.received += 1
         now = self.wall()
         received_at = datetime.fromtimestamp(now, UTC)
