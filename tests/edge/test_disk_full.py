@@ -88,6 +88,7 @@ class AgentThread:
         if self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.agent.stop)
             self.thread.join(30)
+        self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
         edge_logger = logging.getLogger("edge")
         edge_logger.removeHandler(self.logs)
