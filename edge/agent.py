@@ -301,7 +301,8 @@ class Agent:
                 await asyncio.sleep(BUFFER_RETRY_S)
         if self._buffer_error is not None:
             self._buffer_error = None
-            self.field.resume_reading()
+            if not self._stop.is_set():  # at shutdown intake stays stopped
+                self.field.resume_reading()
             _log.info("buffer_accepting")
         for message in messages:
             self.field.ack(message)
