@@ -161,9 +161,9 @@ class Store:
             self.conn.executemany(
                 "INSERT OR IGNORE INTO counters VALUES (?, 0)", [(name,) for name in COUNTERS]
             )
+            self._max_pages = int(self.conn.execute("PRAGMA max_page_count").fetchone()[0])
         except sqlite3.Error as exc:
             raise _mapped(f"cannot open the buffer {path}", exc) from exc
-        self._max_pages = int(self.conn.execute("PRAGMA max_page_count").fetchone()[0])
         self._synchronous = "FULL" if durability == "full" else "NORMAL"
 
     def _sync(self, mode: str) -> None:
