@@ -174,19 +174,36 @@ class Inventory:
 
     def check_profiles(self, profiles: ProfileSet) -> None:
         """Raise `InventoryError` unless every device's profile is loaded and is for its device type."""
+        problems = self.profile_problems(profiles)
+        if problems:
+            raise problems[0]
+
+    def profile_problems(
+        self, profiles: ProfileSet, *, gateway_id: str | None = None
+    ) -> list[InventoryError]:
+        """Every device (of `gateway_id`, or all) whose profile is not loaded or is for another
+        device type; each error names the file, the entry and, for a type, both types."""
+        problems = []
         for i, device in enumerate(self._devices):
+            if gateway_id is not None and device.gateway_id != gateway_id:
+                continue
             profile = profiles.profiles.get(device.profile)
             if profile is None:
-                raise InventoryError(
-                    self._path, _entry(i, device.device_id), f"unknown profile {device.profile!r}"
+                problems.append(
+                    InventoryError(
+                        self._path, _entry(i, device.device_id), f"unknown profile {device.profile!r}"
+                    )
                 )
-            if profile.device_type != device.device_type:
-                raise InventoryError(
-                    self._path,
-                    _entry(i, device.device_id),
-                    f"profile {device.profile!r} is for {profile.device_type}, "
-                    f"the device is a {device.device_type}",
+            elif profile.device_type != device.device_type:
+                problems.append(
+                    InventoryError(
+                        self._path,
+                        _entry(i, device.device_id),
+                        f"profile {device.profile!r} is for {profile.device_type}, "
+                        f"the device is a {device.device_type}",
+                    )
                 )
+        return problems
 
     # -- lookups -------------------------------------------------------------------------------
 

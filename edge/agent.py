@@ -2,7 +2,7 @@
 
 `Agent.run()` owns every long-running task in one `asyncio.TaskGroup`, each with a name:
 ``field-link``, ``cloud-link``, ``buffer-writer``, ``uplink``, ``liveness``, ``status``,
-``housekeeping``, ``reloader``. SIGTERM (or SIGINT) shuts down in order:
+``housekeeping``, ``reloader``, ``unsubscribe``. SIGTERM (or SIGINT) shuts down in order:
 
 1. stop intake: stop reading the field socket (the broker keeps the rest in our session);
 2. flush: commit what was received and acknowledge it;
@@ -11,7 +11,14 @@
 5. await the PUBACKs in flight;
 6. publish the final status (``state: offline``, retained) and disconnect from the cloud broker.
 
-SIGHUP reloads the profiles and the inventory.
+Before anything starts, `edge.preflight.preflight` checks the profiles and the inventory together
+(the same checks as ``linli edge check-config``): on any problem the agent refuses to start with
+`PreflightError`. SIGHUP reloads the profiles and the inventory through the same checks; a reload
+that fails them keeps the running set.
+
+Subscriptions outlive the configuration that made them: the field broker keeps them in the
+persistent session. The buffer remembers every filter subscribed (before subscribing), so at
+start the filters no longer wanted are unsubscribed, and forgotten once the broker confirms.
 """
 
 from __future__ import annotations
@@ -21,34 +28,27 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-from device_profiles import SHIPPED_DIR, ProfileSet
+from device_profiles import ProfileSet
 from edge.buffer import Buffer, Intake
 from edge.config import BrokerConfig, EdgeConfig
 from edge.endpoint import Endpoint, Snapshot
-from edge.errors import BufferFull, EdgeError, MqttError
+from edge.errors import BufferError_, BufferFull, EdgeError, MqttError
 from edge.fieldlink import FieldLink
-from edge.inventory import InventoryView, load_inventory
+from edge.inventory import InventoryView
 from edge.liveness import DeviceMemory, Liveness
 from edge.logs import get_logger
 from edge.mqtt import Message, MqttLink, Will, tls_context
 from edge.normalise import Classifier, Normaliser
+from edge.preflight import Loaded, preflight
 from edge.status import StatusReporter, offline_payload
 from edge.uplink import Uplink
 
 _log = get_logger("edge.agent")
 
-
-def load_profiles(config: EdgeConfig) -> ProfileSet:
-    """The shipped profiles (unless ``shipped_profiles = false``) and those in the configured
-    folders. A profile id defined twice (a folder repeating a shipped id) is a `ProfileError`
-    naming both files: to replace a shipped profile, turn the shipped set off and copy the rest.
-    """
-    if not config.profiles:
-        return ProfileSet.shipped()
-    folders = (SHIPPED_DIR, *config.profiles) if config.shipped_profiles else config.profiles
-    return ProfileSet.load(*folders)
+#: Seconds between attempts to commit while the buffer cannot write.
+BUFFER_RETRY_S: Final = 1.0
 
 
 def _link_options(config: BrokerConfig) -> dict[str, Any]:
@@ -94,7 +94,7 @@ class Agent:
         self._flush = asyncio.Event()
         self._intake = Intake()
         self._messages: list[Message] = []
-        self._buffer_full = False
+        self._buffer_error: BufferError_ | None = None  # why the last commit failed
         self._field_connected_at: float | None = None
         self.snapshot = Snapshot()
         self.endpoint: Endpoint | None = None
@@ -107,17 +107,18 @@ class Agent:
 
     # -- setup ----------------------------------------------------------------------------
 
-    async def _load(self) -> tuple[ProfileSet, InventoryView]:
-        cfg = self.config
-
-        def load() -> tuple[ProfileSet, InventoryView]:  # file reads and compiling: off the loop
-            return load_profiles(cfg), load_inventory(cfg.inventory, gateway_id=cfg.gateway_id)
-
-        return await asyncio.to_thread(load)
+    async def _load(self) -> Loaded:
+        """`preflight` (file reads and compiling: off the loop); its warnings are logged."""
+        loaded = await asyncio.to_thread(preflight, self.config)
+        for warning in loaded.warnings:
+            _log.warning("config_warning", detail=warning)
+        return loaded
 
     async def run(self) -> None:
+        """Run until `stop()` or a signal. Raises `PreflightError` (before opening anything)
+        when the profiles and the inventory do not pass the checks of ``check-config``."""
         cfg = self.config
-        profiles, inventory = await self._load()
+        loaded = await self._load()
         self.buffer = buffer = await Buffer.open(
             cfg.buffer.path,
             max_bytes=cfg.buffer.max_bytes,
@@ -129,7 +130,7 @@ class Agent:
             wall=self.wall,
         )
         try:
-            await self._run(profiles, inventory)
+            await self._run(loaded.profiles, loaded.inventory)
         finally:
             await buffer.close()
             _log.info("stopped")
@@ -156,14 +157,23 @@ class Agent:
             dedupe_window=cfg.normalise.dedupe_ids_remembered,
             state_events=cfg.normalise.state_events,
             wall=self.wall,
+            monotonic=self.monotonic,
         )
         self._enrol()
+        filters = profiles.topic_filters()
+        stale: list[str] = []
+        try:
+            stale = [f for f in await self.buffer.subscriptions() if f not in filters]
+            await self.buffer.remember_subscriptions(filters)
+        except BufferError_ as exc:  # the buffer's own errors surface at the first commit
+            _log.warning("subscriptions_not_recorded", error=str(exc))
         self.field = FieldLink(
             **_link_options(cfg.field),
             name="field",
             client_id=cfg.field_client_id,
             receive_maximum=cfg.field.receive_maximum,
-            subscriptions=profiles.topic_filters(),
+            subscriptions=filters,
+            unsubscribe=stale,
             on_message=self._on_field_message,
         )
         self.cloud = MqttLink(
@@ -215,7 +225,8 @@ class Agent:
             devices=len(inventory),
             profiles=len(profiles),
             buffer=str(cfg.buffer.path),
-            filters=",".join(profiles.topic_filters()),
+            filters=",".join(filters),
+            unsubscribing=",".join(stale),
         )
         try:
             async with asyncio.TaskGroup() as tg:
@@ -228,6 +239,7 @@ class Agent:
                     tg.create_task(self._status_loop(), name="status"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                     tg.create_task(self._reloader(), name="reloader"),
+                    tg.create_task(self._forget_unsubscribed(stale), name="unsubscribe"),
                 ]
                 await self._stop.wait()
                 await self._shutdown()
@@ -250,19 +262,7 @@ class Agent:
     # -- intake ---------------------------------------------------------------------------
 
     def _on_field_message(self, message: Message) -> None:
-        try:
-            alarm = self.normaliser.handle(message.topic, message.payload, self._intake)
-        except Exception as exc:  # noqa: BLE001 - never crash on input: a decoder bug quarantines the message
-            _log.error("normalise_failed", topic=message.topic, error=repr(exc))
-            self.normaliser._quarantine(
-                self._intake,
-                int(self.wall() * 1_000_000),
-                message.topic,
-                message.payload,
-                "internal_error",
-                repr(exc)[:500],
-            )
-            alarm = False
+        alarm = self.normaliser.handle(message.topic, message.payload, self._intake)
         self._messages.append(message)
         if alarm or len(self._messages) >= self.config.buffer.commit_max_messages:
             self._flush.set()
@@ -278,8 +278,14 @@ class Agent:
             self._flush.clear()
             await self.commit_pending()
 
-    async def commit_pending(self) -> None:
-        """Commit everything received so far in one transaction, then acknowledge it."""
+    async def commit_pending(self, *, retry: bool = True) -> None:
+        """Commit everything received so far in one transaction, then acknowledge it.
+
+        While the buffer cannot write (alarms alone at the cap, a full disk, an I/O error) intake
+        pauses, nothing is acknowledged (the field broker keeps the messages), and the same
+        commit is tried again every `BUFFER_RETRY_S`; the reason is logged once and shown in
+        ``/healthz``. With `retry` False (at shutdown) one attempt is made.
+        """
         intake, messages = self._intake, self._messages
         if not messages and not len(intake) and not intake.devices and not intake.quarantine:
             return
@@ -288,15 +294,15 @@ class Agent:
             try:
                 evicted = await self.buffer.commit(intake)
                 break
-            except BufferFull as exc:
-                if not self._buffer_full:
-                    _log.error("buffer_full", error=str(exc))
-                    self._buffer_full = True
-                    self.field.pause_reading()
-                await asyncio.sleep(1.0)
-        if self._buffer_full:
-            self._buffer_full = False
-            self.field.resume_reading()
+            except BufferError_ as exc:
+                self._buffer_failed(exc)
+                if not retry:
+                    return
+                await asyncio.sleep(BUFFER_RETRY_S)
+        if self._buffer_error is not None:
+            self._buffer_error = None
+            if not self._stop.is_set():  # at shutdown intake stays stopped
+                self.field.resume_reading()
             _log.info("buffer_accepting")
         for message in messages:
             self.field.ack(message)
@@ -304,6 +310,13 @@ class Agent:
             self.uplink.evicted(evicted)
             _log.warning("telemetry_evicted", readings=evicted)
         self.uplink.notify(alarm=len(intake.alarm), telemetry=len(intake.telemetry))
+
+    def _buffer_failed(self, exc: BufferError_) -> None:
+        if self._buffer_error is None:
+            self.field.pause_reading()
+        if str(exc) != str(self._buffer_error):
+            _log.error("buffer_full" if isinstance(exc, BufferFull) else "buffer_failed", error=str(exc))
+        self._buffer_error = exc
 
     # -- background loops -----------------------------------------------------------------
 
@@ -325,7 +338,16 @@ class Agent:
             await asyncio.sleep(cfg.check_interval_s)
 
     async def _refresh(self, *, publish: bool, state: str = "online") -> None:
-        stats = await self.buffer.stats()
+        try:
+            stats = await self.buffer.stats()
+        except BufferError_ as exc:
+            self.snapshot = Snapshot(
+                counters=self.snapshot.counters,
+                gauges=self.snapshot.gauges,
+                healthy=False,
+                detail=f"buffer unreadable: {exc}",
+            )
+            return
         doc = self.status.document(
             stats=stats,
             received=self.normaliser.received,
@@ -335,6 +357,9 @@ class Agent:
         )
         counters = dict(stats.counters)
         counters["messages_received"] = self.normaliser.received
+        failed = self._buffer_error
+        buffer_error = str(failed) if failed is not None else self.uplink.buffer_error
+        buffer = "ok" if buffer_error is None else "full" if isinstance(failed, BufferFull) else "failed"
         self.snapshot = Snapshot(
             counters=counters,
             gauges={
@@ -350,17 +375,21 @@ class Agent:
                 "rss_bytes": doc["rss_bytes"],
                 "cpu_percent": doc["cpu_pct"],
             },
-            healthy=self.field.connected and not self._buffer_full,
+            healthy=self.field.connected and buffer_error is None,
             health={
                 "field": "up" if self.field.connected else "down",
                 "cloud": "up" if self.cloud.connected else "down",
-                "buffer": "full" if self._buffer_full else "ok",
+                "buffer": buffer,
                 "depth": stats.depth,
+                "unknown_device_messages": counters.get("unknown_device_messages", 0),
+                **({"buffer_error": buffer_error} if buffer_error else {}),
             },
             detail=(
                 f"field={'up' if self.field.connected else 'down'} "
                 f"cloud={'up' if self.cloud.connected else 'down'} "
-                f"buffer={'full' if self._buffer_full else 'ok'} depth={stats.depth}"
+                f"buffer={buffer} depth={stats.depth} "
+                f"unknown_device_messages={counters.get('unknown_device_messages', 0)}"
+                + (f" error={buffer_error}" if buffer_error else "")
             ),
         )
         if publish and self.cloud.connected:
@@ -377,38 +406,64 @@ class Agent:
                         await fut
 
     async def _status_loop(self) -> None:
+        """Refresh the /metrics and /healthz snapshot every few seconds, from the start (a cloud
+        that is down must not hide a full disk); publish the status while the cloud is up."""
         interval = self.config.status.interval_s
-        await self.cloud.wait_connected()
         next_at = self.monotonic()
         while True:
-            publish = self.monotonic() >= next_at
+            publish = self.cloud.connected and self.monotonic() >= next_at
             await self._refresh(publish=publish)
             if publish:
                 next_at = self.monotonic() + interval
-            await asyncio.sleep(min(interval, 5.0))
+            pause = min(interval, 5.0)
+            if self.cloud.connected:
+                await asyncio.sleep(pause)
+            else:  # and the first status goes out as soon as the cloud link is up
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self.cloud.wait_connected()
 
     async def _housekeeping(self) -> None:
         period = min(60.0, self.config.buffer.telemetry_max_age_s / 10)
         while True:
-            expired = await self.buffer.expire()
+            try:
+                expired = await self.buffer.expire()
+            except BufferError_ as exc:
+                _log.warning("expiry_failed", error=str(exc))
+                expired = 0
             if expired:
                 self.uplink.evicted(expired)
                 _log.warning("telemetry_expired", readings=expired)
             await asyncio.sleep(period)
+
+    async def _forget_unsubscribed(self, stale: list[str]) -> None:
+        """Forget the stale filters once the field broker has confirmed unsubscribing them."""
+        if not stale:
+            return
+        await self.field.unsubscribed.wait()
+        try:
+            await self.buffer.forget_subscriptions([f for f in stale if f not in self.field.subscriptions])
+        except BufferError_ as exc:  # remembered: unsubscribed again at the next start, harmless
+            _log.warning("subscriptions_not_recorded", error=str(exc))
 
     async def _reloader(self) -> None:
         while True:
             await self._reload.wait()
             self._reload.clear()
             try:
-                profiles, inventory = await self._load()
-            except (EdgeError, Exception) as exc:  # noqa: BLE001 - a bad reload keeps the running set
+                loaded = await self._load()
+            except EdgeError as exc:  # a bad reload keeps the running set
                 _log.error("reload_failed", error=str(exc))
                 continue
+            profiles, inventory = loaded.profiles, loaded.inventory
             self.normaliser.reload(profiles=profiles, inventory=inventory)
             self.liveness.profile_intervals = {p.id: p.report_interval_s for p in profiles.profiles.values()}
             self._enrol()
-            self.field.set_subscriptions(profiles.topic_filters())
+            try:
+                await self.buffer.remember_subscriptions(loaded.filters)
+            except BufferError_ as exc:  # then a later removal of these is not unsubscribed
+                _log.warning("subscriptions_not_recorded", error=str(exc))
+            self.field.set_subscriptions(loaded.filters)
             _log.info("reloaded", devices=len(inventory), profiles=len(profiles))
 
     # -- shutdown -------------------------------------------------------------------------
@@ -417,7 +472,7 @@ class Agent:
         cfg = self.config
         _log.info("stopping")
         self.field.pause_reading()
-        await self.commit_pending()
+        await self.commit_pending(retry=False)  # what it cannot commit stays unacknowledged
         await self.field.close()
         if self.cloud.connected:
             drained = await self.uplink.drain(within_s=cfg.uplink.drain_timeout_s)

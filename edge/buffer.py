@@ -11,6 +11,12 @@ Layout (docs/edge.md has the details):
 - ``devices``: each device's last state (for state-change events) and last-seen time (liveness).
 - ``quarantine``: undecodable or unknown input, bounded, oldest dropped.
 - ``counters``: persisted counts (evicted, expired, quarantined, ...).
+- ``subscriptions``: every topic filter the field broker's persistent session may still hold, so
+  that a filter dropped from the configuration is unsubscribed at the next start.
+
+Every transaction goes through `Store._transaction`: a failed one is rolled back (unless SQLite
+already did so itself, as it does after "database or disk is full"), and the error raised is the
+original one, mapped to `BufferError_` with SQLite's own words and code in the message.
 
 Every blocking SQLite call runs on one dedicated worker thread that owns the connection, so
 commits and fsyncs never block the event loop. Alarm chunks are never evicted; telemetry chunks
@@ -21,18 +27,35 @@ both are counted in the same transaction as the deletion.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, ParamSpec, TypeVar
 
 from edge.envelope import pack_array, split_array
 from edge.errors import BufferError_, BufferFull
+from edge.records import Batch, BufferStats, DeviceRow, Intake, QuarantineEntry
+
+__all__ = [
+    "ALARM",
+    "CLASS_NAMES",
+    "COUNTERS",
+    "SCHEMA_VERSION",
+    "TELEMETRY",
+    "Batch",
+    "Buffer",
+    "BufferStats",
+    "DeviceRow",
+    "EnvelopeBuilder",
+    "Intake",
+    "QuarantineEntry",
+    "Store",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -53,6 +76,7 @@ COUNTERS: Final = (
     "quarantined",
     "quarantine_dropped",
     "duplicates_dropped",
+    "unknown_device_messages",
 )
 
 _SCHEMA = """
@@ -73,73 +97,15 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY, at_us INTEGER NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL,
     message TEXT NOT NULL, size INTEGER NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS subscriptions (filter TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
-@dataclass(slots=True)
-class DeviceRow:
-    """A device's persisted liveness and state (state: the encoded last state values)."""
-
-    last_seen_us: int
-    offline: bool = False
-    state: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineEntry:
-    at_us: int
-    topic: str
-    reason: str
-    message: str
-    payload: bytes
-
-
-@dataclass(slots=True)
-class Intake:
-    """One commit's worth of input: encoded readings per class, device updates, quarantine."""
-
-    alarm: list[bytes] = field(default_factory=list)
-    telemetry: list[bytes] = field(default_factory=list)
-    #: received-at seconds of the oldest and newest reading in this intake.
-    at_min: int = 0
-    at_max: int = 0
-    devices: dict[str, DeviceRow] = field(default_factory=dict)
-    quarantine: list[QuarantineEntry] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.alarm) + len(self.telemetry)
-
-    def add_reading(self, data: bytes, *, alarm: bool, at_s: int) -> None:
-        (self.alarm if alarm else self.telemetry).append(data)
-        if not self.at_min or at_s < self.at_min:
-            self.at_min = at_s
-        self.at_max = max(self.at_max, at_s)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    seq: int
-    batch_class: int
-    count: int
-    at_min: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BufferStats:
-    alarm_readings: int
-    telemetry_readings: int
-    batched_readings: int
-    batches: int
-    oldest_at: int | None
-    disk_bytes: int
-    cap_bytes: int
-    counters: dict[str, int]
-
-    @property
-    def depth(self) -> int:
-        return self.alarm_readings + self.telemetry_readings + self.batched_readings
+def _mapped(what: str, exc: sqlite3.Error) -> BufferError_:
+    """`exc` as a `BufferError_` that keeps SQLite's reason (``database or disk is full``) and
+    its code (``SQLITE_FULL``)."""
+    code = getattr(exc, "sqlite_errorname", None)
+    return BufferError_(f"{what}: {exc}" + (f" ({code})" if code else ""), sqlite_error=code)
 
 
 #: Builds an envelope: (batch_seq, class, packed readings, counters) -> payload.
@@ -195,19 +161,56 @@ class Store:
             self.conn.executemany(
                 "INSERT OR IGNORE INTO counters VALUES (?, 0)", [(name,) for name in COUNTERS]
             )
+            self._max_pages = int(self.conn.execute("PRAGMA max_page_count").fetchone()[0])
         except sqlite3.Error as exc:
-            raise BufferError_(f"cannot open the buffer {path}: {exc}") from exc
+            raise _mapped(f"cannot open the buffer {path}", exc) from exc
         self._synchronous = "FULL" if durability == "full" else "NORMAL"
 
     def _sync(self, mode: str) -> None:
         self.conn.execute(f"PRAGMA synchronous={mode}")
         self._synchronous = mode
 
+    @contextlib.contextmanager
+    def _transaction(self, what: str, *, synchronous: str | None = None) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, the one way this module writes.
+
+        On an error the transaction is rolled back, unless SQLite has already rolled it back
+        itself (it does after SQLITE_FULL and some I/O errors, and a ``ROLLBACK`` then fails with
+        "no transaction is active"). The error raised is always the original one: a
+        `sqlite3.Error` becomes a `BufferError_` naming `what` and SQLite's reason; a failing
+        rollback is only added as a note.
+        """
+        try:
+            if synchronous is not None and synchronous != self._synchronous:
+                self._sync(synchronous)
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error as rollback:
+                        exc.add_note(f"the rollback failed too: {rollback}")
+                raise
+        except sqlite3.Error as exc:
+            raise _mapped(what, exc) from exc
+
+    def set_max_pages(self, pages: int | None) -> None:
+        """Cap the database file at `pages` pages (SQLite's ``max_page_count``; never below its
+        current size), or lift the cap with None. Past the cap every write fails with
+        "database or disk is full", exactly as on a full disk: fault drills and tests use it."""
+        try:
+            self.conn.execute(f"PRAGMA max_page_count={int(pages or self._max_pages)}")
+        except sqlite3.Error as exc:
+            raise _mapped("setting max_page_count", exc) from exc
+
     def close(self) -> None:
         try:
             self.conn.close()
         except sqlite3.Error as exc:
-            raise BufferError_(f"closing the buffer failed: {exc}") from exc
+            raise _mapped("closing the buffer failed", exc) from exc
 
     # -- sizes ----------------------------------------------------------------------------
 
@@ -240,43 +243,33 @@ class Store:
         """Write one intake in one transaction; fsync it when it holds alarms (or always in
         ``full`` mode). Returns the number of telemetry readings evicted to stay under the cap."""
         want = "FULL" if intake.alarm or self.durability == "full" else "NORMAL"
-        try:
-            if want != self._synchronous:
-                self._sync(want)
-            alarm_chunks = list(self._chunks(intake.alarm))
-            telemetry_chunks = list(self._chunks(intake.telemetry))
-            incoming = sum(len(c) + 64 for _, c in alarm_chunks + telemetry_chunks)
-            incoming += sum(len(q.payload) + len(q.message) + 128 for q in intake.quarantine)
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                evicted = self._make_room(incoming)
-                for table, chunks in (("alarm", alarm_chunks), ("telemetry", telemetry_chunks)):
-                    if chunks:
-                        self.conn.executemany(
-                            f"INSERT INTO {table} (n, at_min, at_max, data) VALUES (?, ?, ?, ?)",  # noqa: S608
-                            [(n, intake.at_min, intake.at_max, data) for n, data in chunks],
-                        )
-                if intake.devices:
+        alarm_chunks = list(self._chunks(intake.alarm))
+        telemetry_chunks = list(self._chunks(intake.telemetry))
+        incoming = sum(len(c) + 64 for _, c in alarm_chunks + telemetry_chunks)
+        incoming += sum(len(q.payload) + len(q.message) + 128 for q in intake.quarantine)
+        with self._transaction("buffer commit failed", synchronous=want):
+            evicted = self._make_room(incoming)
+            for table, chunks in (("alarm", alarm_chunks), ("telemetry", telemetry_chunks)):
+                if chunks:
                     self.conn.executemany(
-                        "INSERT INTO devices VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
-                        "state = excluded.state, last_seen_us = excluded.last_seen_us, "
-                        "offline = excluded.offline",
-                        [(d, r.state, r.last_seen_us, int(r.offline)) for d, r in intake.devices.items()],
+                        f"INSERT INTO {table} (n, at_min, at_max, data) VALUES (?, ?, ?, ?)",  # noqa: S608
+                        [(n, intake.at_min, intake.at_max, data) for n, data in chunks],
                     )
-                counters = dict(intake.counters)
-                if len(intake):
-                    counters["readings_buffered"] = counters.get("readings_buffered", 0) + len(intake)
-                if intake.quarantine:
-                    counters.update(self._quarantine(intake.quarantine))
-                if evicted:
-                    counters["evicted"] = counters.get("evicted", 0) + evicted
-                self._count(counters)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise BufferError_(f"buffer commit failed: {exc}") from exc
+            if intake.devices:
+                self.conn.executemany(
+                    "INSERT INTO devices VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+                    "state = excluded.state, last_seen_us = excluded.last_seen_us, "
+                    "offline = excluded.offline",
+                    [(d, r.state, r.last_seen_us, int(r.offline)) for d, r in intake.devices.items()],
+                )
+            counters = dict(intake.counters)
+            if len(intake):
+                counters["readings_buffered"] = counters.get("readings_buffered", 0) + len(intake)
+            if intake.quarantine:
+                counters.update(self._quarantine(intake.quarantine))
+            if evicted:
+                counters["evicted"] = counters.get("evicted", 0) + evicted
+            self._count(counters)
         return evicted
 
     def _count(self, counters: dict[str, int]) -> None:
@@ -337,21 +330,13 @@ class Store:
     def expire(self) -> int:
         """Drop telemetry older than the TTL (whole chunks by their newest reading); count it."""
         cutoff = int(self.wall() - self.ttl_s)
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                n = self.conn.execute(
-                    "SELECT coalesce(sum(n), 0) FROM telemetry WHERE at_max < ?", (cutoff,)
-                ).fetchone()[0]
-                if n:
-                    self.conn.execute("DELETE FROM telemetry WHERE at_max < ?", (cutoff,))
-                    self._count({"expired": int(n)})
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise BufferError_(f"buffer expiry failed: {exc}") from exc
+        with self._transaction("buffer expiry failed"):
+            n = self.conn.execute(
+                "SELECT coalesce(sum(n), 0) FROM telemetry WHERE at_max < ?", (cutoff,)
+            ).fetchone()[0]
+            if n:
+                self.conn.execute("DELETE FROM telemetry WHERE at_max < ?", (cutoff,))
+                self._count({"expired": int(n)})
         return int(n)
 
     # -- batches --------------------------------------------------------------------------
@@ -360,21 +345,10 @@ class Store:
         """Fix the next batch of `batch_class`: insert the envelope and delete its chunks in one
         transaction. Returns None when that class has nothing buffered."""
         table = _TABLES[batch_class]
-        try:
-            # Always fsynced, whatever the durability mode: a formed batch is published next, and
-            # a power cut must not roll back its sequence number for reuse with other readings.
-            if self._synchronous != "FULL":
-                self._sync("FULL")
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                batch = self._form(table, batch_class, max_readings, build)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise BufferError_(f"forming a batch failed: {exc}") from exc
-        return batch
+        # Always fsynced, whatever the durability mode: a formed batch is published next, and a
+        # power cut must not roll back its sequence number for reuse with other readings.
+        with self._transaction("forming a batch failed", synchronous="FULL"):
+            return self._form(table, batch_class, max_readings, build)
 
     def _form(self, table: str, batch_class: int, max_readings: int, build: EnvelopeBuilder) -> Batch | None:
         # Read chunks one at a time and stop at the first that does not fit: a backlog of full
@@ -439,42 +413,56 @@ class Store:
                 "SELECT seq, class, n, at_min, payload FROM batches ORDER BY class, seq"
             ).fetchall()
         except sqlite3.Error as exc:
-            raise BufferError_(f"reading batches failed: {exc}") from exc
+            raise _mapped("reading batches failed", exc) from exc
         return [Batch(seq=r[0], batch_class=r[1], count=r[2], at_min=r[3], payload=r[4]) for r in rows]
 
     def delete_batch(self, seq: int) -> None:
-        try:
-            # Not fsynced: if a power cut rolls the deletion back, the batch is resent byte for
-            # byte and the cloud drops the repeat.
-            if self._synchronous != "NORMAL":
-                self._sync("NORMAL")
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = self.conn.execute("SELECT n FROM batches WHERE seq = ?", (seq,)).fetchone()
-                if row is not None:
-                    self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
-                    self._count({"readings_sent": int(row[0]), "batches_sent": 1})
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise BufferError_(f"deleting batch {seq} failed: {exc}") from exc
+        # Not fsynced: if a power cut rolls the deletion back, the batch is resent byte for byte
+        # and the cloud drops the repeat.
+        with self._transaction(f"deleting batch {seq} failed", synchronous="NORMAL"):
+            row = self.conn.execute("SELECT n FROM batches WHERE seq = ?", (seq,)).fetchone()
+            if row is not None:
+                self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+                self._count({"readings_sent": int(row[0]), "batches_sent": 1})
 
     # -- reading back ---------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        return {
-            str(k): int(v) for k, v in self.conn.execute("SELECT name, value FROM counters ORDER BY name")
-        }
+        try:
+            rows = self.conn.execute("SELECT name, value FROM counters ORDER BY name").fetchall()
+        except sqlite3.Error as exc:
+            raise _mapped("reading counters failed", exc) from exc
+        return {str(k): int(v) for k, v in rows}
 
     def devices(self) -> dict[str, DeviceRow]:
+        try:
+            rows = self.conn.execute("SELECT device_id, state, last_seen_us, offline FROM devices").fetchall()
+        except sqlite3.Error as exc:
+            raise _mapped("reading devices failed", exc) from exc
         return {
             str(d): DeviceRow(last_seen_us=int(seen), offline=bool(off), state=state)
-            for d, state, seen, off in self.conn.execute(
-                "SELECT device_id, state, last_seen_us, offline FROM devices"
-            )
+            for d, state, seen, off in rows
         }
+
+    # -- the field session's subscriptions ------------------------------------------------
+
+    def subscriptions(self) -> list[str]:
+        """The filters the field broker's session may hold (remembered, not yet forgotten)."""
+        try:
+            rows = self.conn.execute("SELECT filter FROM subscriptions ORDER BY filter").fetchall()
+        except sqlite3.Error as exc:
+            raise _mapped("reading subscriptions failed", exc) from exc
+        return [str(r[0]) for r in rows]
+
+    def remember_subscriptions(self, filters: Sequence[str]) -> None:
+        """Record filters before subscribing to them."""
+        with self._transaction("recording subscriptions failed"):
+            self.conn.executemany("INSERT OR IGNORE INTO subscriptions VALUES (?)", [(f,) for f in filters])
+
+    def forget_subscriptions(self, filters: Sequence[str]) -> None:
+        """Drop filters the broker has confirmed unsubscribing."""
+        with self._transaction("recording subscriptions failed"):
+            self.conn.executemany("DELETE FROM subscriptions WHERE filter = ?", [(f,) for f in filters])
 
     def stats(self) -> BufferStats:
         try:
@@ -501,15 +489,18 @@ class Store:
                 counters=self.counters(),
             )
         except sqlite3.Error as exc:
-            raise BufferError_(f"reading buffer statistics failed: {exc}") from exc
+            raise _mapped("reading buffer statistics failed", exc) from exc
 
     def quarantine_rows(self, limit: int = 100) -> list[tuple[int, QuarantineEntry, int]]:
         """Newest first: (id, entry, original payload size)."""
-        rows = self.conn.execute(
-            "SELECT id, at_us, topic, reason, message, payload, size FROM quarantine "
-            "ORDER BY id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
+        try:
+            rows = self.conn.execute(
+                "SELECT id, at_us, topic, reason, message, payload, size FROM quarantine "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _mapped("reading the quarantine failed", exc) from exc
         return [
             (
                 int(r[0]),
@@ -523,7 +514,7 @@ class Store:
         try:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
-            raise BufferError_(f"checkpoint failed: {exc}") from exc
+            raise _mapped("checkpoint failed", exc) from exc
 
 
 class Buffer:
@@ -601,6 +592,18 @@ class Buffer:
 
     async def checkpoint(self) -> None:
         await self._run(self._store.checkpoint)
+
+    async def subscriptions(self) -> list[str]:
+        return await self._run(self._store.subscriptions)
+
+    async def remember_subscriptions(self, filters: Sequence[str]) -> None:
+        await self._run(self._store.remember_subscriptions, filters)
+
+    async def forget_subscriptions(self, filters: Sequence[str]) -> None:
+        await self._run(self._store.forget_subscriptions, filters)
+
+    async def set_max_pages(self, pages: int | None) -> None:
+        await self._run(self._store.set_max_pages, pages)
 
     async def close(self) -> None:
         try:

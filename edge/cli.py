@@ -17,7 +17,6 @@ from typing import Any
 
 import msgspec
 
-from device_profiles import DeviceProfilesError
 from edge.errors import EdgeError
 
 
@@ -50,6 +49,7 @@ def _fail(exc: Exception) -> int:
 def _run(args: argparse.Namespace) -> int:
     from edge.agent import Agent
     from edge.config import load_config
+    from edge.errors import PreflightError
     from edge.logs import configure, get_logger
 
     try:
@@ -57,34 +57,33 @@ def _run(args: argparse.Namespace) -> int:
     except EdgeError as exc:
         return _fail(exc)
     configure(config.log_level, fmt=config.log_format)
+    log = get_logger("edge.agent")
     try:
         asyncio.run(Agent(config=config).run())
+    except PreflightError as exc:  # what check-config refuses, run refuses: exit as it does
+        log.error("refused", problems=len(exc.problems), error=str(exc))
+        return _fail(exc)
     except EdgeError as exc:
-        get_logger("edge.agent").error("fatal", error=str(exc))
+        log.error("fatal", error=str(exc))
         return 1
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from edge.agent import load_profiles
     from edge.config import load_config
-    from edge.inventory import load_inventory
+    from edge.preflight import preflight
 
     try:
         config = load_config(args.config)
-        inventory = load_inventory(config.inventory, gateway_id=config.gateway_id)
+        loaded = preflight(config)
     except EdgeError as exc:
         return _fail(exc)
-    try:
-        profiles = load_profiles(config)
-    except DeviceProfilesError as exc:  # a ProfileError names the file and the field
-        return _fail(exc)
-    unknown = sorted({d.profile for d in inventory.devices.values()} - set(profiles.profiles))
-    if unknown:
-        return _fail(EdgeError(f"inventory: devices use profiles that are not loaded: {', '.join(unknown)}"))
+    for warning in loaded.warnings:
+        print(f"linli edge: warning: {warning}", file=sys.stderr)
     print(
-        f"ok: gateway {config.gateway_id} in {config.community_id}; {len(inventory)} devices, "
-        f"{len(profiles)} profiles; field {config.field.url}; cloud {config.cloud.url}; "
+        f"ok: gateway {config.gateway_id} in {config.community_id}; {len(loaded.inventory)} devices, "
+        f"{len(loaded.profiles)} profiles; subscriptions {', '.join(loaded.filters)}; "
+        f"field {config.field.url}; cloud {config.cloud.url}; "
         f"buffer {config.buffer.path} (cap {config.buffer.max_bytes} bytes)"
     )
     return 0
@@ -100,22 +99,25 @@ def _quarantine_list(args: argparse.Namespace) -> int:
         return _fail(exc)
     if not config.buffer.path.exists():
         return _fail(EdgeError(f"no buffer at {config.buffer.path}"))
-    store = Store(
-        config.buffer.path,
-        max_bytes=config.buffer.max_bytes,
-        ttl_s=config.buffer.telemetry_max_age_s,
-        durability=config.buffer.durability,
-        chunk_max=config.uplink.batch_max_readings,
-        quarantine_max_rows=config.buffer.quarantine_max_rows,
-        quarantine_max_payload_bytes=config.buffer.quarantine_max_payload_bytes,
-        wall=lambda: 0.0,
-        read_only=True,
-    )
     try:
-        rows = store.quarantine_rows(args.limit)
-        total = store.counters().get("quarantined", 0)
-    finally:
-        store.close()
+        store = Store(
+            config.buffer.path,
+            max_bytes=config.buffer.max_bytes,
+            ttl_s=config.buffer.telemetry_max_age_s,
+            durability=config.buffer.durability,
+            chunk_max=config.uplink.batch_max_readings,
+            quarantine_max_rows=config.buffer.quarantine_max_rows,
+            quarantine_max_payload_bytes=config.buffer.quarantine_max_payload_bytes,
+            wall=lambda: 0.0,
+            read_only=True,
+        )
+        try:
+            rows = store.quarantine_rows(args.limit)
+            total = store.counters().get("quarantined", 0)
+        finally:
+            store.close()
+    except EdgeError as exc:  # a buffer that cannot be read: SQLite's reason, not a traceback
+        return _fail(exc)
     enc = msgspec.json.Encoder()
     for rid, entry, size in rows:
         at = datetime.fromtimestamp(entry.at_us / 1e6, UTC).isoformat(timespec="milliseconds")

@@ -5,7 +5,9 @@ One root, everything below it::
     EdgeError
     ├── ConfigError          the configuration is invalid; ``problems`` lists what, where
     ├── InventoryError       the inventory file cannot be read or is invalid
-    ├── BufferError_         the SQLite buffer cannot be opened or written (wraps sqlite3 errors)
+    ├── PreflightError       the profiles and the inventory do not fit together; ``problems`` lists all
+    ├── BufferError_         the SQLite buffer cannot be opened, read or written (wraps sqlite3
+    │   │                    errors, keeping SQLite's reason and code)
     │   └── BufferFull       alarm-class readings alone fill the size cap; intake waits
     └── MqttError            an MQTT connection failed or was refused
         ├── UplinkUnavailable    not connected (publish refused, or the link dropped in flight)
@@ -32,8 +34,30 @@ class InventoryError(EdgeError):
     """The inventory file cannot be read or is invalid."""
 
 
+class PreflightError(EdgeError):
+    """The configuration cannot run: its profiles and inventory do not load, or do not fit together.
+
+    Attributes:
+        problems: every problem found, each naming the file and the entry or profile at fault.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        count = f"{len(problems)} problems" if len(problems) != 1 else "1 problem"
+        super().__init__(f"{count}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 class BufferError_(EdgeError):  # the builtin BufferError means something else
-    """The SQLite buffer cannot be opened or written."""
+    """The SQLite buffer cannot be opened, read or written.
+
+    Attributes:
+        sqlite_error: SQLite's error code (``SQLITE_FULL``: the disk, or the page cap, is full),
+            None when the error is not SQLite's.
+    """
+
+    def __init__(self, message: str, *, sqlite_error: str | None = None) -> None:
+        self.sqlite_error = sqlite_error
+        super().__init__(message)
 
 
 class BufferFull(BufferError_):

@@ -9,7 +9,7 @@ needs directly on an `asyncio.Protocol`:
   keeps the session and the unacknowledged messages while the agent is away), Receive Maximum
   (the broker hands over at most that many unacknowledged messages), username/password, TLS;
 - SUBSCRIBE at QoS 1 with retain handling 1 (retained messages only for a new subscription),
-  UNSUBSCRIBE for filters dropped on reload;
+  UNSUBSCRIBE for filters dropped on reload, or left in the session by an earlier configuration;
 - incoming PUBLISH at QoS 0 and 1 (QoS 2 is answered correctly but never requested), parsed from
   the stream in place, many per ``data_received``;
 - manual acknowledgement: `ack()` queues a PUBACK and every PUBACK queued during one event-loop
@@ -250,6 +250,8 @@ class FieldLink:
         session_expiry_s: how long the broker keeps the session while we are away.
         receive_maximum: at most this many unacknowledged QoS 1 messages in flight to us.
         subscriptions: QoS 1 filters, (re)subscribed on every connect.
+        unsubscribe: filters the broker's session may still hold from an earlier configuration:
+            unsubscribed after every connect until an UNSUBACK confirms it (`unsubscribed`).
         on_message: called on the event loop for each PUBLISH; acknowledge with `ack`.
         backoff_base_s, backoff_cap_s: reconnect delays; `rng` draws the jitter.
     """
@@ -269,6 +271,7 @@ class FieldLink:
         session_expiry_s: int = 7 * 86400,
         receive_maximum: int | None = None,
         subscriptions: Sequence[str] = (),
+        unsubscribe: Sequence[str] = (),
         connect_timeout_s: float = 10.0,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 60.0,
@@ -287,6 +290,12 @@ class FieldLink:
         self._session_expiry = session_expiry_s
         self._receive_maximum = receive_maximum
         self.subscriptions = list(subscriptions)
+        self._stale = list(unsubscribe)
+        self._stale_id = b""
+        #: Set once the broker has confirmed unsubscribing `unsubscribe` (at once when empty).
+        self.unsubscribed = asyncio.Event()
+        if not self._stale:
+            self.unsubscribed.set()
         self._connect_timeout = connect_timeout_s
         self._backoff_base = backoff_base_s
         self._backoff_cap = backoff_cap_s
@@ -484,6 +493,8 @@ class FieldLink:
             self._read_connack_properties(body)
             if self.subscriptions:
                 self._subscribe(conn, self.subscriptions)
+            if self._stale:
+                self._stale_id = self._unsubscribe(conn, self._stale)
             fut.set_result(bool(body[0] & 1))
         elif kind == _SUBACK:
             plen, pos = _read_varint(body, 2)
@@ -496,7 +507,12 @@ class FieldLink:
         elif kind == _PUBREL:
             # QoS 2 (never requested: our subscriptions ask for QoS 1 at most): complete it.
             conn.write(bytes((_PUBCOMP, 2)) + body[:2])
-        elif kind in (_PINGRESP, _UNSUBACK):
+        elif kind == _UNSUBACK:
+            if self._stale and body[:2] == self._stale_id:
+                self._log.info("unsubscribed", filters=",".join(self._stale))
+                self._stale = []
+                self.unsubscribed.set()
+        elif kind == _PINGRESP:
             pass
         elif kind == _DISCONNECT:
             reason = body[0] if body else 0
@@ -543,6 +559,12 @@ class FieldLink:
         body += b"".join(_string(f) + _SUB_OPTIONS for f in filters)
         conn.write(_packet(_SUBSCRIBE, body))
 
+    def _unsubscribe(self, conn: _Connection, filters: Sequence[str]) -> bytes:
+        """Send UNSUBSCRIBE; returns its packet id (two bytes, as the UNSUBACK carries it)."""
+        packet_id = self._packet_id().to_bytes(2, "big")
+        conn.write(_packet(_UNSUBSCRIBE, packet_id + b"\x00" + b"".join(_string(f) for f in filters)))
+        return packet_id
+
     def ack(self, message: Message) -> None:
         """Acknowledge a message. Ignored if its connection has gone (the broker redelivers it).
 
@@ -575,8 +597,7 @@ class FieldLink:
         if added:
             self._subscribe(conn, added)
         if removed:
-            body = self._packet_id().to_bytes(2, "big") + b"\x00" + b"".join(_string(f) for f in removed)
-            conn.write(_packet(_UNSUBSCRIBE, body))
+            self._unsubscribe(conn, removed)
 
     def pause_reading(self) -> None:
         """Stop reading from the socket (intake stops; acks and keep-alives still go out)."""

@@ -29,6 +29,11 @@ class InventoryView:
             {d.device_id: d for d in inventory.for_gateway(gateway_id)}
         )
 
+    @property
+    def whole(self) -> Inventory:
+        """The whole file, every gateway's devices."""
+        return self._all
+
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
 

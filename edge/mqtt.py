@@ -26,12 +26,14 @@ import asyncio
 import contextlib
 import random
 import ssl
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -39,7 +41,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.errors import MqttError, NegativeAck, UplinkUnavailable
 from edge.logs import Logger, get_logger
 
-_READ_SIZE = 256 * 1024
+#: What paho's read and write paths can raise on a broken connection or a malformed packet from
+#: the broker (each ends the connection; `run()` reconnects): socket and TLS errors (`OSError`);
+#: paho's own `MQTTException` (bad properties); and, from its packet handlers on truncated or
+#: out-of-range data, `struct.error`, `IndexError`, `KeyError` (an unknown reason code) and
+#: `ValueError` (bad UTF-8 included).
+_LINK_ERRORS: Final = (OSError, MQTTException, struct.error, LookupError, ValueError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,40 +86,6 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) 
     return rng.uniform(0, min(cap, base * 2 ** min(attempt, 32)))
 
 
-class _BufferedSocket:
-    """Serves paho's one-byte-at-a-time ``recv`` calls from one large read.
-
-    paho reads a packet with two or three ``recv`` calls; at thousands of messages a second those
-    system calls dominate. Everything but ``recv`` goes to the wrapped socket.
-    """
-
-    __slots__ = ("_buf", "_pos", "_sock")
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._buf = b""
-        self._pos = 0
-
-    def recv(self, size: int) -> bytes:
-        if self._pos >= len(self._buf):
-            data = self._sock.recv(_READ_SIZE)
-            if not data:
-                return b""
-            self._buf, self._pos = data, 0
-        chunk = self._buf[self._pos : self._pos + size]
-        self._pos += len(chunk)
-        return chunk
-
-    def buffered(self) -> int:
-        pending = len(self._buf) - self._pos
-        if isinstance(self._sock, ssl.SSLSocket):
-            pending += self._sock.pending()
-        return pending
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
 class MqttLink:
     """One persistent-session MQTT v5 connection, reconnected until closed.
 
@@ -122,7 +95,6 @@ class MqttLink:
         client_id: stable across restarts: the broker keys the session on it.
         tls: a context from `tls_context`, or None for plain TCP.
         session_expiry_s: how long the broker keeps the session while we are away.
-        receive_maximum: at most this many unacknowledged QoS 1 messages in flight to us.
         will: the Last Will.
         max_inflight: paho's cap on our unacknowledged PUBLISHes.
         backoff_base_s, backoff_cap_s: reconnect delays; `rng` draws the jitter.
@@ -140,7 +112,6 @@ class MqttLink:
         password: str | None = None,
         keepalive_s: int = 30,
         session_expiry_s: int = 7 * 86400,
-        receive_maximum: int | None = None,
         will: Will | None = None,
         max_inflight: int = 64,
         connect_timeout_s: float = 10.0,
@@ -158,7 +129,6 @@ class MqttLink:
         self._password = password
         self._keepalive = keepalive_s
         self._session_expiry = session_expiry_s
-        self._receive_maximum = receive_maximum
         self._will = will
         self._max_inflight = max_inflight
         self._connect_timeout = connect_timeout_s
@@ -168,7 +138,6 @@ class MqttLink:
         self._log = log or get_logger(f"edge.mqtt.{name}")
 
         self._client: paho.Client | None = None
-        self._sock: _BufferedSocket | None = None
         self._fd = -1
         self._epoch = 0
         self._connected = asyncio.Event()
@@ -277,8 +246,6 @@ class MqttLink:
         self._connack = loop.create_future()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry
-        if self._receive_maximum is not None:
-            props.ReceiveMaximum = self._receive_maximum
         try:
             # connect() blocks on the TCP connect and the TLS handshake: run it off the loop.
             await loop.run_in_executor(
@@ -309,7 +276,8 @@ class MqttLink:
         self._connected.clear()
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(Exception):  # the socket may already be gone: nothing to do
+            # paho's private close (no DISCONNECT: the connection is gone or being given up).
+            with contextlib.suppress(OSError):  # the socket may already be closed
                 client._sock_close()
         self._fail_pending(UplinkUnavailable(f"connection to {self.host}:{self.port} lost"))
         if self._connack is not None and not self._connack.done():
@@ -353,27 +321,29 @@ class MqttLink:
 
     def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
         # Called from the executor thread running connect().
-        wrapped = _BufferedSocket(sock)
-        client._sock = wrapped
-        self._loop.call_soon_threadsafe(self._add_reader, client, wrapped)
+        self._loop.call_soon_threadsafe(self._add_reader, client, sock)
 
-    def _add_reader(self, client: paho.Client, sock: _BufferedSocket) -> None:
-        if client is not self._client:
+    def _add_reader(self, client: paho.Client, sock: Any) -> None:
+        if client is not self._client or sock.fileno() < 0:
             return
-        self._sock = sock
         self._fd = sock.fileno()
         self._loop.add_reader(self._fd, self._readable, client)
 
     def _readable(self, client: paho.Client) -> None:
-        sock = self._sock
+        # The uplink reads only CONNACK, PUBACKs, PINGRESPs and DISCONNECT: paho's own reads do.
+        # Under TLS a record can carry several packets, and what was decrypted beyond the ones
+        # read waits in the SSL object where the selector cannot see it: read it now.
         try:
-            for _ in range(100_000):
+            rc = client.loop_read()
+            sock = client.socket()
+            while (
+                rc == paho.MQTT_ERR_SUCCESS
+                and client is self._client
+                and isinstance(sock, ssl.SSLSocket)
+                and sock.pending()
+            ):
                 rc = client.loop_read()
-                if rc != paho.MQTT_ERR_SUCCESS or client._sock is not sock:
-                    break
-                if sock is None or sock.buffered() == 0:
-                    break
-        except Exception as exc:  # noqa: BLE001 - any socket or TLS failure ends this connection
+        except _LINK_ERRORS as exc:
             self._log.warning("read_failed", error=repr(exc))
             self._gone.set()
 
@@ -384,20 +354,19 @@ class MqttLink:
             self._loop.remove_writer(fd)
         if fd == self._fd:
             self._fd = -1
-            self._sock = None
 
     def _on_socket_register_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
         # May be called from the executor thread running connect().
         self._loop.call_soon_threadsafe(self._add_writer, client, sock)
 
     def _add_writer(self, client: paho.Client, sock: Any) -> None:
-        if client is self._client and client._sock is not None and sock.fileno() > -1:
+        if client is self._client and client.socket() is not None and sock.fileno() > -1:
             self._loop.add_writer(sock.fileno(), self._writable, client)
 
     def _writable(self, client: paho.Client) -> None:
         try:
             client.loop_write()
-        except Exception as exc:  # noqa: BLE001 - any socket or TLS failure ends this connection
+        except _LINK_ERRORS as exc:
             self._log.warning("write_failed", error=repr(exc))
             self._gone.set()
 

@@ -5,7 +5,8 @@ For each message, in order:
 1. decode with `device_profiles` (``received_at`` = gateway time); a `DecodeError` goes to
    quarantine with its reason code;
 2. a device this gateway does not serve (not in the inventory) goes to quarantine
-   (``unknown_device``);
+   (``unknown_device``), is counted (``unknown_device_messages``) and logged (``unknown_device``)
+   once per device per ``unknown_log_interval_s``, with the count of its messages in between;
 3. a ``reading_id`` seen among the last ``dedupe_window`` (``normalise.dedupe_ids_remembered``)
    readings is dropped and counted.
    Readings flagged ``estimated_ts`` are exempt: their id hashes the payload only (no device time,
@@ -21,20 +22,51 @@ For each message, in order:
 7. the reading is classed (`Classifier`) and added to the intake as alarm or telemetry.
 
 Nothing here raises on bad input: every message ends as readings, a quarantine entry or a counted
-duplicate.
+duplicate. Even a bug met on one message (in a decoder or in a step above) only quarantines that
+message (``internal_error``, logged as ``normalise_failed``): see `_MESSAGE_BUGS` for what that
+covers.
 """
 
 from __future__ import annotations
 
+import struct
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Final
+
+import msgspec
 
 from device_profiles import STATE_EVENTS, DecodeError, ProfileSet, Reading
 from edge.buffer import Intake, QuarantineEntry
 from edge.envelope import WireReading, encode_reading, to_us, wire_reading
 from edge.inventory import InventoryView
 from edge.liveness import Liveness
+from edge.logs import get_logger
+
+_log = get_logger("edge.normalise")
+
+#: What a bug in decoding or normalising one message can raise. Decoding is built never to raise
+#: (a compiled decoder raises `Rejected`, which the engine returns as a `DecodeError`), so these
+#: are bugs met on parsed JSON, bytes and numbers: arithmetic, lookups, types and values
+#: (UnicodeError and msgspec's DecodeError are ValueErrors), `struct.error` from a binary body,
+#: `msgspec.EncodeError` from encoding the reading, RecursionError from a nested path. The message
+#: is quarantined (``internal_error``) and intake goes on. Anything else (MemoryError, a
+#: cancellation) is not about this message and is not caught.
+_MESSAGE_BUGS: Final = (
+    ArithmeticError,
+    AttributeError,
+    LookupError,
+    TypeError,
+    ValueError,
+    RecursionError,
+    struct.error,
+    msgspec.MsgspecError,
+)
+
+#: Unknown device ids remembered for rate-limiting their log lines (the oldest forgotten first).
+UNKNOWN_IDS_REMEMBERED: Final = 10_000
 
 
 class Classifier:
@@ -55,6 +87,36 @@ class Classifier:
         return False
 
 
+class UnknownDevices:
+    """Says when to log a device that is not in the inventory: its first message, then at most
+    once per `interval_s`, with how many of its messages came in between. Remembers at most
+    `max_ids` devices (the longest-unlogged forgotten first), so a flood of ids cannot grow it."""
+
+    def __init__(self, *, interval_s: float, max_ids: int, monotonic: Callable[[], float]) -> None:
+        self.interval_s = interval_s
+        self.max_ids = max_ids
+        self.monotonic = monotonic
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # id -> (logged at, since)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def seen(self, device_id: str) -> int | None:
+        """Record one message; returns the messages to report (this one included) when it is time
+        to log the device, else None."""
+        now = self.monotonic()
+        entry = self._seen.get(device_id)
+        if entry is not None and now - entry[0] < self.interval_s:
+            self._seen[device_id] = (entry[0], entry[1] + 1)
+            return None
+        count = 1 if entry is None else entry[1] + 1
+        self._seen[device_id] = (now, 0)
+        self._seen.move_to_end(device_id)
+        while len(self._seen) > self.max_ids:
+            self._seen.popitem(last=False)
+        return count
+
+
 class Normaliser:
     """Turns field messages into intake entries (see the module docstring for the steps)."""
 
@@ -68,7 +130,9 @@ class Normaliser:
         clock_skew_bound_s: float,
         dedupe_window: int,
         state_events: bool = True,
+        unknown_log_interval_s: float = 600.0,
         wall: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.profiles = profiles.with_device_map(inventory.profile_map())
         self.inventory = inventory
@@ -83,6 +147,9 @@ class Normaliser:
         self.quarantined = 0
         self.duplicates = 0
         self.skewed = 0
+        self.unknown = UnknownDevices(
+            interval_s=unknown_log_interval_s, max_ids=UNKNOWN_IDS_REMEMBERED, monotonic=monotonic
+        )
 
     def reload(self, *, profiles: ProfileSet, inventory: InventoryView) -> None:
         self.profiles = profiles.with_device_map(inventory.profile_map())
@@ -97,13 +164,23 @@ class Normaliser:
 
     def handle(self, topic: str, payload: bytes, intake: Intake) -> bool:
         """Process one message into `intake`. Returns whether it added an alarm-class reading."""
+        try:
+            return self._handle(topic, payload, intake)
+        except _MESSAGE_BUGS as exc:
+            _log.error("normalise_failed", topic=topic, error=repr(exc))
+            self.quarantine(
+                intake, int(self.wall() * 1_000_000), topic, payload, "internal_error", repr(exc)[:500]
+            )
+            return False
+
+    def _handle(self, topic: str, payload: bytes, intake: Intake) -> bool:
         self.received += 1
         now = self.wall()
         received_at = datetime.fromtimestamp(now, UTC)
         now_us = to_us(received_at)
         result = self.profiles.decode(topic, payload, received_at)
         if isinstance(result, DecodeError):
-            self._quarantine(intake, now_us, topic, payload, result.reason, result.message)
+            self.quarantine(intake, now_us, topic, payload, result.reason, result.message)
             return False
         reading: Reading = result
         device = self.inventory.get(reading.device_id)
@@ -112,7 +189,19 @@ class Normaliser:
             why = f"device {reading.device_id!r} is not in this gateway's inventory"
             if owner:
                 why += f" (the inventory assigns it to gateway {owner!r})"
-            self._quarantine(intake, now_us, topic, payload, "unknown_device", why)
+            self.quarantine(intake, now_us, topic, payload, "unknown_device", why)
+            intake.counters["unknown_device_messages"] = intake.counters.get("unknown_device_messages", 0) + 1
+            messages = self.unknown.seen(reading.device_id)
+            if messages is not None:
+                _log.warning(
+                    "unknown_device",
+                    device_id=reading.device_id,
+                    topic=topic,
+                    profile=reading.profile,
+                    owner=owner,
+                    messages=messages,
+                    detail=why,
+                )
             return False
         estimated = "estimated_ts" in reading.quality
         if not estimated and self.dedupe_window:
@@ -157,7 +246,7 @@ class Normaliser:
             intake.devices[device.device_id] = mem.row()
         return alarm
 
-    def _quarantine(
+    def quarantine(
         self, intake: Intake, now_us: int, topic: str, payload: bytes, reason: str, message: str
     ) -> None:
         self.quarantined += 1

@@ -10,6 +10,9 @@ own window (``alarm_window``), so an alarm never waits behind the telemetry back
 telemetry batches already handed to the socket are ahead of it. Telemetry forms a batch when
 ``batch_max_readings`` are waiting or the oldest has waited ``batch_max_latency_ms``.
 
+A buffer that cannot write (a full disk) stops the forming of batches, not the rest: the batches
+in flight are still acknowledged, and forming is retried every ``buffer_retry_s``.
+
 Pacing: with ``telemetry_max_readings_per_s`` set (for metered or narrow links), telemetry batches
 are spaced so that the telemetry rate stays under it; alarm batches are never paced.
 """
@@ -25,7 +28,7 @@ from typing import Any
 
 from edge.buffer import ALARM, TELEMETRY, Batch, Buffer
 from edge.envelope import BatchClass, encode_envelope
-from edge.errors import MqttError, UplinkUnavailable
+from edge.errors import BufferError_, MqttError, UplinkUnavailable
 from edge.logs import get_logger
 from edge.mqtt import MqttLink
 
@@ -57,6 +60,7 @@ class Uplink:
         window: int = 4,
         alarm_window: int = 16,
         telemetry_max_readings_per_s: float = 0.0,
+        buffer_retry_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -80,6 +84,8 @@ class Uplink:
         self.readings_sent = 0
         self.batches_sent = 0
         self._drained = asyncio.Event()
+        self.buffer_retry_s = buffer_retry_s
+        self.buffer_error: str | None = None  # the last write error, None once a write succeeds
 
     # -- input ----------------------------------------------------------------------------
 
@@ -208,8 +214,20 @@ class Uplink:
             if not await self._form(TELEMETRY):
                 return
 
+    def _buffer_failed(self, exc: BufferError_) -> None:
+        if str(exc) != self.buffer_error:
+            _log.error("uplink_buffer_failed", error=str(exc))
+        self.buffer_error = str(exc)
+
     async def _form(self, batch_class: int) -> bool:
-        batch = await self.buffer.form_batch(batch_class, self.batch_max, self._build)
+        try:
+            batch = await self.buffer.form_batch(batch_class, self.batch_max, self._build)
+        except BufferError_ as exc:
+            # Nothing was formed (the transaction rolled back); the batches in flight go on.
+            self._buffer_failed(exc)
+            await asyncio.sleep(self.buffer_retry_s)
+            return False
+        self.buffer_error = None
         if batch is None:
             self.pending[batch_class] = 0
             if batch_class == TELEMETRY:
@@ -238,7 +256,12 @@ class Uplink:
                 # A negative PUBACK: the broker refused it; it stays fixed and is retried later.
                 _log.error("batch_refused", seq=seq, error=str(exc))
                 continue
-            await self.buffer.delete_batch(seq)
+            try:
+                await self.buffer.delete_batch(seq)
+            except BufferError_ as failed:
+                # It stays fixed: published again after the next reconnect, the cloud drops it.
+                self._buffer_failed(failed)
+                continue
             self.readings_sent += f.batch.count
             self.batches_sent += 1
             _log.debug("batch_acked", seq=seq, readings=f.batch.count, batch_class=f.batch.batch_class)

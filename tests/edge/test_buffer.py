@@ -10,7 +10,7 @@ import pytest
 
 from edge.buffer import ALARM, TELEMETRY, Buffer, Intake, QuarantineEntry, Store
 from edge.envelope import WireReading, decode_envelope, decode_reading, encode_envelope, encode_reading
-from edge.errors import BufferFull
+from edge.errors import BufferError_, BufferFull
 
 NOW = 1_750_000_000.0
 
@@ -234,3 +234,21 @@ async def test_async_face_runs_on_one_worker_thread(tmp_path: Path) -> None:
         assert (await buffer.counters())["readings_sent"] == 1
     finally:
         await buffer.close()
+
+
+def test_a_full_disk_raises_sqlites_reason_not_the_failed_rollback(tmp_path: Path) -> None:
+    store = _store(tmp_path / "b.db")
+    store.commit(_intake([(_reading(i), False) for i in range(10)]))
+    before = store.stats()
+    store.set_max_pages(int(store.conn.execute("PRAGMA page_count").fetchone()[0]))
+    big = _intake([(_reading(i, alarm=True), True) for i in range(10, 5000)])
+    with pytest.raises(BufferError_) as caught:
+        store.commit(big)
+    assert "database or disk is full" in str(caught.value)
+    assert "no transaction is active" not in str(caught.value)
+    assert caught.value.sqlite_error == "SQLITE_FULL"
+    assert not store.conn.in_transaction
+    assert store.stats().depth == before.depth  # nothing half-written
+    store.set_max_pages(None)  # space returns: the same intake commits
+    store.commit(big)
+    assert store.stats().alarm_readings == 4990

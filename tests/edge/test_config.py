@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from device_profiles import SHIPPED_DIR, ProfileError, ProfileSet
-from edge.agent import load_profiles
 from edge.cli import main
 from edge.config import RENAMED, load_config
 from edge.endpoint import Endpoint, Snapshot
 from edge.errors import ConfigError
 from edge.logs import configure, get_logger
+from edge.preflight import load_profiles
 
 
 def _write(tmp_path: Path, body: str) -> Path:

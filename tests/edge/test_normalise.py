@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -85,3 +85,38 @@ async def test_publish_future_resolves_on_puback(make_broker: Callable[..., Mosq
     finally:
         await link.close()
         await task
+
+
+class _BrokenClassifier(Classifier):
+    """A classifier with a bug: raises `error` on every message."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(alarm_events=(), alarm_metrics={})
+        self.error = error
+
+    def is_alarm(self, events: Iterable[str], metrics: Mapping[str, float]) -> bool:
+        raise self.error
+
+
+def test_a_bug_on_one_message_quarantines_it_and_intake_goes_on(tmp_path: Path) -> None:
+    import time
+
+    fleet = Fleet({"generic_lorawan/door_contact": 1})
+    norm = _normaliser(fleet, tmp_path, [time.time()])
+    good = norm.classifier
+    intake = Intake()
+    (door,) = fleet.devices
+    norm.classifier = _BrokenClassifier(ZeroDivisionError("float division by zero"))
+    topic, payload, _ = fleet.payload(door)
+    assert norm.handle(topic, payload, intake) is False
+    assert [(q.topic, q.reason) for q in intake.quarantine] == [(topic, "internal_error")]
+    assert "ZeroDivisionError" in intake.quarantine[0].message
+    norm.classifier = good
+    topic, payload, _ = fleet.payload(door)
+    norm.handle(topic, payload, intake)
+    assert len(intake.telemetry) == 1
+    # What is not about the message (here: memory) is not swallowed.
+    norm.classifier = _BrokenClassifier(MemoryError())
+    topic, payload, _ = fleet.payload(door)
+    with pytest.raises(MemoryError):
+        norm.handle(topic, payload, intake)
