@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Top-level modules a gateway never needs: the cloud's and the simulators' code and libraries.
 NOT_ON_A_GATEWAY = {"numpy", "psycopg", "psycopg_pool", "fastapi", "uvicorn", "rich", "cloud", "simulators"}
 #: Distributions the base install must not pull in.
-NOT_IN_BASE = {"psycopg", "numpy", "fastapi", "uvicorn", "rich", "aiomqtt"}
+NOT_IN_BASE = {"psycopg", "numpy", "fastapi", "uvicorn", "rich", "aiomqtt", "psutil"}
 
 # Runs the command line in a fresh interpreter, then prints the top-level modules it imported.
 _PROBE = """
