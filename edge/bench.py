@@ -281,7 +281,7 @@ def _wait_until(done: Any, timeout: float, what: str, agent: subprocess.Popen[by
 
 def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[str, float]:
     from device_profiles.inventory import Device, Inventory, Location
-    from simulators.services import MosquittoBroker
+    from simulators.services import MosquittoBroker, free_port
 
     cpus = sorted(os.sched_getaffinity(0))
     agent_cpu = cpus[0]
@@ -309,7 +309,9 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                 'gateway_id = "gw-bench"\ncommunity_id = "c-bench"\ninventory = "inventory.json"\n'
                 f'[field]\nurl = "{field.url}"\n[cloud]\nurl = "{cloud.url}"\nbackoff_cap_s = 1.0\n'
                 f'[buffer]\npath = "{db}"\nmax_bytes = {4 << 30}\n'
-                '[metrics]\naddress = ""\n[liveness]\nstartup_grace_s = 3600\n'
+                # The /metrics and /healthz endpoint is on, as in deploy/edge.example.toml.
+                f'[metrics]\naddress = "127.0.0.1:{free_port("127.0.0.1")}"\n'
+                "[liveness]\nstartup_grace_s = 3600\n"
             )
             agent_log_path = tmp / "agent.log"
             agent_log = agent_log_path.open("wb")
