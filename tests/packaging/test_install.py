@@ -117,6 +117,11 @@ def test_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str])
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
 def _build_wheel(tmp_path: Path) -> Path:
     """Build the wheel as an installer would: from a copy of the tree (a build writes `build/`
     into its source), in an isolated build environment made from the package index."""
@@ -141,8 +146,7 @@ def _build_wheel(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_the_wheel_base_requirements_leave_cloud_and_simulators_out(tmp_path: Path) -> None:
-    wheel = _build_wheel(tmp_path)
+def test_the_wheel_base_requirements_leave_cloud_and_simulators_out(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         (meta,) = (n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         metadata = zf.read(meta).decode()
@@ -163,10 +167,9 @@ def test_the_wheel_base_requirements_leave_cloud_and_simulators_out(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_pip_install_into_an_empty_venv_runs_the_gateway(tmp_path: Path) -> None:
+def test_pip_install_into_an_empty_venv_runs_the_gateway(wheel: Path, tmp_path: Path) -> None:
     """`pip install linli` as a gateway installer runs it: a fresh venv, the package index, the
-    built wheel; then `linli edge run --help`, and the cloud's command says what to install."""
-    wheel = _build_wheel(tmp_path)
+    built wheel; then `linli edge run --help`, and a command of the extras says what to install."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
