@@ -100,7 +100,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         _add(benches, _entries(_BENCHES), wanted_bench)
         _add(commands, _entries(_COMMANDS), command)
     except ModuleNotFoundError as exc:
-        raise _missing(exc, f"bench {wanted_bench}" if wanted_bench else str(command)) from exc
+        missing = _missing(exc, f"bench {wanted_bench}" if wanted_bench else str(command))
+        if missing is exc:
+            raise
+        raise missing from exc
     return parser
 
 
@@ -125,7 +128,8 @@ def _extra_for(module: str) -> str | None:
     return next((extra for extra in _EXTRAS if extra in found), min(found, default=None))
 
 
-def _missing(exc: ModuleNotFoundError, command: str) -> Exception:
+def _missing(exc: ModuleNotFoundError, command: str) -> MissingExtra | ModuleNotFoundError:
+    """`MissingExtra` when an extra of linli brings the missing module, else `exc` itself."""
     module = (exc.name or "").partition(".")[0]
     extra = _extra_for(module) if module else None
     if extra is None:
