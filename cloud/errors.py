@@ -7,9 +7,8 @@ One root, everything below it::
     ├── MigrationError         a migration failed, or an applied migration file was changed
     ├── StoreUnavailable       the database cannot be reached (the ingest waits and retries)
     ├── BatchRejected          the database refused the data itself (the batch is dead-lettered)
-    ├── EnvelopeError          an uplink payload is not a valid envelope (it is dead-lettered)
-    │   └── UnknownVersion     the envelope's ``v`` is not one this reader knows
-    └── DemoError              ``linli demo`` could not start one of its parts
+    └── EnvelopeError          an uplink payload is not a valid envelope (it is dead-lettered)
+        └── UnknownVersion     the envelope's ``v`` is not one this reader knows
 
 Lower-layer errors (``psycopg.Error``, ``msgspec.DecodeError``, ``pydantic.ValidationError``) are
 translated where they are met, with ``raise ... from exc``.
@@ -79,7 +78,3 @@ class UnknownVersion(EnvelopeError):
     def __init__(self, version: object) -> None:
         self.version = version
         super().__init__(f"unknown envelope version {version!r}")
-
-
-class DemoError(CloudError):
-    """The demo could not start one of its parts (the message says which, with its log)."""

@@ -1,19 +1,29 @@
-"""``linli bench edge``: the agent's throughput, CPU per reading, memory and disk footprint.
+"""``linli bench edge``: the agent's memory, throughput, CPU per reading and disk footprint.
 
 Method (docs/benchmarks.md has the figures):
 
 1. Two private Mosquitto brokers (field, cloud) and a device inventory of a realistic mix of the
-   shipped profiles. The agent runs as a subprocess pinned to one core (``sched_setaffinity``),
-   with the default durability (``full``: every commit fsynced).
-2. Throughput: a load generator in another process (pinned to another core when there is one)
+   shipped profiles. The agent is started the way ``deploy/linli-edge.service`` starts it: the
+   ``linli`` command of this installation, ``linli edge run --config FILE``, with the unit's
+   environment (`SERVICE_COMMAND`, `SERVICE_ENVIRONMENT`; a test keeps them equal to the unit's
+   ``ExecStart`` and ``Environment`` lines), pinned to one core (``sched_setaffinity``), with the
+   default durability (``full``: every commit fsynced). Memory is read from the agent's
+   ``/proc/PID/status``: ``VmRSS`` (resident now) and ``VmHWM`` (its high-water mark).
+2. Idle: once the agent has subscribed, with an empty buffer and no load, ``idle_rss_mb`` is the
+   highest ``VmRSS`` sampled over a few seconds.
+3. Throughput: a load generator in another process (pinned to another core when there is one)
    publishes vendor payloads made with `ProfileSet.encode` at QoS 1; a subscriber on the cloud
    broker counts readings. ``readings_per_s`` is readings counted at the cloud broker divided by
    the time from the first publish to the last reading's arrival; ``cpu_us_per_reading`` is the
    agent's user+system CPU time over the same span divided by the readings.
-3. Footprint: the cloud broker is stopped and ``--buffered`` readings (default 1,000,000) are
+4. Footprint: the cloud broker is stopped and ``--buffered`` readings (default 1,000,000) are
    published; once the agent has buffered them all, ``buffer_bytes_per_reading`` is the buffer's
-   disk use (database + WAL) divided by the readings, and ``peak_rss_mb`` the agent's highest RSS
-   sampled during both phases.
+   disk use (database + WAL) divided by the readings. Then the cloud broker is started again and
+   the agent drains the buffer (``drain_readings_per_s``: readings sent / time from the restart).
+   ``throughput_peak_rss_mb`` is the agent's ``VmHWM`` after the throughput phase; it is then
+   reset (``/proc/PID/clear_refs``), so ``buffered_peak_rss_mb`` is the peak while the buffer
+   fills with ``--buffered`` readings and drains; ``peak_rss_mb`` is the higher of the two: the
+   agent's peak over the whole run.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -34,7 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import psutil
+
+#: The service unit's command line, after the ``linli`` executable (deploy/linli-edge.service).
+SERVICE_COMMAND = ("edge", "run", "--config")
+#: The service unit's ``Environment=`` settings (deploy/linli-edge.service).
+SERVICE_ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}
 
 _PROFILE_MIX = {
     "generic_lorawan/door_contact": 40,
@@ -49,7 +64,9 @@ _PROFILE_MIX = {
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    p = subparsers.add_parser("edge", help="edge agent: readings/s, CPU per reading, RSS, disk per reading")
+    p = subparsers.add_parser(
+        "edge", help="edge agent: idle and peak RSS, readings/s, CPU per reading, disk per reading"
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON figures")
     p.add_argument("--readings", type=int, default=200_000, help="readings for the throughput phase")
     p.add_argument(
@@ -230,15 +247,59 @@ def _disk(db: Path) -> int:
     return sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
 
 
+def memory_kb(pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` (kB) of a process, from ``/proc/PID/status``."""
+    out = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def reset_peak(pid: int) -> None:
+    """Reset a process's ``VmHWM`` to its current RSS (``/proc/PID/clear_refs``, Linux >= 4.0)."""
+    with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as refs:
+        refs.write("5")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from ``/proc/PID/stat``."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def linli_command() -> str:
+    """The ``linli`` executable of this installation (beside the interpreter in a venv)."""
+    beside = Path(sys.executable).with_name("linli")
+    found = str(beside) if beside.exists() else shutil.which("linli")
+    if found is None:
+        raise RuntimeError("the `linli` command is not installed: pip install the project first")
+    return found
+
+
+def _wait_until(done: Any, timeout: float, what: str, agent: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if agent.poll() is not None:
+            raise RuntimeError(f"the agent exited while {what}: " + log.read_text()[-2000:])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out while {what}")
+        time.sleep(0.1)
+
+
 def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[str, float]:
     from device_profiles.inventory import Device, Inventory, Location
-    from simulators.services import MosquittoBroker
+    from simulators.services import MosquittoBroker, free_port
 
     cpus = sorted(os.sched_getaffinity(0))
     agent_cpu = cpus[0]
     gen_cpu = cpus[1] if len(cpus) > 1 else None
     rng = random.Random(11)  # noqa: S311 - load, not secrets
     fleet = _fleet(devices, rng)
+    linli = linli_command()
     with tempfile.TemporaryDirectory(prefix="linli-bench-edge-") as tmp_name:
         tmp = Path(tmp_name)
         where = Location(lat=31.23, lon=121.47)
@@ -259,36 +320,35 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                 'gateway_id = "gw-bench"\ncommunity_id = "c-bench"\ninventory = "inventory.json"\n'
                 f'[field]\nurl = "{field.url}"\n[cloud]\nurl = "{cloud.url}"\nbackoff_cap_s = 1.0\n'
                 f'[buffer]\npath = "{db}"\nmax_bytes = {4 << 30}\n'
-                '[http]\naddress = ""\n[liveness]\nstartup_grace_s = 3600\n'
+                # The /metrics and /healthz endpoint is on, as in deploy/edge.example.toml.
+                f'[http]\naddress = "127.0.0.1:{free_port("127.0.0.1")}"\n'
+                "[liveness]\nstartup_grace_s = 3600\n"
             )
-            agent_log = (tmp / "agent.log").open("wb")
-            agent = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "edge", "run", "--config", str(tmp / "edge.toml")],
+            agent_log_path = tmp / "agent.log"
+            agent_log = agent_log_path.open("wb")
+            agent = subprocess.Popen(  # noqa: S603 - this installation's own command
+                [linli, *SERVICE_COMMAND, str(tmp / "edge.toml")],
                 stdout=agent_log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **SERVICE_ENVIRONMENT},
                 preexec_fn=lambda: os.sched_setaffinity(0, {agent_cpu}),
             )
-            proc = psutil.Process(agent.pid)
-            peak = [0]
-            stop = threading.Event()
-
-            def sample() -> None:
-                while not stop.is_set():
-                    with contextlib.suppress(psutil.Error):
-                        peak[0] = max(peak[0], proc.memory_info().rss)
-                    time.sleep(0.2)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
             counter = _Counter(cloud.host, cloud.port)
             try:
-                deadline = time.monotonic() + 30
-                while b'"subscribed"' not in (tmp / "agent.log").read_bytes():
-                    if time.monotonic() > deadline or agent.poll() is not None:
-                        raise RuntimeError(
-                            "the agent did not start: " + (tmp / "agent.log").read_text()[-2000:]
-                        )
-                    time.sleep(0.1)
+                _wait_until(
+                    lambda: b'"subscribed"' in agent_log_path.read_bytes(),
+                    30,
+                    "starting",
+                    agent,
+                    agent_log_path,
+                )
+                time.sleep(2.0)  # start-up settles: the uplink connects, the first status is sent
+                idle = 0
+                for _ in range(15):
+                    idle = max(idle, memory_kb(agent.pid)["VmRSS"])
+                    time.sleep(0.2)
+                figures: dict[str, float] = {"idle_rss_mb": round(idle / 1024, 1)}
+                log(f"idle: {figures}")
                 ctx = mp.get_context("spawn")
                 log(f"throughput: {readings} readings from {len(fleet)} devices")
                 started = ctx.Event()
@@ -299,7 +359,7 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                 gen.start()
                 started.wait(120)
                 t0 = time.monotonic()
-                cpu0 = proc.cpu_times()
+                cpu0 = cpu_seconds(agent.pid)
                 deadline = t0 + 600
                 # Every payload is distinct, but the few whose derived reading ids coincide (same
                 # device, same second, same values) are dropped by the agent as repeats: once the
@@ -309,17 +369,18 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                     time.sleep(0.05)
                     if not gen.is_alive():
                         target = readings - _counter(db, "duplicates_dropped")
-                cpu1 = proc.cpu_times()
+                cpu1 = cpu_seconds(agent.pid)
                 elapsed = counter.last_at - t0
                 gen.join(60)
                 got = counter.readings
-                cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-                figures = {
-                    "readings_per_s": round(got / elapsed, 1),
-                    "cpu_us_per_reading": round(cpu_s / got * 1e6, 1),
-                }
+                cpu_s = cpu1 - cpu0
+                figures["readings_per_s"] = round(got / elapsed, 1)
+                figures["cpu_us_per_reading"] = round(cpu_s / got * 1e6, 1)
+                throughput_peak = memory_kb(agent.pid)["VmHWM"]
+                figures["throughput_peak_rss_mb"] = round(throughput_peak / 1024, 1)
                 log(f"throughput: {figures}")
-                # Footprint: cloud down, buffer everything.
+                reset_peak(agent.pid)  # from here, VmHWM is the peak with the buffer filling and draining
+                # Footprint: cloud down, buffer everything, then release it.
                 cloud.stop()
                 base = _buffered(db)
                 log(f"footprint: buffering {buffered} readings with the cloud broker down")
@@ -328,23 +389,32 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                     args=(field.host, field.port, fleet, buffered, 2, gen_cpu, started, False),
                 )
                 gen.start()
-                deadline = time.monotonic() + 1800
                 dups = _counter(db, "duplicates_dropped")
 
-                def taken() -> int:  # buffered, or dropped as a repeat
-                    return _buffered(db) - base + _counter(db, "duplicates_dropped") - dups
+                def taken() -> bool:  # buffered, or dropped as a repeat
+                    return _buffered(db) - base + _counter(db, "duplicates_dropped") - dups >= buffered
 
-                while taken() < buffered and time.monotonic() < deadline:
-                    time.sleep(0.5)
+                _wait_until(taken, 1800, "buffering", agent, agent_log_path)
                 gen.join(60)
                 time.sleep(1.0)
                 n = _buffered(db) - base
-                figures["peak_rss_mb"] = round(peak[0] / 2**20, 1)
                 figures["buffer_bytes_per_reading"] = round(_disk(db) / max(1, n), 1)
                 figures["buffered_readings"] = n
+                figures["buffered_rss_mb"] = round(memory_kb(agent.pid)["VmRSS"] / 1024, 1)
                 log(f"footprint: {figures}")
+                sent = _counter(db, "readings_sent")
+                log(f"release: the cloud broker is back, draining {n} readings")
+                t1 = time.monotonic()
+                cloud.start()
+                _wait_until(
+                    lambda: _counter(db, "readings_sent") - sent >= n, 1800, "draining", agent, agent_log_path
+                )
+                figures["drain_readings_per_s"] = round(n / (time.monotonic() - t1), 1)
+                buffered_peak = memory_kb(agent.pid)["VmHWM"]
+                figures["buffered_peak_rss_mb"] = round(buffered_peak / 1024, 1)
+                figures["peak_rss_mb"] = round(max(throughput_peak, buffered_peak) / 1024, 1)
+                log(f"release: {figures}")
             finally:
-                stop.set()
                 counter.close()
                 agent.terminate()
                 try:

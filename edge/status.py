@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import psutil
 
 from edge.buffer import BufferStats
 
@@ -33,6 +32,37 @@ def agent_version() -> str:
 
 def offline_payload(*, gateway_id: str, community_id: str) -> bytes:
     return _json.encode({"v": 1, "gateway_id": gateway_id, "community_id": community_id, "state": "offline"})
+
+
+class ProcessUsage:
+    """This process's CPU use and resident memory, read from the kernel (``os.times``,
+    ``/proc/self/statm``) rather than through psutil, a compiled dependency the gateway does
+    without."""
+
+    _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+    def __init__(self) -> None:
+        self._last = (time.monotonic(), self._cpu_s())
+
+    @staticmethod
+    def _cpu_s() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def cpu_percent(self) -> float:
+        """CPU time over wall time since the previous call (or construction), in percent of one
+        core (above 100 when several threads are busy), as ``psutil.Process.cpu_percent``."""
+        now, cpu = time.monotonic(), self._cpu_s()
+        (then, before), self._last = self._last, (now, cpu)
+        return round(100 * (cpu - before) / (now - then), 1) if now > then else 0.0
+
+    def rss_bytes(self) -> int:
+        """Resident set size; -1 where ``/proc`` is not there."""
+        try:
+            with open("/proc/self/statm", encoding="ascii") as statm:
+                return int(statm.read().split()[1]) * self._PAGE
+        except OSError:
+            return -1
 
 
 @dataclass(slots=True)
@@ -68,8 +98,7 @@ class StatusReporter:
         self.monotonic = monotonic
         self.started = monotonic()
         self.rates = Rates()
-        self._proc = psutil.Process(os.getpid())
-        self._proc.cpu_percent(None)  # prime: the next call measures since now
+        self._proc = ProcessUsage()
         self.version = agent_version()
 
     def document(
@@ -112,8 +141,8 @@ class StatusReporter:
                 "received_per_s": self.rates.rate("received", received, mono),
                 "sent_per_s": self.rates.rate("sent", sent, mono),
             },
-            "cpu_pct": self._proc.cpu_percent(None),
-            "rss_bytes": self._proc.memory_info().rss,
+            "cpu_pct": self._proc.cpu_percent(),
+            "rss_bytes": self._proc.rss_bytes(),
             "disk_free_bytes": free,
             "links": links,
         }

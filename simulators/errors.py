@@ -5,7 +5,8 @@ SimulatorsError
 ├── ConfigError         a fleet file, scenario file or option is invalid (names file and field)
 │   ├── FleetError      a fleet cannot be generated or loaded
 │   └── ScenarioError   a scenario is invalid or names devices the fleet lacks
-└── OutputError         messages cannot be delivered (broker down or refusing, file unwritable)
+├── OutputError         messages cannot be delivered (broker down or refusing, file unwritable)
+└── DemoError           ``linli demo`` or ``linli bench e2e`` could not start one of its parts
 """
 
 from __future__ import annotations
@@ -64,3 +65,7 @@ class OutputError(SimulatorsError):
     def __init__(self, message: str, *, target: str) -> None:
         super().__init__(f"{target}: {message}")
         self.target = target
+
+
+class DemoError(SimulatorsError):
+    """The demo could not start one of its parts (the message says which, with its log)."""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud.demo.app import parse_metrics
-from cloud.demo.configs import ACCELERATED_SKEW_BOUND_S, toml_text, write_cloud_config, write_edge_config
+from simulators.demo.app import parse_metrics
+from simulators.demo.configs import ACCELERATED_SKEW_BOUND_S, toml_text, write_cloud_config, write_edge_config
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

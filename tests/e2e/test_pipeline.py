@@ -19,9 +19,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from cloud.demo.children import Child
-from cloud.demo.configs import write_cloud_config, write_edge_config
 from device_profiles import ProfileSet
+from simulators.demo.children import Child
+from simulators.demo.configs import write_cloud_config, write_edge_config
 from simulators.fleet import load_fleet
 from simulators.rand import RandomStream
 from simulators.services import MosquittoBroker

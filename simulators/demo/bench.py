@@ -40,11 +40,11 @@ import numpy as np
 import psutil
 import psycopg
 
-from cloud.demo.children import Child
-from cloud.demo.configs import write_cloud_config, write_edge_config
 from device_profiles import ProfileSet
 from device_profiles.inventory import Inventory
 from simulators.clock import SimClock
+from simulators.demo.children import Child
+from simulators.demo.configs import write_cloud_config, write_edge_config
 from simulators.faults import FaultOptions
 from simulators.fleet import load_fleet
 from simulators.output import MqttSink, Sink

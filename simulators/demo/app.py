@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cloud.demo.pipeline import DemoPipeline
+from simulators.demo.pipeline import DemoPipeline
 
 
 @dataclass(slots=True)

@@ -43,9 +43,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from cloud.demo.app import run_screen
-    from cloud.demo.pipeline import DemoPipeline
-    from cloud.errors import CloudError
+    from simulators.demo.app import run_screen
+    from simulators.demo.pipeline import DemoPipeline
     from simulators.errors import SimulatorsError
 
     console = Console()
@@ -75,7 +74,7 @@ def handle(args: argparse.Namespace) -> int:
         for problem in pipeline.failed():
             say(f"[red]{problem}[/red]")
             status = 1
-    except (CloudError, SimulatorsError) as exc:
+    except SimulatorsError as exc:
         say(f"[red]failed: {exc}[/red]")
         status = 1
     finally:

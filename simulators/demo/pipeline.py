@@ -35,12 +35,11 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from cloud.demo.children import Child
-from cloud.demo.configs import write_cloud_config, write_edge_config
-from cloud.errors import DemoError
 from device_profiles import ProfileSet
 from device_profiles.inventory import Inventory
-from simulators.errors import SimulatorsError
+from simulators.demo.children import Child
+from simulators.demo.configs import write_cloud_config, write_edge_config
+from simulators.errors import DemoError, SimulatorsError
 from simulators.fleet import load_fleet
 from simulators.rand import RandomStream
 from simulators.services import MosquittoBroker, PostgresCluster, free_port
