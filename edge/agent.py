@@ -157,6 +157,7 @@ class Agent:
             name="field",
             client_id=cfg.field_client_id,
             receive_maximum=cfg.field.receive_maximum,
+            max_packet_bytes=cfg.field.max_packet_bytes,
             subscriptions=profiles.topic_filters(),
             on_message=self._on_field_message,
         )
