@@ -132,7 +132,7 @@ async def _drain_lean(host: str, port: int, client_id: str, committer: _Committe
     from edge.fieldlink import FieldLink
     from edge.mqtt import Message
 
-    link_cls = _handwritten_link() if codec == "lean" else FieldLink
+    link_cls = _mqtt5_link() if codec == "mqtt5" else FieldLink
 
     def on_message(message: Message) -> None:
         committer.add(message.topic, message.payload, lambda: link.ack(message))
@@ -180,78 +180,75 @@ async def _drain_gmqtt(host: str, port: int, client_id: str, committer: _Committ
         await client.disconnect()
 
 
-def _handwritten_link() -> type[Any]:
-    """`FieldLink` with the hand-written hot path it had before it moved to ``mqtt5``: PUBLISH
-    parsed in place from the receive buffer, PUBACK bytes put together by hand. Control packets
-    (rare) still go through `edge.mqttcodec`. Kept here so the comparison can be repeated."""
+def _mqtt5_link() -> type[Any]:
+    """`FieldLink` with PUBLISH decoding and PUBACK encoding done by the ``mqtt5`` package.
+
+    The hot path goes through ``mqtt5.read`` and ``PubAckPacket.write``; framing (with the size
+    limit) and the rare control packets stay with `edge.mqttcodec`, so the comparison is of the
+    codec alone."""
+    import mqtt5
+
     from edge import fieldlink, mqttcodec
     from edge.mqtt import Message
 
-    class HandwrittenConnection(fieldlink._Connection):
+    class Mqtt5Connection(fieldlink._Connection):
         def _parse(self) -> None:
-            buf, pos, end = self.buf, self.start, self.end
+            buf, pos, end, limit = self.buf, self.start, self.end, self.limit
             link = self.link
             on_message, epoch = link._on_message, self.epoch
+            view = memoryview(buf)
             try:
                 while pos + 2 <= end and not self.paused:
-                    first, b1 = buf[pos], buf[pos + 1]
-                    stop = pos + 2 + b1 if b1 < 0x80 else mqttcodec.frame(buf, pos, end, self.limit)
-                    if stop < 0 or stop > end:
-                        self.need = max(0, stop - pos)
+                    first = buf[pos]
+                    start, stop = mqttcodec.frame(buf, pos, end, limit)
+                    if start < 0:
                         break
-                    if first & 0xF0 == 0x30:
-                        i = pos + 1
-                        while buf[i] & 0x80:  # the rest of the remaining length
-                            i += 1
-                        start = i + 1
-                        qos = (first >> 1) & 3
-                        n = (buf[start] << 8) | buf[start + 1]
-                        at = start + 2 + n
-                        topic = buf[start + 2 : at].decode()
-                        mid = 0
-                        if qos:
-                            mid = (buf[at] << 8) | buf[at + 1]
-                            at += 2
-                        plen = buf[at]
-                        if plen < 0x80:
-                            at += 1 + plen
-                        else:  # a property length of more than one byte (rare)
-                            plen = shift = 0
-                            while True:
-                                byte = buf[at]
-                                at += 1
-                                plen |= (byte & 0x7F) << shift
-                                if not byte & 0x80:
-                                    break
-                                shift += 7
-                            at += plen
-                        if qos == 3 or at > stop:
-                            raise mqttcodec.ProtocolViolation(f"malformed PUBLISH (qos {qos})")
-                        on_message(Message(topic, bytes(buf[at:stop]), qos, bool(first & 1), mid, epoch))
+                    if stop > end:
+                        self.need = stop - pos
+                        break
+                    if first & 0xF0 == mqttcodec.PUBLISH:
+                        try:
+                            packet, _ = mqtt5.read(view[pos:stop])
+                        except (ValueError, IndexError) as exc:
+                            raise mqttcodec.ProtocolViolation(str(exc)) from exc
+                        if not isinstance(packet, mqtt5.PublishPacket):
+                            raise mqttcodec.ProtocolViolation("not a PUBLISH")
+                        on_message(
+                            Message(
+                                packet.topic,
+                                packet.payload,
+                                (first >> 1) & 3,
+                                bool(first & 1),
+                                packet.packet_id or 0,
+                                epoch,
+                            )
+                        )
                     else:
-                        link._on_control(self, mqttcodec.read(bytes(buf[pos:stop])))
+                        link._on_control(self, mqttcodec.decode_control(first, bytes(buf[start:stop])))
                     pos = stop
-            except (mqttcodec.ProtocolViolation, IndexError, UnicodeDecodeError) as exc:
-                link._log.error("protocol_violation", error=repr(exc))
+            except mqttcodec.ProtocolViolation as exc:
+                link._log.error("protocol_violation", error=str(exc))
                 self.end_with(mqttcodec.MALFORMED_PACKET)
                 return
+            finally:
+                view.release()
             if pos == end:
                 self.start = self.end = 0
             else:
                 self.start = pos
 
-    class HandwrittenFieldLink(fieldlink.FieldLink):
-        _connection_class = HandwrittenConnection
+    class Mqtt5FieldLink(fieldlink.FieldLink):
+        _connection_class = Mqtt5Connection
 
         def ack(self, message: Message) -> None:
             if message.qos != 1 or message.epoch != self._epoch or self._conn is None:
                 return
-            self._acks.append(bytes((0x40, 2, message.mid >> 8, message.mid & 0xFF)))
+            self._acks.append(mqtt5.PubAckPacket(message.mid).write())
             if not self._ack_scheduled:
                 self._ack_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush_acks)
 
-    return HandwrittenFieldLink
+    return Mqtt5FieldLink
 
 
 # -- the run --------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 The field link receives every message the devices send, so its receive path is the agent's hot
 path. paho-mqtt builds a `Properties` object and takes several locks per incoming PUBLISH, which
 cost about half of the agent's CPU; this module runs the small part of MQTT v5 the field side
-needs directly on an `asyncio.Protocol`, with the packets encoded and decoded by `edge.mqttcodec`
-(the ``mqtt5`` codec, plus framing, limits and named errors):
+needs directly on an `asyncio.Protocol`, with the packets encoded and decoded by the pure
+`edge.mqttcodec`:
 
 - CONNECT with a stable client id, ``clean_start=0`` and a Session Expiry Interval (the broker
   keeps the session and the unacknowledged messages while the agent is away), Receive Maximum
@@ -39,8 +39,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
-import mqtt5
-
 from edge import mqttcodec
 from edge.errors import MqttError
 from edge.logs import Logger, get_logger
@@ -52,7 +50,7 @@ _RECV_SIZE: Final = 256 * 1024
 #: The Maximum Packet Size announced in CONNECT unless told otherwise.
 DEFAULT_MAX_PACKET_BYTES: Final = 256 * 1024
 
-_Publish: Final = mqtt5.PublishPacket
+_PUBLISH: Final = mqttcodec.PUBLISH
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -151,27 +149,32 @@ class _Connection(asyncio.BufferedProtocol):
         buf, pos, end, limit = self.buf, self.start, self.end, self.limit
         link = self.link
         on_message, epoch = link._on_message, self.epoch
-        read = mqttcodec.read
-        view = memoryview(buf)
+        decode_publish = mqttcodec.decode_publish
         try:
             while pos + 2 <= end and not self.paused:
                 first, b1 = buf[pos], buf[pos + 1]
-                # The remaining length, inlined for the common one-byte case.
-                stop = pos + 2 + b1 if b1 < 0x80 else mqttcodec.frame(buf, pos, end, limit)
-                if stop < 0 or stop > end:
-                    self.need = max(0, stop - pos)
-                    break
-                packet = read(view[pos:stop])
-                pos = stop
-                if type(packet) is _Publish:
-                    mid = packet.packet_id
-                    on_message(
-                        Message(
-                            packet.topic, packet.payload, (first >> 1) & 3, bool(first & 1), mid or 0, epoch
-                        )
-                    )
+                # The remaining length, inlined for the common one- and two-byte cases.
+                if b1 < 0x80:
+                    start = pos + 2
+                    stop = start + b1
+                elif pos + 2 < end and buf[pos + 2] < 0x80:
+                    start = pos + 3
+                    stop = start + (b1 & 0x7F) + (buf[pos + 2] << 7)
                 else:
-                    link._on_control(self, packet)
+                    start, stop = mqttcodec.frame(buf, pos, end, limit)
+                    if start < 0:
+                        break
+                if stop - pos > limit:
+                    raise PacketTooLarge(stop - pos, limit)
+                if stop > end:
+                    self.need = stop - pos
+                    break
+                if first & 0xF0 == _PUBLISH:
+                    topic, payload, qos, mid = decode_publish(first, buf, start, stop)
+                    on_message(Message(topic, payload, qos, bool(first & 1), mid, epoch))
+                else:
+                    link._on_control(self, mqttcodec.decode_control(first, bytes(buf[start:stop])))
+                pos = stop
         except ConnectionRefused as exc:
             self.failed = self.paused = True
             link._refused(self, exc)
@@ -191,8 +194,6 @@ class _Connection(asyncio.BufferedProtocol):
             link._log.error("protocol_violation", broker=link.broker, error=str(exc))
             self.end_with(mqttcodec.MALFORMED_PACKET)
             return
-        finally:
-            view.release()
         if pos == end:
             self.start = self.end = 0
             if len(self.buf) > _RECV_SIZE:
@@ -456,8 +457,8 @@ class FieldLink:
 
     # -- incoming control packets ---------------------------------------------------------
 
-    def _on_control(self, conn: _Connection, packet: mqtt5.Packet) -> None:
-        if isinstance(packet, mqtt5.ConnAckPacket):
+    def _on_control(self, conn: _Connection, packet: mqttcodec.Control) -> None:
+        if isinstance(packet, mqttcodec.Connack):
             fut = self._connack
             if fut is None or fut.done() or conn is not self._conn:
                 raise ProtocolViolation("CONNACK out of place")
@@ -468,39 +469,36 @@ class FieldLink:
             else:
                 self._subscribed.set()
             fut.set_result(packet.session_present)
-        elif isinstance(packet, mqtt5.SubAckPacket | mqtt5.UnsubAckPacket):
-            failed = [
-                f"0x{int(c):02x} {reason_text(int(c), type(c))}"
-                for c in packet.reason_codes
-                if int(c) >= 0x80
-            ]
-            if isinstance(packet, mqtt5.SubAckPacket):
+        elif isinstance(packet, mqttcodec.Suback):
+            failed = ",".join(f"0x{c:02x} {reason_text(c)}" for c in packet.codes if c >= 0x80)
+            if not packet.unsubscribe:
                 if failed:
-                    self._log.error("subscribe_refused", broker=self.broker, codes=",".join(failed))
+                    self._log.error(
+                        "subscribe_refused",
+                        broker=self.broker,
+                        codes=failed,
+                        reason_string=packet.reason_string,
+                    )
                 else:
                     self._log.info("subscribed", filters=",".join(self.subscriptions))
             elif failed:
-                self._log.warning("unsubscribe_refused", broker=self.broker, codes=",".join(failed))
+                self._log.warning("unsubscribe_refused", broker=self.broker, codes=failed)
             self._pending_subs.discard(packet.packet_id)
             if not self._pending_subs:
                 self._subscribed.set()
-        elif isinstance(packet, mqtt5.PubRelPacket):
+        elif isinstance(packet, mqttcodec.Pubrel):
             # QoS 2 (never requested: our subscriptions ask for QoS 1 at most): complete it.
             conn.write(mqttcodec.pubcomp_packet(packet.packet_id))
-        elif isinstance(packet, mqtt5.PingRespPacket):
-            pass
-        elif isinstance(packet, mqtt5.DisconnectPacket):
-            code = int(packet.reason_code)
+        elif isinstance(packet, mqttcodec.Disconnect):
             self._log.warning(
                 "broker_disconnected",
                 broker=self.broker,
-                reason=f"0x{code:02x} {reason_text(code)}",
-                reason_string=packet.reason_str or "",
+                reason=f"0x{packet.code:02x} {reason_text(packet.code)}",
+                reason_string=packet.reason_string,
             )
             conn.failed = conn.paused = True
             conn.abort()
-        else:
-            raise ProtocolViolation(f"unexpected {type(packet).__name__} from the broker")
+        # PINGRESP: its arrival already counted as traffic.
 
     # -- the API --------------------------------------------------------------------------
 
