@@ -101,8 +101,6 @@ class _Connection(asyncio.BufferedProtocol):
         self.failed = True
         self.paused = True
         self.start = self.end = self.need = 0
-        if len(self.buf) > _RECV_SIZE:
-            self.buf = bytearray(_RECV_SIZE)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
             self.transport.write(mqttcodec.disconnect_packet(reason_code))
