@@ -209,10 +209,28 @@ async def test_a_broker_disconnect_is_logged_with_its_reason_and_the_link_reconn
         assert gone["reason"] == "0x8e session taken over"
         assert gone["reason_string"] == "other gw-1"
         await log.wait("connected", count=2)
-        await link.wait_subscribed()
+        await asyncio.wait_for(link.wait_subscribed(), 10)
         assert link.session_present
         assert len(broker.peers) == 2
         assert not log.named("protocol_violation")
+
+
+async def test_a_refused_subscription_is_logged_by_name() -> None:
+    async def acl(peer: Peer) -> None:
+        await peer.accept()
+        first, body = await peer.packet()
+        assert first == 0x82
+        peer.send(b"\x90\x0b" + body[:2] + b"\x06\x1f\x00\x03acl\x01\x87")  # the second filter: 0x87
+
+    async with (
+        fake_broker(acl) as broker,
+        running_link(broker, subscriptions=["ok/#", "no/#"]) as (link, log),
+    ):
+        await asyncio.wait_for(link.wait_subscribed(), 10)
+        refused = await log.wait("subscribe_refused")
+        assert refused["codes"] == "0x87 not authorized"
+        assert refused["reason_string"] == "acl"
+        assert link.connected
 
 
 @pytest.mark.parametrize(
