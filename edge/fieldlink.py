@@ -74,7 +74,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.end = 0  # the end of the received bytes
         self.need = 0  # the size of the incomplete packet at `start`, once its header is in
         self.paused = False
-        self.failed = False  # a protocol violation ended this connection
+        self.failed = False  # ended for a reason already logged (violation, DISCONNECT, silence)
         self.closed = asyncio.get_running_loop().create_future()
         self.last_rx = link._monotonic()
         self.last_tx = self.last_rx
@@ -341,7 +341,7 @@ class FieldLink:
                     pinger.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await pinger
-                if not self._closing:
+                if not self._closing and not conn.failed:  # else the cause is logged already
                     self._log.warning("connection_lost", broker=self.broker)
             self._teardown()
             if self._closing:
@@ -422,6 +422,7 @@ class FieldLink:
             conn.last_rx = now
         if now - conn.last_rx > keepalive * 1.5:
             self._log.warning("keepalive_timeout", broker=self.broker, silent_s=round(now - conn.last_rx, 1))
+            conn.failed = True
             conn.abort()
             self._connected.clear()
             self._gone.set()
