@@ -47,6 +47,8 @@ from edge.mqttcodec import ConnectionRefused, PacketTooLarge, ProtocolViolation,
 
 #: The receive buffer: the socket reads into it, packets are parsed in place.
 _RECV_SIZE: Final = 256 * 1024
+#: How long a DISCONNECT we send may take to leave before the connection is aborted.
+_CLOSE_GRACE_S: Final = 5.0
 #: The Maximum Packet Size announced in CONNECT unless told otherwise.
 DEFAULT_MAX_PACKET_BYTES: Final = 256 * 1024
 
@@ -105,6 +107,8 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.pause_reading()
             self.transport.write(mqttcodec.disconnect_packet(reason_code))
             self.transport.close()
+            # A broker that does not read would keep the close waiting for the write.
+            asyncio.get_running_loop().call_later(_CLOSE_GRACE_S, self.abort)
 
     def pause(self) -> None:
         self.paused = True
