@@ -424,3 +424,12 @@ def test_a_packet_within_a_large_limit_gets_a_buffer_of_its_size() -> None:
     assert [(m.topic, len(m.payload)) for m in got] == [("t/big", 512_000), ("t/small", 1)]
     assert not records.events
     assert not transport.is_closing()
+
+
+@pytest.mark.parametrize("size", [120, 200, 20_000])  # one-, two- and three-byte remaining lengths
+def test_the_limit_holds_for_every_length_encoding(size: int) -> None:
+    packet = _publish("t", b"x" * (size - 7), 0, 0)
+    got, transport, records = _feed(packet, 4096, limit=100)
+    assert not got
+    assert [(e, f["size"]) for e, f in records.events] == [("packet_too_large", len(packet))]
+    assert transport.written == b"\xe0\x01\x95"
