@@ -172,6 +172,7 @@ class Agent:
             name="field",
             client_id=cfg.field_client_id,
             receive_maximum=cfg.field.receive_maximum,
+            max_packet_bytes=cfg.field.max_packet_bytes,
             subscriptions=filters,
             unsubscribe=stale,
             on_message=self._on_field_message,

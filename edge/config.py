@@ -130,6 +130,9 @@ class FieldBrokerConfig(BrokerConfig):
     #: Receive Maximum sent in CONNECT: the broker hands over at most this many unacknowledged
     #: messages, which bounds what the agent holds in memory before committing.
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    #: Maximum Packet Size sent in CONNECT: the broker drops larger messages for the agent (a
+    #: poison payload never reaches it), and the receive buffer never grows beyond it.
+    max_packet_bytes: int = Field(default=256 * 1024, ge=1024, le=268_435_460)
 
 
 class CloudBrokerConfig(BrokerConfig):

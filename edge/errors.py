@@ -11,7 +11,10 @@ One root, everything below it::
     │   └── BufferFull       alarm-class readings alone fill the size cap; intake waits
     └── MqttError            an MQTT connection failed or was refused
         ├── UplinkUnavailable    not connected (publish refused, or the link dropped in flight)
-        └── NegativeAck          the broker answered a PUBLISH with a failure reason code
+        ├── NegativeAck          the broker answered a PUBLISH with a failure reason code
+        ├── ConnectionRefused    the field broker refused CONNECT (`edge.mqttcodec`; reason in words)
+        └── ProtocolViolation    the field broker sent a malformed or misplaced packet (`edge.mqttcodec`)
+            └── PacketTooLarge   a packet above the Maximum Packet Size we announced
 
 Lower-layer errors (``sqlite3.Error``, ``OSError``, ``pydantic.ValidationError``) are translated at
 the module that meets them, with ``raise ... from exc``.

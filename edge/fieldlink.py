@@ -2,24 +2,32 @@
 
 The field link receives every message the devices send, so its receive path is the agent's hot
 path. paho-mqtt builds a `Properties` object and takes several locks per incoming PUBLISH, which
-cost about half of the agent's CPU; this module speaks the small part of MQTT v5 the field side
-needs directly on an `asyncio.Protocol`:
+cost about half of the agent's CPU; this module runs the small part of MQTT v5 the field side
+needs directly on an `asyncio.Protocol`, with the packets encoded and decoded by the pure
+`edge.mqttcodec`:
 
 - CONNECT with a stable client id, ``clean_start=0`` and a Session Expiry Interval (the broker
   keeps the session and the unacknowledged messages while the agent is away), Receive Maximum
-  (the broker hands over at most that many unacknowledged messages), username/password, TLS;
+  (the broker hands over at most that many unacknowledged messages), Maximum Packet Size (the
+  broker drops larger messages for us instead of sending them), username/password, TLS;
 - SUBSCRIBE at QoS 1 with retain handling 1 (retained messages only for a new subscription),
   UNSUBSCRIBE for filters dropped on reload, or left in the session by an earlier configuration;
-- incoming PUBLISH at QoS 0 and 1 (QoS 2 is answered correctly but never requested), parsed from
-  the stream in place, many per ``data_received``;
+  `wait_subscribed` returns once the broker answered;
+- incoming PUBLISH at QoS 0 and 1 (QoS 2 is answered correctly but never requested), framed from
+  the receive buffer in place, many per read;
 - manual acknowledgement: `ack()` queues a PUBACK and every PUBACK queued during one event-loop
   iteration goes out in one ``write``. An ack for a message delivered on an earlier connection is
   dropped: the broker redelivers that message on the resumed session;
 - PINGREQ when nothing was sent for three quarters of the keep-alive, and the connection is
-  declared lost when the broker is silent for one and a half keep-alives.
+  declared lost when the broker is silent for one and a half keep-alives (on an injected clock).
 
-`run()` connects and reconnects with capped, jittered exponential backoff until `close()`.
-Topic aliases are never enabled (we send no Topic Alias Maximum), so every PUBLISH names its topic.
+What a broker can send wrong ends the connection with one log line, never with an exception out
+of the link: a refused CONNACK (``connect_failed``, the reason in words, e.g. "bad user name or
+password"), a DISCONNECT (``broker_disconnected`` with the reason named), a packet larger than
+the Maximum Packet Size (``packet_too_large``: DISCONNECT 0x95, memory never grows past the
+limit), a malformed packet (``protocol_violation``: DISCONNECT 0x81). `run()` then reconnects with
+capped, jittered exponential backoff, until `close()`. Topic aliases are never enabled (we send no
+Topic Alias Maximum), so every PUBLISH names its topic.
 """
 
 from __future__ import annotations
@@ -29,107 +37,23 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
+from edge import mqttcodec
 from edge.errors import MqttError
 from edge.logs import Logger, get_logger
 from edge.mqtt import Message, backoff_delay
-
-_CONNECT: Final = 0x10
-_CONNACK: Final = 0x20
-_PUBLISH: Final = 0x30
-_PUBACK: Final = 0x40
-_PUBREC: Final = 0x50
-_PUBREL: Final = 0x60
-_PUBCOMP: Final = 0x70
-_SUBSCRIBE: Final = 0x82
-_SUBACK: Final = 0x90
-_UNSUBSCRIBE: Final = 0xA2
-_UNSUBACK: Final = 0xB0
-_PINGREQ: Final = b"\xc0\x00"
-_PINGRESP: Final = 0xD0
-_DISCONNECT: Final = 0xE0
-_DISCONNECT_NORMAL: Final = b"\xe0\x00"
-
-#: MQTT v5 property identifiers we send or read.
-_P_SESSION_EXPIRY: Final = 0x11
-_P_SERVER_KEEP_ALIVE: Final = 0x13
-_P_RECEIVE_MAXIMUM: Final = 0x21
-#: SUBSCRIBE options: maximum QoS 1, retain handling 1.
-_SUB_OPTIONS: Final = b"\x11"
-
-
-class ProtocolViolation(MqttError):
-    """The broker sent something MQTT v5 does not allow here."""
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
-def _string(s: str | bytes) -> bytes:
-    data = s.encode() if isinstance(s, str) else s
-    return len(data).to_bytes(2, "big") + data
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + _varint(len(body)) + body
-
-
-def _read_varint(data: bytes | bytearray, pos: int) -> tuple[int, int]:
-    """(value, position after it); raises `ProtocolViolation` on more than four bytes, and
-    `IndexError` when the data ends inside it."""
-    value = shift = 0
-    for _ in range(4):
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise ProtocolViolation("malformed variable byte integer")
-
-
-def connect_packet(
-    *,
-    client_id: str,
-    keepalive_s: int,
-    session_expiry_s: int,
-    receive_maximum: int | None,
-    username: str | None,
-    password: str | None,
-) -> bytes:
-    flags = 0  # clean start 0: resume the session
-    if username is not None:
-        flags |= 0x80
-    if password is not None:
-        flags |= 0x40
-    props = bytes((_P_SESSION_EXPIRY,)) + session_expiry_s.to_bytes(4, "big")
-    if receive_maximum is not None:
-        props += bytes((_P_RECEIVE_MAXIMUM,)) + receive_maximum.to_bytes(2, "big")
-    body = (
-        _string("MQTT")
-        + bytes((5, flags))
-        + keepalive_s.to_bytes(2, "big")
-        + _varint(len(props))
-        + props
-        + _string(client_id)
-    )
-    if username is not None:
-        body += _string(username)
-    if password is not None:
-        body += _string(password)
-    return _packet(_CONNECT, body)
-
+from edge.mqttcodec import ConnectionRefused, PacketTooLarge, ProtocolViolation, reason_text
 
 #: The receive buffer: the socket reads into it, packets are parsed in place.
 _RECV_SIZE: Final = 256 * 1024
+#: How long a DISCONNECT we send may take to leave before the connection is aborted.
+_CLOSE_GRACE_S: Final = 5.0
+#: The Maximum Packet Size announced in CONNECT unless told otherwise.
+DEFAULT_MAX_PACKET_BYTES: Final = 256 * 1024
+
+_PUBLISH: Final = mqttcodec.PUBLISH
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -137,20 +61,25 @@ class _Connection(asyncio.BufferedProtocol):
 
     The socket reads straight into one preallocated buffer (`asyncio.BufferedProtocol`), so
     receiving allocates nothing per read: per-read buffers of a quarter megabyte, freed a moment
-    later, fragment the heap and make the RSS creep. Only a packet larger than the buffer grows
-    it, until that packet is consumed.
+    later, fragment the heap and make the RSS creep. Only a packet larger than the buffer (and
+    within the Maximum Packet Size, which `mqttcodec.frame` checks from the fixed header, before
+    the packet's body arrives) gets a buffer of its own size, until that packet is consumed: the
+    buffer never exceeds ``max(256 KiB, max_packet_bytes)``.
     """
 
     def __init__(self, link: FieldLink, epoch: int) -> None:
         self.link = link
         self.epoch = epoch
+        self.limit = link.max_packet_bytes
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray(_RECV_SIZE)
         self.start = 0  # the first byte not yet parsed
         self.end = 0  # the end of the received bytes
+        self.need = 0  # the size of the incomplete packet at `start`, once its header is in
         self.paused = False
+        self.failed = False  # ended for a reason already logged (violation, DISCONNECT, silence)
         self.closed = asyncio.get_running_loop().create_future()
-        self.last_rx = time.monotonic()
+        self.last_rx = link._monotonic()
         self.last_tx = self.last_rx
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -164,11 +93,23 @@ class _Connection(asyncio.BufferedProtocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
-            self.last_tx = time.monotonic()
+            self.last_tx = self.link._monotonic()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def end_with(self, reason_code: int) -> None:
+        """Send DISCONNECT with `reason_code`, stop reading and close (after the write)."""
+        self.failed = True
+        self.paused = True
+        self.start = self.end = self.need = 0
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+            self.transport.write(mqttcodec.disconnect_packet(reason_code))
+            self.transport.close()
+            # A broker that does not read would keep the close waiting for the write.
+            asyncio.get_running_loop().call_later(_CLOSE_GRACE_S, self.abort)
 
     def pause(self) -> None:
         self.paused = True
@@ -176,6 +117,8 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def resume(self) -> None:
+        if self.failed:
+            return
         self.paused = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
@@ -186,8 +129,9 @@ class _Connection(asyncio.BufferedProtocol):
         if self.end == len(self.buf):
             pending = self.end - self.start
             if self.start == 0:
-                # One packet larger than the buffer: a bigger one, for as long as it takes.
-                bigger = bytearray(2 * len(self.buf))
+                # One packet larger than the buffer (`_parse` checked it against the limit): a
+                # buffer of its size, for as long as it takes.
+                bigger = bytearray(max(self.need, len(self.buf) + 1))
                 bigger[:pending] = self.buf
                 self.buf = bigger
             else:  # move the partial packet to the front (same length: no resize)
@@ -196,44 +140,66 @@ class _Connection(asyncio.BufferedProtocol):
         return memoryview(self.buf)[self.end :]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.last_rx = time.monotonic()
+        self.last_rx = self.link._monotonic()
         self.end += nbytes
-        self._parse()
+        if not self.paused:
+            self._parse()
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
 
     def _parse(self) -> None:
-        buf, pos, end = self.buf, self.start, self.end
-        on_publish = self.link._on_publish
+        buf, pos, end, limit = self.buf, self.start, self.end, self.limit
+        link = self.link
+        on_message, epoch = link._on_message, self.epoch
+        decode_publish = mqttcodec.decode_publish
         try:
             while pos + 2 <= end and not self.paused:
-                first = buf[pos]
-                # The remaining length, inlined for the common one-byte case.
-                b1 = buf[pos + 1]
+                first, b1 = buf[pos], buf[pos + 1]
+                # The remaining length, inlined for the common one- and two-byte cases.
                 if b1 < 0x80:
-                    length, start = b1, pos + 2
+                    start = pos + 2
+                    stop = start + b1
+                elif pos + 2 < end and buf[pos + 2] < 0x80:
+                    start = pos + 3
+                    stop = start + (b1 & 0x7F) + (buf[pos + 2] << 7)
                 else:
-                    try:
-                        length, start = _read_varint(buf, pos + 1)
-                    except IndexError:
+                    start, stop = mqttcodec.frame(buf, pos, end, limit)
+                    if start < 0:
                         break
-                stop = start + length
+                if stop - pos > limit:
+                    raise PacketTooLarge(stop - pos, limit)
                 if stop > end:
+                    self.need = stop - pos
                     break
                 if first & 0xF0 == _PUBLISH:
-                    on_publish(self, first, buf, start, stop)
+                    topic, payload, qos, mid = decode_publish(first, buf, start, stop)
+                    on_message(Message(topic, payload, qos, bool(first & 1), mid, epoch))
                 else:
-                    self.link._on_control(self, first, bytes(buf[start:stop]))
+                    link._on_control(self, mqttcodec.decode_control(first, bytes(buf[start:stop])))
                 pos = stop
-        except (ProtocolViolation, IndexError, UnicodeDecodeError) as exc:
-            self.link._log.error("protocol_violation", error=repr(exc))
-            self.start = self.end = 0
+        except ConnectionRefused as exc:
+            self.failed = self.paused = True
+            link._refused(self, exc)
             self.abort()
+            return
+        except PacketTooLarge as exc:
+            link._log.error(
+                "packet_too_large",
+                broker=link.broker,
+                size=exc.size,
+                limit=exc.limit,
+                action="disconnect 0x95",
+            )
+            self.end_with(mqttcodec.PACKET_TOO_LARGE)
+            return
+        except ProtocolViolation as exc:
+            link._log.error("protocol_violation", broker=link.broker, error=str(exc))
+            self.end_with(mqttcodec.MALFORMED_PACKET)
             return
         if pos == end:
             self.start = self.end = 0
-            if len(buf) > _RECV_SIZE:
+            if len(self.buf) > _RECV_SIZE:
                 self.buf = bytearray(_RECV_SIZE)
         else:
             self.start = pos
@@ -246,15 +212,24 @@ class FieldLink:
         name: for logs.
         host, port: the broker.
         client_id: stable across restarts: the broker keys the session on it.
+        on_message: called on the event loop for each PUBLISH; acknowledge with `ack`.
         tls: a context from `edge.mqtt.tls_context`, or None for plain TCP.
+        username, password: credentials, if the broker wants them.
+        keepalive_s: the keep-alive announced in CONNECT (the broker's Server Keep Alive wins).
         session_expiry_s: how long the broker keeps the session while we are away.
         receive_maximum: at most this many unacknowledged QoS 1 messages in flight to us.
         subscriptions: QoS 1 filters, (re)subscribed on every connect.
         unsubscribe: filters the broker's session may still hold from an earlier configuration:
             unsubscribed after every connect until an UNSUBACK confirms it (`unsubscribed`).
-        on_message: called on the event loop for each PUBLISH; acknowledge with `ack`.
+        connect_timeout_s: for TCP, TLS and the CONNACK, each.
         backoff_base_s, backoff_cap_s: reconnect delays; `rng` draws the jitter.
+        log: the logger (``edge.mqtt.<name>`` by default).
+        max_packet_bytes: the Maximum Packet Size announced in CONNECT; the receive buffer never
+            grows beyond it (or 256 KiB), and a larger packet ends the connection (DISCONNECT 0x95).
+        monotonic, sleep: the clock of the keep-alive (tests pass a fake one).
     """
+
+    _connection_class: type[_Connection] = _Connection
 
     def __init__(
         self,
@@ -277,7 +252,12 @@ class FieldLink:
         backoff_cap_s: float = 60.0,
         rng: random.Random | None = None,
         log: Logger | None = None,
+        max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        if max_packet_bytes < 64:
+            raise ValueError(f"max_packet_bytes must be at least 64, got {max_packet_bytes}")
         self.name = name
         self.host = host
         self.port = port
@@ -291,7 +271,7 @@ class FieldLink:
         self._receive_maximum = receive_maximum
         self.subscriptions = list(subscriptions)
         self._stale = list(unsubscribe)
-        self._stale_id = b""
+        self._stale_id: int | None = None
         #: Set once the broker has confirmed unsubscribing `unsubscribe` (at once when empty).
         self.unsubscribed = asyncio.Event()
         if not self._stale:
@@ -301,6 +281,9 @@ class FieldLink:
         self._backoff_cap = backoff_cap_s
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._log = log or get_logger(f"edge.mqtt.{name}")
+        self.max_packet_bytes = max_packet_bytes
+        self._monotonic = monotonic
+        self._sleep = sleep
 
         self._conn: _Connection | None = None
         self._epoch = 0
@@ -310,14 +293,22 @@ class FieldLink:
         self._connected = asyncio.Event()
         self._gone = asyncio.Event()
         self._wake = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._pending_subs: set[int] = set()
         self._connack: asyncio.Future[bool] | None = None
         self._acks: list[bytes] = []
         self._ack_scheduled = False
         self.session_present = False
         self.connects = 0
         self.acks_sent = 0
+        self.pings_sent = 0
+        self.pings_answered = 0
 
     # -- state ----------------------------------------------------------------------------
+
+    @property
+    def broker(self) -> str:
+        return f"{self.host}:{self.port}"
 
     @property
     def connected(self) -> bool:
@@ -334,6 +325,15 @@ class FieldLink:
     async def wait_disconnected(self) -> None:
         await self._gone.wait()
 
+    async def wait_subscribed(self) -> None:
+        """Return once connected and the broker has answered every SUBSCRIBE and UNSUBSCRIBE
+        sent for the current subscriptions (a refusal is logged as ``subscribe_refused``)."""
+        while True:
+            await self._subscribed.wait()
+            if self.connected and self._subscribed.is_set():
+                return
+            await self._connected.wait()
+
     # -- the connection loop --------------------------------------------------------------
 
     async def run(self) -> None:
@@ -343,9 +343,7 @@ class FieldLink:
             try:
                 conn = await self._connect_once()
             except MqttError as exc:
-                self._log.warning(
-                    "connect_failed", broker=f"{self.host}:{self.port}", error=str(exc), attempt=attempt
-                )
+                self._log.warning("connect_failed", broker=self.broker, error=str(exc), attempt=attempt)
             else:
                 attempt = 0
                 pinger = asyncio.get_running_loop().create_task(
@@ -357,8 +355,8 @@ class FieldLink:
                     pinger.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await pinger
-                if not self._closing:
-                    self._log.warning("connection_lost", broker=f"{self.host}:{self.port}")
+                if not self._closing and not conn.failed:  # else the cause is logged already
+                    self._log.warning("connection_lost", broker=self.broker)
             self._teardown()
             if self._closing:
                 break
@@ -380,25 +378,24 @@ class FieldLink:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self, epoch),
+                    lambda: self._connection_class(self, epoch),
                     self.host,
                     self.port,
                     ssl=self._tls,
                     server_hostname=self.host if self._tls is not None else None,
                 )
         except TimeoutError as exc:
-            raise MqttError(f"cannot connect to {self.host}:{self.port}: timed out") from exc
+            raise MqttError(f"cannot connect to {self.broker}: timed out") from exc
         except (OSError, ssl.SSLError) as exc:
-            raise MqttError(
-                f"cannot connect to {self.host}:{self.port}: {exc}", reason=type(exc).__name__
-            ) from exc
+            raise MqttError(f"cannot connect to {self.broker}: {exc}", reason=type(exc).__name__) from exc
         self._conn = conn
         conn.write(
-            connect_packet(
+            mqttcodec.connect_packet(
                 client_id=self.client_id,
                 keepalive_s=self._keepalive,
                 session_expiry_s=self._session_expiry,
                 receive_maximum=self._receive_maximum,
+                max_packet_bytes=self.max_packet_bytes,
                 username=self._username,
                 password=self._password,
             )
@@ -410,37 +407,55 @@ class FieldLink:
                 self.session_present = await asyncio.shield(self._connack)
         except TimeoutError as exc:
             conn.abort()
-            raise MqttError(f"no CONNACK from {self.host}:{self.port} in {self._connect_timeout} s") from exc
+            raise MqttError(f"no CONNACK from {self.broker} in {self._connect_timeout} s") from exc
         except MqttError:
             conn.abort()
             raise
         self.connects += 1
         self._connected.set()
         self._log.info(
-            "connected",
-            broker=f"{self.host}:{self.port}",
-            client_id=self.client_id,
-            session_present=self.session_present,
+            "connected", broker=self.broker, client_id=self.client_id, session_present=self.session_present
         )
         return conn
 
     async def _keep_alive(self, conn: _Connection) -> None:
-        keepalive = self._keepalive
         while not self._gone.is_set():
-            await asyncio.sleep(min(1.0, keepalive / 4))
-            now = time.monotonic()
-            if conn.paused:  # not reading: the broker's PINGRESPs wait in the socket
-                conn.last_rx = now
-            if now - conn.last_rx > keepalive * 1.5:
-                self._log.warning("keepalive_timeout", broker=f"{self.host}:{self.port}")
-                conn.abort()
-                self._gone.set()
-                return
-            if now - conn.last_tx > keepalive * 0.75:
-                conn.write(_PINGREQ)
+            await self._sleep(min(1.0, self._keepalive / 4))
+            self.check_keep_alive(conn)
+
+    def check_keep_alive(self, conn: _Connection | None = None) -> None:
+        """One keep-alive step (`run` calls it every second at most): a PINGREQ when nothing
+        was sent for three quarters of the keep-alive; the connection is declared lost when the
+        broker was silent for one and a half."""
+        conn = conn or self._conn
+        if conn is None or self._gone.is_set():
+            return
+        keepalive = self._keepalive
+        now = self._monotonic()
+        if conn.paused:  # not reading: the broker's PINGRESPs wait in the socket
+            conn.last_rx = now
+        if now - conn.last_rx > keepalive * 1.5:
+            self._log.warning("keepalive_timeout", broker=self.broker, silent_s=round(now - conn.last_rx, 1))
+            conn.failed = True
+            conn.abort()
+            self._connected.clear()
+            self._gone.set()
+            return
+        if now - conn.last_tx > keepalive * 0.75:
+            conn.write(mqttcodec.PINGREQ)
+            self.pings_sent += 1
+
+    def ping(self) -> None:
+        """Send a PINGREQ now. Its PINGRESP (counted in `pings_answered`) comes after everything
+        the broker sent before it: a round trip that tests use to know the broker is done."""
+        if self._conn is not None and self.connected:
+            self._conn.write(mqttcodec.PINGREQ)
+            self.pings_sent += 1
 
     def _teardown(self) -> None:
         self._connected.clear()
+        self._subscribed.clear()
+        self._pending_subs.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.abort()
@@ -451,102 +466,67 @@ class FieldLink:
     def _lost(self, conn: _Connection) -> None:
         if conn is self._conn:
             self._connected.clear()
+            self._subscribed.clear()
             self._gone.set()
             if self._connack is not None and not self._connack.done():
-                self._connack.set_exception(MqttError(f"{self.host}:{self.port} closed the connection"))
+                self._connack.set_exception(MqttError(f"{self.broker} closed the connection"))
 
-    # -- incoming packets -----------------------------------------------------------------
+    def _refused(self, conn: _Connection, exc: ConnectionRefused) -> None:
+        fut = self._connack
+        if conn is self._conn and fut is not None and not fut.done():
+            fut.set_exception(MqttError(f"{self.broker} {exc}", reason=exc.reason))
 
-    def _on_publish(self, conn: _Connection, first: int, buf: bytearray, start: int, stop: int) -> None:
-        qos = (first >> 1) & 3
-        n = (buf[start] << 8) | buf[start + 1]
-        pos = start + 2 + n
-        topic = buf[start + 2 : pos].decode()
-        mid = 0
-        if qos:
-            mid = (buf[pos] << 8) | buf[pos + 1]
-            pos += 2
-        plen = buf[pos]
-        if plen < 0x80:
-            pos += 1 + plen
-        else:
-            plen, pos = _read_varint(buf, pos)
-            pos += plen
-        if qos == 3 or pos > stop:
-            raise ProtocolViolation(f"malformed PUBLISH (qos {qos})")
-        self._on_message(Message(topic, bytes(buf[pos:stop]), qos, bool(first & 1), mid, conn.epoch))
+    # -- incoming control packets ---------------------------------------------------------
 
-    def _on_control(self, conn: _Connection, first: int, body: bytes) -> None:
-        kind = first & 0xF0
-        if kind == _CONNACK:
+    def _on_control(self, conn: _Connection, packet: mqttcodec.Control) -> None:
+        if isinstance(packet, mqttcodec.Connack):
             fut = self._connack
-            if fut is None or fut.done() or conn is not self._conn or len(body) < 2:
-                return
-            if body[1] >= 0x80:
-                fut.set_exception(
-                    MqttError(
-                        f"{self.host}:{self.port} refused the connection: reason code 0x{body[1]:02x}",
-                        reason=f"0x{body[1]:02x}",
-                    )
-                )
-                return
-            self._read_connack_properties(body)
+            if fut is None or fut.done() or conn is not self._conn:
+                raise ProtocolViolation("CONNACK out of place")
+            if packet.server_keep_alive is not None:
+                self._keepalive = max(1, packet.server_keep_alive)
             if self.subscriptions:
                 self._subscribe(conn, self.subscriptions)
             if self._stale:
                 self._stale_id = self._unsubscribe(conn, self._stale)
-            fut.set_result(bool(body[0] & 1))
-        elif kind == _SUBACK:
-            plen, pos = _read_varint(body, 2)
-            codes = body[pos + plen :]
-            failed = [f"0x{c:02x}" for c in codes if c >= 0x80]
-            if failed:
-                self._log.error("subscribe_refused", codes=",".join(failed))
-            else:
-                self._log.info("subscribed", filters=",".join(self.subscriptions))
-        elif kind == _PUBREL:
-            # QoS 2 (never requested: our subscriptions ask for QoS 1 at most): complete it.
-            conn.write(bytes((_PUBCOMP, 2)) + body[:2])
-        elif kind == _UNSUBACK:
-            if self._stale and body[:2] == self._stale_id:
+            if not self._pending_subs:
+                self._subscribed.set()
+            fut.set_result(packet.session_present)
+        elif isinstance(packet, mqttcodec.Suback):
+            failed = ",".join(f"0x{c:02x} {reason_text(c)}" for c in packet.codes if c >= 0x80)
+            if not packet.unsubscribe:
+                if failed:
+                    self._log.error(
+                        "subscribe_refused",
+                        broker=self.broker,
+                        codes=failed,
+                        reason_string=packet.reason_string,
+                    )
+                else:
+                    self._log.info("subscribed", filters=",".join(self.subscriptions))
+            elif failed:
+                self._log.warning("unsubscribe_refused", broker=self.broker, codes=failed)
+            elif self._stale and packet.packet_id == self._stale_id:
                 self._log.info("unsubscribed", filters=",".join(self._stale))
                 self._stale = []
                 self.unsubscribed.set()
-        elif kind == _PINGRESP:
-            pass
-        elif kind == _DISCONNECT:
-            reason = body[0] if body else 0
-            self._log.warning("broker_disconnected", reason=f"0x{reason:02x}")
+            self._pending_subs.discard(packet.packet_id)
+            if not self._pending_subs:
+                self._subscribed.set()
+        elif isinstance(packet, mqttcodec.Pubrel):
+            # QoS 2 (never requested: our subscriptions ask for QoS 1 at most): complete it.
+            conn.write(mqttcodec.pubcomp_packet(packet.packet_id))
+        elif isinstance(packet, mqttcodec.Disconnect):
+            self._log.warning(
+                "broker_disconnected",
+                broker=self.broker,
+                reason=f"0x{packet.code:02x} {reason_text(packet.code)}",
+                reason_string=packet.reason_string,
+            )
+            conn.failed = conn.paused = True
             conn.abort()
-        else:
-            raise ProtocolViolation(f"unexpected packet type 0x{kind:02x} from the broker")
-
-    def _read_connack_properties(self, body: bytes) -> None:
-        if len(body) < 3:
-            return
-        plen, pos = _read_varint(body, 2)
-        end = pos + plen
-        while pos < end:
-            ident = body[pos]
-            pos += 1
-            if ident == _P_SERVER_KEEP_ALIVE:
-                self._keepalive = max(1, int.from_bytes(body[pos : pos + 2], "big"))
-                pos += 2
-            elif ident in (0x24, 0x25, 0x28, 0x29, 0x2A):  # one byte
-                pos += 1
-            elif ident in (0x21, 0x22):  # two bytes
-                pos += 2
-            elif ident in (0x11, 0x27):  # four bytes
-                pos += 4
-            elif ident in (0x12, 0x1A, 0x1C, 0x1F, 0x15, 0x16):  # string or binary
-                n = int.from_bytes(body[pos : pos + 2], "big")
-                pos += 2 + n
-            elif ident == 0x26:  # user property: a pair of strings
-                for _ in range(2):
-                    n = int.from_bytes(body[pos : pos + 2], "big")
-                    pos += 2 + n
-            else:
-                return  # unknown: stop reading properties, none of the rest matters to us
+        else:  # PINGRESP
+            self.pings_answered += 1
 
     # -- the API --------------------------------------------------------------------------
 
@@ -555,14 +535,17 @@ class FieldLink:
         return self._next_id
 
     def _subscribe(self, conn: _Connection, filters: Sequence[str]) -> None:
-        body = self._packet_id().to_bytes(2, "big") + b"\x00"
-        body += b"".join(_string(f) + _SUB_OPTIONS for f in filters)
-        conn.write(_packet(_SUBSCRIBE, body))
+        packet_id = self._packet_id()
+        self._pending_subs.add(packet_id)
+        self._subscribed.clear()
+        conn.write(mqttcodec.subscribe_packet(packet_id, list(filters)))
 
-    def _unsubscribe(self, conn: _Connection, filters: Sequence[str]) -> bytes:
-        """Send UNSUBSCRIBE; returns its packet id (two bytes, as the UNSUBACK carries it)."""
-        packet_id = self._packet_id().to_bytes(2, "big")
-        conn.write(_packet(_UNSUBSCRIBE, packet_id + b"\x00" + b"".join(_string(f) for f in filters)))
+    def _unsubscribe(self, conn: _Connection, filters: Sequence[str]) -> int:
+        """Send UNSUBSCRIBE; returns its packet id."""
+        packet_id = self._packet_id()
+        self._pending_subs.add(packet_id)
+        self._subscribed.clear()
+        conn.write(mqttcodec.unsubscribe_packet(packet_id, list(filters)))
         return packet_id
 
     def ack(self, message: Message) -> None:
@@ -571,8 +554,10 @@ class FieldLink:
         PUBACKs queued in one event-loop iteration are written together."""
         if message.qos == 0 or message.epoch != self._epoch or self._conn is None:
             return
-        first = _PUBACK if message.qos == 1 else _PUBREC
-        self._acks.append(bytes((first, 2, message.mid >> 8, message.mid & 0xFF)))
+        if message.qos == 1:
+            self._acks.append(mqttcodec.puback_packet(message.mid))
+        else:
+            self._acks.append(mqttcodec.pubrec_packet(message.mid))
         if not self._ack_scheduled:
             self._ack_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_acks)
@@ -586,7 +571,8 @@ class FieldLink:
             self.acks_sent += len(acks)
 
     def set_subscriptions(self, filters: Sequence[str]) -> None:
-        """Subscribe to filters not yet subscribed and unsubscribe from dropped ones."""
+        """Subscribe to filters not yet subscribed and unsubscribe from dropped ones
+        (`wait_subscribed` returns once the broker has answered)."""
         new, old = list(filters), self.subscriptions
         self.subscriptions = new
         conn = self._conn
@@ -617,7 +603,7 @@ class FieldLink:
         conn = self._conn
         if conn is not None and self.connected:
             self._flush_acks()
-            conn.write(_DISCONNECT_NORMAL)
+            conn.write(mqttcodec.DISCONNECT_NORMAL)
             if conn.transport is not None:
                 conn.transport.close()
             with contextlib.suppress(TimeoutError):
