@@ -24,7 +24,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cloud.errors import ConfigError
 from device_profiles.config_sources import (
@@ -125,12 +124,10 @@ class RetentionConfig(_Section):
     interval_s: float = Field(default=300.0, gt=0)
 
 
-class CloudSettings(BaseSettings):
+class CloudSettings(BaseModel):
     """Everything ``linli cloud ingest`` needs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="LINLI_CLOUD_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     database_url: str
     mqtt: MqttConfig = MqttConfig()
@@ -151,19 +148,6 @@ class CloudSettings(BaseSettings):
         if urlsplit(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a postgresql://user@host:port/dbname URL")
         return value
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # `build_settings` merges the environment over the file itself (to rename deprecated keys
-        # and to say where a bad value came from) and passes the result as init values.
-        return (init_settings,)
 
 
 def _print_warning(note: str) -> None:

@@ -1,4 +1,4 @@
-"""``/metrics`` (Prometheus text format, own registry) and ``/healthz`` (JSON) for the ingest.
+"""``/metrics`` (Prometheus text format) and ``/healthz`` (JSON) for the ingest.
 
 ``/healthz`` answers 200 or 503 with ``{"healthy": bool, ...the parts' states..., "detail": str}``,
 the shape the edge agent's endpoint uses too.
@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import Collector
+from device_profiles.metrics_text import CONTENT_TYPE, exposition
 
 
 @dataclass(slots=True)
@@ -38,34 +35,22 @@ class Snapshot:
         return " ".join(f"{part}={self.health.get(part, 'unknown')}" for part in ("database", "broker"))
 
 
-class _Collector(Collector):
-    def __init__(self, get: Callable[[], Snapshot]) -> None:
-        self._get = get
-
-    def collect(self) -> Iterator[Metric]:
-        snap = self._get()
-        for name, value in sorted(snap.counters.items()):
-            c = CounterMetricFamily(f"linli_cloud_{name}", f"linli cloud ingest: {name.replace('_', ' ')}")
-            c.add_metric([], value)
-            yield c
-        for name, gvalue in sorted(snap.gauges.items()):
-            g = GaugeMetricFamily(f"linli_cloud_{name}", f"linli cloud ingest: {name.replace('_', ' ')}")
-            g.add_metric([], gvalue)
-            yield g
-
-
 class Endpoint:
     """Serve `/metrics` and `/healthz` until `close()`."""
 
     def __init__(self, *, host: str, port: int, snapshot: Callable[[], Snapshot]) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(snapshot))
-        registry = self.registry
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                    snap = snapshot()
+                    body = exposition(
+                        prefix="linli_cloud_",
+                        help_prefix="linli cloud ingest: ",
+                        counters=snap.counters,
+                        gauges=snap.gauges,
+                    )
+                    self._send(200, CONTENT_TYPE, body)
                 elif self.path == "/healthz":
                     snap = snapshot()
                     body = json.dumps(

@@ -15,13 +15,14 @@ import json
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource
 
 from device_profiles.errors import DeviceProfilesError
 
@@ -137,15 +138,13 @@ def read_toml(path: Path) -> dict[str, Any]:
 def read_layers(
     path: Path,
     file: dict[str, Any],
-    settings_cls: type[BaseSettings],
+    settings_cls: type[BaseModel],
     *,
     prefix: str,
     renames: Mapping[Key, Key],
 ) -> Layers:
     """The file's values (already parsed) and the environment's, deprecated names moved."""
-    env = EnvSettingsSource(
-        settings_cls, env_prefix=prefix, env_nested_delimiter="__", case_sensitive=False
-    )()
+    env = read_env(settings_cls, prefix=prefix)
     layers = Layers(path=path, prefix=prefix, file=file, env=env)
     for old, new in renames.items():
         old_key, new_key = ".".join(old), ".".join(new)
@@ -202,6 +201,60 @@ def problems_from(exc: ValidationError, layers: Layers) -> list[ConfigProblem]:
                 detail = detail[0].lower() + detail[1:]
         out.append(ConfigProblem(".".join(shown), detail, source))
     return out
+
+
+def read_env(model: type[BaseModel], *, prefix: str) -> dict[str, Any]:
+    """The variables named ``<prefix><KEY>`` (any case) as a nested dict: ``__`` separates the
+    levels (``LINLI_EDGE_CLOUD__URL`` is ``cloud.url``). A value for a section, a list or a
+    table is JSON (``LINLI_EDGE_PROFILES='["/etc/linli/profiles"]'``); any other value is text,
+    converted by the model's validation. Variables whose first level is not one of the model's
+    fields are not ours and are left alone.
+    """
+    out: dict[str, Any] = {}
+    upper = prefix.upper()
+    for name, value in os.environ.items():
+        if not name.upper().startswith(upper) or len(name) == len(prefix):
+            continue
+        key = tuple(name[len(prefix) :].lower().split("__"))
+        if key[0] not in model.model_fields or not all(key):
+            continue
+        _put(out, key, _decoded(value) if _complex(_annotation(model, key)) else value)
+    return out
+
+
+def _annotation(model: type[BaseModel], key: Key) -> Any:
+    """The type annotation of `key` in `model` (None when the key is not one of its fields)."""
+    annotation: Any = model
+    for part in key:
+        sub = _model_in(annotation)
+        if sub is None or part not in sub.model_fields:
+            return None
+        annotation = sub.model_fields[part].annotation
+    return annotation
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model class an annotation names, also inside ``X | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _complex(annotation: Any) -> bool:
+    """A section, list, tuple, set or table: its variable holds JSON."""
+    if _model_in(annotation) is not None:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_complex(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    if origin is typing.Annotated:
+        return _complex(typing.get_args(annotation)[0])
+    return origin in (list, tuple, set, frozenset, dict) or annotation in (list, tuple, set, frozenset, dict)
 
 
 def _decoded(value: str) -> Any:

@@ -24,7 +24,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from device_profiles import Event
 from device_profiles.config_sources import (
@@ -190,12 +189,10 @@ class StatusConfig(_Section):
     interval_s: float = Field(default=60.0, gt=0)
 
 
-class EdgeConfig(BaseSettings):
+class EdgeConfig(BaseModel):
     """The whole configuration. Build it with `load_config`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="LINLI_EDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     gateway_id: Annotated[str, Field(min_length=1)]
     community_id: Annotated[str, Field(min_length=1)]
@@ -232,19 +229,6 @@ class EdgeConfig(BaseSettings):
         if not _TOPIC_LEVEL.match(value):
             raise ValueError("must be 1-64 letters, digits, '_', '.', '-' (it is an MQTT topic level)")
         return value
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # `load_config` merges the environment over the file itself (to rename deprecated keys
-        # and to say where a bad value came from) and passes the result as init values.
-        return (init_settings,)
 
     @property
     def up_topic(self) -> str:

@@ -1,8 +1,8 @@
 """The local HTTP endpoint: ``/metrics`` (Prometheus text format) and ``/healthz`` (JSON).
 
 A deliberately tiny HTTP/1.0 server on `asyncio.start_server`: GET only, one request per
-connection. The metrics come from the agent's own `CollectorRegistry` (never the process-global
-one), filled at scrape time from a snapshot function, so the hot path pays nothing for them.
+connection. The metrics are written at scrape time from a snapshot function (in the text format of
+`device_profiles.metrics_text`), so the hot path pays nothing for them.
 ``/healthz`` answers 200 or 503 with ``{"healthy": bool, ...the parts' states..., "detail": str}``,
 the shape the cloud's endpoint uses too.
 """
@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import Collector
+
+from device_profiles.metrics_text import CONTENT_TYPE, exposition
 
 
 @dataclass(slots=True)
@@ -38,22 +36,6 @@ class Snapshot:
         return msgspec.json.encode({"healthy": self.healthy, **self.health, "detail": self.detail})
 
 
-class _SnapshotCollector(Collector):
-    def __init__(self, get: Callable[[], Snapshot]) -> None:
-        self._get = get
-
-    def collect(self) -> Iterator[Metric]:
-        snap = self._get()
-        for name, value in sorted(snap.counters.items()):
-            c = CounterMetricFamily(f"linli_edge_{name}", f"linli edge agent: {name.replace('_', ' ')}")
-            c.add_metric([], value)
-            yield c
-        for name, gvalue in sorted(snap.gauges.items()):
-            g = GaugeMetricFamily(f"linli_edge_{name}", f"linli edge agent: {name.replace('_', ' ')}")
-            g.add_metric([], gvalue)
-            yield g
-
-
 class Endpoint:
     """Serve `/metrics` and `/healthz` for a snapshot source until `close()`."""
 
@@ -61,9 +43,13 @@ class Endpoint:
         self.host = host
         self.port = port
         self._snapshot = snapshot
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_SnapshotCollector(snapshot))
         self._server: asyncio.Server | None = None
+
+    def _metrics(self) -> bytes:
+        snap = self._snapshot()
+        return exposition(
+            prefix="linli_edge_", help_prefix="linli edge agent: ", counters=snap.counters, gauges=snap.gauges
+        )
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
@@ -86,7 +72,7 @@ class Endpoint:
             if len(parts) < 2 or parts[0] != "GET":
                 status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
             elif path == "/metrics":
-                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
+                status, ctype, body = "200 OK", CONTENT_TYPE, self._metrics()
             elif path == "/healthz":
                 snap = self._snapshot()
                 status = "200 OK" if snap.healthy else "503 Service Unavailable"

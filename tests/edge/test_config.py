@@ -196,6 +196,22 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert cfg.log_level == "warning"
 
 
+def test_environment_json_only_for_lists_tables_and_sections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINLI_EDGE_CLOUD__PASSWORD", '["not", "a", "list"]')  # text: a string field
+    monkeypatch.setenv("LINLI_EDGE_LIVENESS__REPORT_INTERVALS_S", '{"sos_button": 120}')
+    monkeypatch.setenv("LINLI_EDGE_CLASSES__ALARM_EVENTS", '["sos_pressed"]')
+    monkeypatch.setenv("LINLI_EDGE_STATUS", '{"interval_s": 5}')
+    monkeypatch.setenv("LINLI_EDGEWARD", "not ours")  # another prefix that starts alike
+    cfg = load_config(_write(tmp_path, BASE))
+    assert cfg.cloud.password is not None
+    assert cfg.cloud.password.get_secret_value() == '["not", "a", "list"]'
+    assert cfg.liveness.report_intervals_s == {"sos_button": 120.0}
+    assert cfg.classes.alarm_events == ("sos_pressed",)
+    assert cfg.status.interval_s == 5.0
+
+
 OLD_NAMES = (
     "[uplink]\nwindow = 3\nalarm_window = 9\n[buffer]\nttl_s = 60\n"
     "[normalise]\nclock_skew_bound_s = 30\ndedupe_window = 10\n"
