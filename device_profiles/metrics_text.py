@@ -29,8 +29,8 @@ def _value(v: float) -> str:
 def exposition(
     *, prefix: str, help_prefix: str, counters: Mapping[str, float], gauges: Mapping[str, float]
 ) -> bytes:
-    """Counters (``<prefix><name>_total``, as the client library writes them) and gauges (``<prefix><name>``), each with
-    its HELP and TYPE lines, sorted by name."""
+    """Counters (``<prefix><name>_total``, as the client library writes them) and gauges
+    (``<prefix><name>``), each with its HELP and TYPE lines, sorted by name."""
     lines: list[str] = []
     for name, value in sorted(counters.items()):
         family = prefix + name.removesuffix("_total") + "_total"
