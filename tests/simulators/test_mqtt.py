@@ -281,7 +281,7 @@ def test_ctrl_c_delivers_what_the_truth_lists(mosquitto: Any, tmp_path: Path) ->
     assert proc.returncode == 130, stderr
     assert records[-1]["kind"] == "end"
     assert records[-1]["interrupted"] is True
-    assert len(messages) == records[-1]["messages"] > 20
+    assert len(messages) == records[-1]["messages"] >= 20
     assert [topic for topic, _ in received] == [m["topic"] for m in messages]
 
 
