@@ -67,17 +67,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--impl",
         action="append",
         choices=IMPLS,
-        help="implementation to measure (repeatable; default: all three)",
+        help="implementation to measure (repeatable; default: lean and each alternative installed)",
     )
     p.add_argument("--messages", type=int, default=100_000, help="messages drained per round")
     p.add_argument("--rounds", type=int, default=3)
     p.set_defaults(handler=_handler)
 
 
-def _require(module: str) -> None:
+def _installed(module: str) -> bool:
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    return importlib.util.find_spec(module) is not None
+
+
+def _require(module: str) -> None:
+    if not _installed(module):
         raise BenchError(f"{module} is not installed: pip install {module}")
 
 
@@ -379,7 +383,13 @@ def _handler(args: argparse.Namespace) -> int:
         if not args.json:
             print(msg, file=sys.stderr, flush=True)
 
-    impls = list(dict.fromkeys(args.impl or IMPLS))
+    if args.impl:
+        impls = list(dict.fromkeys(args.impl))
+    else:
+        impls = [impl for impl in IMPLS if impl == "lean" or _installed(impl)]
+        for impl in IMPLS:
+            if impl not in impls:
+                print(f"linli bench fieldlink: skipping {impl} (pip install {impl})", file=sys.stderr)
     try:
         figures = run_bench(impls=impls, messages=args.messages, rounds=args.rounds, log=log)
     except BenchError as exc:
