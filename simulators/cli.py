@@ -7,8 +7,12 @@ simulator itself is imported when the command runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
+
+#: The cloud's database URL variable (the one `linli cloud ingest` and `linli db migrate` read).
+DATABASE_URL_VAR = "LINLI_CLOUD_DATABASE_URL"
 
 DESCRIPTION = """\
 Simulate community sensors (door contacts, SOS buttons, manhole covers, streetlights) speaking their
@@ -45,7 +49,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "1 mismatch, 2 unreadable truth or database.",
     )
     verify.add_argument("--truth", required=True, metavar="FILE", help="ground truth (JSONL) of the run")
-    verify.add_argument("--database", required=True, metavar="URL", help="postgresql://... of the cloud")
+    verify.add_argument(
+        "--database",
+        metavar="URL",
+        help=f"postgresql://... of the cloud (default: ${DATABASE_URL_VAR}, which keeps a password out of "
+        "the process list)",
+    )
     verify.set_defaults(handler=handle_verify)
 
 
@@ -122,8 +131,12 @@ def handle_verify(args: argparse.Namespace) -> int:
     from simulators.errors import SimulatorsError
     from simulators.verify import encode_report, verify
 
+    database_url = args.database or os.environ.get(DATABASE_URL_VAR, "")
+    if not database_url:
+        print(f"linli sim verify: no database: --database URL or {DATABASE_URL_VAR}", file=sys.stderr)
+        return 2
     try:
-        report = verify(truth=args.truth, database_url=args.database)
+        report = verify(truth=args.truth, database_url=database_url)
     except SimulatorsError as exc:
         print(f"linli sim verify: {exc}", file=sys.stderr)
         return 2

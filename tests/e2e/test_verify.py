@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -89,18 +90,22 @@ def store_as_pipeline(database_url: str, truth: Path, *, quarantined_extra: int 
     return {"rows": len(rows), "events": len(events), "malformed": sum(malformed.values())}
 
 
-def _run_cli(truth: Path, database_url: str) -> tuple[int, dict[str, Any]]:
+def _run_cli(truth: Path, database_url: str, *, from_env: bool = False) -> tuple[int, dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if k != "LINLI_CLOUD_DATABASE_URL"}
+    database = ["--database", database_url]
+    if from_env:  # the URL (and any password in it) out of the process list
+        env["LINLI_CLOUD_DATABASE_URL"], database = database_url, []
     done = subprocess.run(
-        [sys.executable, "-m", "device_profiles.console", "sim", "verify", "--truth", str(truth),
-         "--database", database_url],
-        capture_output=True, text=True, check=False, timeout=60,
+        [sys.executable, "-m", "device_profiles.console", "sim", "verify", "--truth", str(truth), *database],
+        capture_output=True, text=True, check=False, timeout=60, env=env,
     )  # fmt: skip
     return done.returncode, json.loads(done.stdout) if done.stdout else {"stderr": done.stderr}
 
 
-def test_exact_match(truth_file: Path, database_url: str) -> None:
+@pytest.mark.parametrize("from_env", [False, True], ids=["option", "environment"])
+def test_exact_match(truth_file: Path, database_url: str, from_env: bool) -> None:
     stored = store_as_pipeline(database_url, truth_file, quarantined_extra=2)
-    code, report = _run_cli(truth_file, database_url)
+    code, report = _run_cli(truth_file, database_url, from_env=from_env)
     assert code == 0, report
     assert report["match"] is True
     assert report["expected_rows"] == report["stored_rows"] == report["matched_rows"] == stored["rows"]
