@@ -16,7 +16,7 @@ serves:
 
 Every problem is reported, not only the first; devices with the same problem are named together
 (the first few of them). What is suspicious but can be right (no device at all for this
-gateway) is a warning.
+gateway; an alarm event or metric in ``classes`` that no loaded profile gives) is a warning.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from device_profiles import SHIPPED_DIR, DeviceProfilesError, ProfileSet
+from device_profiles import DERIVED_EVENTS, SHIPPED_DIR, DeviceProfilesError, ProfileSet
 from device_profiles.inventory import InventoryError as InventoryFileError
 from edge.config import EdgeConfig
 from edge.errors import InventoryError, PreflightError
@@ -77,7 +77,7 @@ def preflight(config: EdgeConfig) -> Loaded:
     problems += unheard_profiles(profiles, inventory, filters)
     if problems:
         raise PreflightError(problems)
-    warnings = []
+    warnings = unmatched_classes(config, profiles)
     if not len(inventory):
         gateways = ", ".join(inventory.whole.gateways()[:NAMED_PER_PROBLEM]) or "none"
         warnings.append(
@@ -86,6 +86,31 @@ def preflight(config: EdgeConfig) -> Loaded:
             "every message will be quarantined as unknown_device"
         )
     return Loaded(profiles=profiles, inventory=inventory, filters=filters, warnings=tuple(warnings))
+
+
+def unmatched_classes(config: EdgeConfig, profiles: ProfileSet) -> list[str]:
+    """Alarm events and metrics that no loaded profile gives and the agent does not derive: they
+    never make a reading alarm-class (a typo, or a profile not loaded). Warnings, not errors: a
+    profile added later may give them."""
+    events: set[str] = set(DERIVED_EVENTS)
+    metrics: set[str] = set()
+    for profile in profiles.profiles.values():
+        for spec in profile.fields:
+            if spec.metric is not None:
+                metrics.add(spec.metric)
+            events.update(e for e in (spec.events or {}).values() if e is not None)
+    warnings = []
+    for key, wanted, known in (
+        ("classes.alarm_events", config.classes.alarm_events, events),
+        ("classes.alarm_metrics", tuple(config.classes.alarm_metrics), metrics),
+    ):
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            warnings.append(
+                f"{key}: no loaded profile gives {', '.join(map(repr, unknown))} and the agent does not "
+                "derive it, so it never makes a reading alarm-class (a typo, or a profile not loaded?)"
+            )
+    return warnings
 
 
 def _grouped(errors: list[InventoryFileError]) -> list[str]:

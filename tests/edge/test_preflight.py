@@ -125,6 +125,26 @@ def test_no_device_for_this_gateway_is_a_warning(tmp_path: Path) -> None:
     assert "gw-9" in err
 
 
+def test_alarm_classes_no_profile_gives_are_a_warning(tmp_path: Path) -> None:
+    devices = [_device("d-1", DOOR, "door_contact")]
+    fine = preflight(load_config(_config(tmp_path, devices)))
+    assert fine.warnings == ()  # the defaults: every alarm event and metric is given or derived
+    path = _config(
+        tmp_path,
+        devices,
+        extra='[classes]\nalarm_events = ["sos_pressed", "sos_presed"]\n'
+        "alarm_metrics = { cover_opn = 1.0 }\n",
+    )
+    code, out, err = _check(path)
+    assert code == 0
+    assert out.startswith("ok: gateway gw-1")
+    assert "classes.alarm_events" in err
+    assert "'sos_presed'" in err
+    assert "'sos_pressed'" not in err
+    assert "classes.alarm_metrics" in err
+    assert "'cover_opn'" in err
+
+
 def test_a_profile_no_subscription_matches_is_named_with_its_devices(tmp_path: Path) -> None:
     path = _config(tmp_path, [_device("door-1", DOOR, "door_contact"), _device("sos-1", SOS, "sos_button")])
     loaded = preflight(load_config(path))
