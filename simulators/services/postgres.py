@@ -160,7 +160,13 @@ class PostgresCluster:
             timeout=timeout + 10,
         )
         if done.returncode != 0 or not wait_for_port(self.host, self.port, timeout=10):
-            raise ServiceError("PostgreSQL did not start", service="postgres", log_tail=log_tail(log))
+            said = (done.stdout + done.stderr).strip()
+            raise ServiceError(
+                f"PostgreSQL did not start (pg_ctl exit {done.returncode}"
+                + (f": {said[-1000:]})" if said else ")"),
+                service="postgres",
+                log_tail=log_tail(log),
+            )
 
     def stop(self, *, mode: str = "fast") -> None:
         pid = self._pid()
