@@ -1,4 +1,8 @@
-"""``linli cloud ingest --config cloud.toml``: run one ingest worker until SIGTERM or Ctrl-C."""
+"""``linli cloud ...``: the cloud services: run an ingest worker, check a configuration.
+
+``linli cloud ingest --config cloud.toml`` runs one ingest worker until SIGTERM or Ctrl-C;
+``linli cloud check-config --config cloud.toml`` validates a configuration and exits.
+"""
 
 from __future__ import annotations
 

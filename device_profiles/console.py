@@ -13,18 +13,21 @@ A registered parser sets ``handler`` (``Callable[[argparse.Namespace], int]``) w
 Registration is lazy: the names come from the entry points' metadata, and only the entry point
 the command line names is loaded (``linli edge run`` imports ``edge.cli`` and nothing of
 ``cloud`` or ``simulators``; ``linli bench e2e`` loads only the ``e2e`` benchmark). The other
-names stay in the parser as bare choices, so ``linli --help`` lists them and a typo is still an
-"invalid choice". A gateway installs linli without the ``cloud`` and ``sim`` extras: a command
+names stay in the parser as bare choices, so ``linli --help`` lists them (with the first line
+of each command module's docstring, read without importing it) and a typo is still an "invalid
+choice". A gateway installs linli without the ``cloud`` and ``sim`` extras: a command
 that needs one of them ends with the ``pip install`` line that adds it, not with a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, requires
+from pathlib import Path
 from typing import Any
 
 from device_profiles.errors import DeviceProfilesError
@@ -62,12 +65,37 @@ def _positionals(argv: Sequence[str]) -> list[str]:
     return [arg for arg in argv if not arg.startswith("-")][:2]
 
 
+def _summary(entry: EntryPoint) -> str | None:
+    """The one-line help of a command, read from its module's docstring without importing it
+    (``"``linli edge ...``: run the agent, ..."`` gives ``run the agent, ...``). The packages of
+    linli sit side by side, so the module's file is found from this one's."""
+    module = entry.value.partition(":")[0].strip()
+    path = Path(__file__).resolve().parents[1].joinpath(*module.split(".")).with_suffix(".py")
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    if not doc:
+        return None
+    first = " ".join(doc.split("\n\n", 1)[0].split())
+    text = first.split(": ", 1)[1] if ": " in first else first
+    return text.split(". ", 1)[0].rstrip(".") or None
+
+
 def _add(
-    target: argparse._SubParsersAction[Any], entries: dict[str, EntryPoint], wanted: str | None
+    target: argparse._SubParsersAction[Any],
+    entries: dict[str, EntryPoint],
+    wanted: str | None,
+    *,
+    describe: bool = False,
 ) -> None:
     for name in sorted(entries):
         if name != wanted:
-            target.add_parser(name)
+            summary = _summary(entries[name]) if describe else None
+            if summary is None:
+                target.add_parser(name)
+            else:
+                target.add_parser(name, help=summary)
             continue
         entry = entries[name]
         register: Registrar = entry.load()
@@ -98,7 +126,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     wanted_bench = words[1] if command == "bench" and len(words) > 1 else None
     try:
         _add(benches, _entries(_BENCHES), wanted_bench)
-        _add(commands, _entries(_COMMANDS), command)
+        # `linli` alone or `linli --help`: each command's one-line help, read without importing it.
+        _add(commands, _entries(_COMMANDS), command, describe=command is None)
     except ModuleNotFoundError as exc:
         missing = _missing(exc, f"bench {wanted_bench}" if wanted_bench else str(command))
         if missing is exc:
