@@ -15,6 +15,12 @@ device, metric, value), the unit of the ceiling; ``canonical_readings_per_s_*`` 
 readings, of which each door-contact reading here carries three metrics. The workers run the
 shipped configuration defaults (``receive_maximum``, ``max_readings_per_txn``, ``txn_max_latency_ms``).
 ``load_average_1m`` is the machine's load before the ceiling and after the last run.
+
+3. **alarm batches**: one worker with the shipped defaults runs alone; alarm-class envelopes (one
+   ``sos_pressed`` reading each) are published one at a time, each after the previous one was
+   seen stored, and the time from the ``publish`` call to the moment its ``(gateway_id,
+   batch_seq)`` is seen committed in ``ingested_batches`` is taken (polled over one connection
+   every 2 ms). ``--alarms-only`` runs just this part.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -55,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--gateways", type=int, default=20)
     p.add_argument("--devices", type=int, default=20_000)
     p.add_argument("--workdir", type=Path, default=None, help="keep services here (default: a temp dir)")
+    p.add_argument("--alarm-samples", type=int, default=100, help="alarm batches timed one at a time")
+    p.add_argument("--alarms-only", action="store_true", help="only the alarm-batch latency")
     p.set_defaults(handler=_run)
 
 
@@ -227,6 +236,76 @@ def run_ingest(
     return float(rows) / float((done - first).total_seconds())
 
 
+def alarm_envelope(seq: int, now_us: int) -> bytes:
+    """One alarm-class envelope holding one SOS press (the documented envelope format)."""
+    reading = [
+        "sos0001",
+        "sos_button",
+        now_us,
+        now_us,
+        {"battery_pct": 90},
+        ["sos_pressed"],
+        [],
+        "bench/sos",
+        uuid.uuid4().hex,
+    ]
+    return msgspec.msgpack.encode(
+        {
+            "v": 1,
+            "gateway_id": "gwalarm",
+            "community_id": "c1",
+            "batch_seq": seq,
+            "class": "alarm",
+            "created_at_us": now_us,
+            "counters": {},
+            "readings": [reading],
+        }
+    )
+
+
+def alarm_latencies(url: str, broker: Any, workdir: Path, samples: int) -> list[float]:
+    """Milliseconds from each alarm envelope's ``publish`` call to its batch seen committed."""
+    config = _config(workdir, url, broker.url, "bench-alarm-0", "bench-alarm")
+    out: list[float] = []
+    with _workers([config]):
+        _wait_subscribed(url, broker, 1)
+        pub = _publisher(broker)
+        with psycopg.connect(url, autocommit=True) as poll:
+            for seq in range(1, samples + 1):
+                payload = alarm_envelope(seq, time.time_ns() // 1000)
+                start = time.perf_counter()
+                pub.publish("linli/v1/c1/gwalarm/up", payload, qos=1)
+                deadline = start + 30
+                while (
+                    poll.execute(
+                        "SELECT 1 FROM ingested_batches WHERE gateway_id = 'gwalarm' AND batch_seq = %s",
+                        (seq,),
+                    ).fetchone()
+                    is None
+                ):
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"alarm batch {seq} not stored within 30 s")
+                    time.sleep(0.002)
+                out.append((time.perf_counter() - start) * 1000)
+        pub.disconnect()
+        pub.loop_stop()
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _alarm_figures(ms: list[float]) -> dict[str, float]:
+    return {
+        "alarm_publish_to_stored_p50_ms": round(_percentile(ms, 0.5), 1),
+        "alarm_publish_to_stored_p99_ms": round(_percentile(ms, 0.99), 1),
+        "alarm_publish_to_stored_max_ms": round(max(ms), 1),
+        "alarm_samples": len(ms),
+    }
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.workdir is not None:
         return _measure(args, args.workdir)
@@ -240,6 +319,16 @@ def _run(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace, root: Path) -> int:
     from simulators.services import MosquittoBroker, PostgresCluster
 
+    if args.alarms_only:
+        with (
+            PostgresCluster(datadir=root / "pg", durable=True) as pg,
+            MosquittoBroker(workdir=root / "mqtt") as broker,
+        ):
+            with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+                migrate(conn)
+            alarms = alarm_latencies(pg.dsn(), broker, root, args.alarm_samples)
+        print(json.dumps(_alarm_figures(alarms)))
+        return 0
     envelopes = build_envelopes(
         batches=args.batches,
         per_batch=args.readings_per_batch,
@@ -259,6 +348,7 @@ def _measure(args: argparse.Namespace, root: Path) -> int:
         ceiling = copy_ceiling(url, rows)
         one = run_ingest(url, broker, root, envelopes, 1)
         two = run_ingest(url, broker, root, envelopes, 2)
+        alarms = alarm_latencies(url, broker, root, args.alarm_samples)
         load_after = os.getloadavg()[0]
     figures = {
         "readings_per_s_1_worker": round(one),
@@ -269,6 +359,7 @@ def _measure(args: argparse.Namespace, root: Path) -> int:
         "canonical_readings_per_s_2_workers": round(two / len(_METRICS)),
         "rows": rows,
         "load_average_1m": [round(load_before, 2), round(load_after, 2)],
+        **_alarm_figures(alarms),
     }
     if not args.json:
         print(
