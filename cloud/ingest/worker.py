@@ -7,6 +7,14 @@ Threads, each with one owner:
   ``ingest.max_readings_per_txn`` readings or ``ingest.txn_max_latency_ms``, commits, then acknowledges;
 - the maintenance thread (owned here) runs retention, the rollup and pruning on a schedule.
 
+Alarm batches do not linger. A transaction closes as soon as it holds an alarm-class batch
+(``"class": "alarm"``: an SOS press, an open cover): it commits at once with whatever it had
+gathered before (telemetry included) and the acknowledgements follow that commit as for any
+other transaction. Messages still queued behind the alarm go to the next transaction. A
+transaction of telemetry, statuses and dead letters only keeps lingering to fill up. Claims,
+de-duplication and acknowledgements are the same for both, so a redelivered alarm batch is still
+stored once.
+
 When the database refuses a message's data (what envelope validation cannot foresee, such as a
 status document jsonb refuses), the group is split until that message is alone and it is
 dead-lettered with the server's reason; the rest is stored. While the database is unreachable
@@ -37,7 +45,7 @@ from cloud.config import CloudSettings
 from cloud.endpoint import Snapshot
 from cloud.errors import BatchRejected, EnvelopeError, StoreUnavailable
 from cloud.ingest.consumer import Consumer, Inbound
-from cloud.ingest.envelope import Envelope, decode, topic_ids
+from cloud.ingest.envelope import ALARM, Envelope, decode, topic_ids
 from cloud.store.maintenance import Maintenance
 from cloud.store.mode import ModeInfo
 from cloud.store.writer import BatchWriter, DeadLetter, GatewayStatus, WriteResult
@@ -63,6 +71,11 @@ class _Item:
     @property
     def size(self) -> int:
         return len(self.batch.readings) if self.batch is not None else 1
+
+    @property
+    def alarm(self) -> bool:
+        """An alarm-class batch: its transaction commits without lingering."""
+        return self.batch is not None and self.batch.batch_class == ALARM
 
 
 def classify(msg: Inbound) -> _Item:
@@ -110,6 +123,8 @@ class IngestWorker:
         self.counters: Counter[str] = Counter()
         self.db_up: bool | None = None
         self.last_commit: float | None = None
+        #: Messages of the transaction being gathered or written (0 once it committed).
+        self.gathering = 0
         self.consumer = Consumer(config=cfg, on_message=self._on_message, on_state=self._on_broker_state)
         self.writer = BatchWriter(database_url=settings.database_url)
         self._writer_thread = threading.Thread(
@@ -169,11 +184,18 @@ class IngestWorker:
         self.db_up = up
 
     def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
+        """The next transaction's messages, and whether the stop marker was seen.
+
+        Closes at ``max_readings_per_txn`` readings, ``txn_max_latency_ms`` after `first`, or
+        as soon as it holds an alarm-class batch.
+        """
         group = [first]
+        self.gathering = 1
         size = first.size
         limit = self.settings.ingest.max_readings_per_txn
         deadline = self._monotonic() + self.settings.ingest.txn_max_latency_ms / 1000
-        while size < limit:
+        alarm = first.alarm
+        while size < limit and not alarm:
             remaining = deadline - self._monotonic()
             try:
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -182,7 +204,11 @@ class IngestWorker:
             if not isinstance(item, _Item):  # the stop marker
                 return group, True
             group.append(item)
+            self.gathering = len(group)
             size += item.size
+            alarm = item.alarm
+        if alarm:
+            self.counters["alarm_transactions"] += 1
         return group, False
 
     def _write_loop(self) -> None:
@@ -196,6 +222,7 @@ class IngestWorker:
                 log.warning("stopping with %d messages uncommitted (the broker keeps them)", len(group))
                 return
             self.last_commit = self._monotonic()
+            self.gathering = 0
             acked = self.consumer.ack(i.inbound for i in group)
             self.counters["messages"] += len(group)
             self.counters["acks"] += acked
@@ -277,6 +304,7 @@ class IngestWorker:
             counters=dict(self.counters),
             gauges={
                 "queue_depth": float(self.queue_depth),
+                "transaction_messages": float(self.gathering),
                 "database_up": 1.0 if self.db_up else 0.0,
                 "broker_up": 1.0 if self.broker_up else 0.0,
                 "seconds_since_commit": -1.0 if last is None else self._monotonic() - last,

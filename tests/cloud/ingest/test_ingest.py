@@ -347,3 +347,78 @@ def test_plain_postgresql_without_timescaledb_works_with_a_warning(
         r for r in caplog.records if r.levelname == "WARNING" and "storage mode: postgres" in r.message
     ]
     assert len(warnings) == 1
+
+
+def _ingested_at(url: str) -> dict[int, object]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT batch_seq, ingested_at FROM ingested_batches").fetchall()
+    return {int(seq): at for seq, at in rows}
+
+
+def test_an_alarm_batch_commits_at_once_with_the_telemetry_gathered_before_it(
+    migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    """With a linger of a minute, telemetry waits in the open transaction; the alarm batch that
+    joins it closes it at once, and both commit in that one transaction, then are acknowledged."""
+    broker, pub = publisher
+    worker = start_worker(settings_for(migrated_url, broker, "ingest-alarm", txn_max_latency_ms=60_000))
+    sos = envelope(
+        [R("sos-1", T0_US + 5 * 10**9, {"battery_pct": 80}, ["sos_pressed"], device_type="sos_button")],
+        batch_seq=2,
+        batch_class="alarm",
+    )
+    try:
+        pub.publish(up_topic(), envelope(door_readings(20), batch_seq=1))
+        wait_until(lambda: worker.gathering == 1, what="the telemetry batch in the open transaction")
+        assert worker.counters["transactions"] == 0
+        assert count(migrated_url, "SELECT count(*) FROM ingested_batches") == 0
+
+        pub.publish(up_topic(), sos)
+        wait_until(
+            lambda: count(migrated_url, "SELECT count(*) FROM ingested_batches") == 2,
+            timeout=10,
+            what="the alarm batch stored well before the linger ends",
+        )
+        wait_until(lambda: worker.counters["acks"] == 2, timeout=10, what="both acknowledged")
+        assert (worker.counters["transactions"], worker.counters["alarm_transactions"]) == (1, 1)
+        at = _ingested_at(migrated_url)
+        assert at[1] == at[2]  # one transaction: now() is its start
+        assert count(migrated_url, "SELECT count(*) FROM readings") == 20 * 3 + 1
+        assert count(migrated_url, "SELECT count(*) FROM events WHERE event = 'sos_pressed'") == 1
+
+        # Resent by the gateway: committed at once again, and stored once.
+        pub.publish(up_topic(), sos)
+        wait_until(lambda: worker.counters["acks"] == 3, timeout=10, what="the resent alarm acknowledged")
+        assert worker.counters["batches_duplicate"] == 1
+        assert worker.counters["alarm_transactions"] == 2
+        assert count(migrated_url, "SELECT count(*) FROM events WHERE event = 'sos_pressed'") == 1
+    finally:
+        worker.stop()
+
+
+def test_telemetry_keeps_lingering_until_the_size_limit(
+    migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    """Without an alarm, a transaction closes at the size limit (or the linger, here a minute)."""
+    broker, pub = publisher
+    settings = settings_for(
+        migrated_url, broker, "ingest-linger", txn_max_latency_ms=60_000, max_readings_per_txn=30
+    )
+    worker = start_worker(settings)
+    try:
+        for seq in (1, 2):
+            pub.publish(up_topic(), envelope(door_readings(10, start_us=T0_US + seq * 10**9), batch_seq=seq))
+        pub.publish("linli/v1/c1/gw1/status", json.dumps({"v": 1, "state": "online"}).encode())
+        wait_until(lambda: worker.gathering == 3, what="3 messages in the open transaction")
+        assert worker.counters["messages_received"] == 3
+        assert worker.counters["transactions"] == 0
+        assert worker.counters["acks"] == 0
+        assert count(migrated_url, "SELECT count(*) FROM ingested_batches") == 0
+
+        pub.publish(up_topic(), envelope(door_readings(10, start_us=T0_US + 3 * 10**9), batch_seq=3))
+        wait_until(lambda: worker.counters["acks"] == 4, timeout=10, what="the size limit reached")
+        assert (worker.counters["transactions"], worker.counters["alarm_transactions"]) == (1, 0)
+        assert count(migrated_url, "SELECT count(*) FROM readings") == 3 * 10 * 3
+        assert count(migrated_url, "SELECT count(*) FROM gateways") == 1
+    finally:
+        worker.stop()
