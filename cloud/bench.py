@@ -20,7 +20,10 @@ shipped configuration defaults (``receive_maximum``, ``max_readings_per_txn``, `
    ``sos_pressed`` reading each) are published one at a time, each after the previous one was
    seen stored, and the time from the ``publish`` call to the moment its ``(gateway_id,
    batch_seq)`` is seen committed in ``ingested_batches`` is taken (polled over one connection
-   every 2 ms). ``--alarms-only`` runs just this part.
+   every 2 ms). Then again with a fresh worker while telemetry flows through it at
+   ``--alarm-background`` readings/s (envelopes of 500 readings, paced), each alarm after a random
+   pause of up to 250 ms so it meets the telemetry transactions at any phase.
+   ``--alarms-only`` runs just this part.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--workdir", type=Path, default=None, help="keep services here (default: a temp dir)")
     p.add_argument("--alarm-samples", type=int, default=100, help="alarm batches timed one at a time")
     p.add_argument("--alarms-only", action="store_true", help="only the alarm-batch latency")
+    p.add_argument(
+        "--alarm-background",
+        type=int,
+        default=10_000,
+        help="telemetry readings/s during the second alarm run",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -181,6 +191,8 @@ def _scalar(url: str, query: str) -> Any:
 def _wait_subscribed(url: str, broker: Any, n: int) -> None:
     """Each worker writes the probe status; n rows of it... (one row per gateway): wait for it."""
     probe = f"probe{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as conn:  # an earlier run's probe row
+        conn.execute("DELETE FROM gateways WHERE gateway_id = %s", (probe,))
     pub = _publisher(broker)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -195,10 +207,8 @@ def _wait_subscribed(url: str, broker: Any, n: int) -> None:
     pub.loop_stop()
 
 
-def _publisher(broker: Any) -> mqtt.Client:
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5
-    )
+def _publisher(broker: Any, name: str = "bench-pub") -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}", protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(200)
     client.connect(broker.host, broker.port)
     client.loop_start()
@@ -236,7 +246,7 @@ def run_ingest(
     return float(rows) / float((done - first).total_seconds())
 
 
-def alarm_envelope(seq: int, now_us: int) -> bytes:
+def alarm_envelope(seq: int, now_us: int, gateway_id: str) -> bytes:
     """One alarm-class envelope holding one SOS press (the documented envelope format)."""
     reading = [
         "sos0001",
@@ -252,7 +262,7 @@ def alarm_envelope(seq: int, now_us: int) -> bytes:
     return msgspec.msgpack.encode(
         {
             "v": 1,
-            "gateway_id": "gwalarm",
+            "gateway_id": gateway_id,
             "community_id": "c1",
             "batch_seq": seq,
             "class": "alarm",
@@ -263,23 +273,93 @@ def alarm_envelope(seq: int, now_us: int) -> bytes:
     )
 
 
-def alarm_latencies(url: str, broker: Any, workdir: Path, samples: int) -> list[float]:
-    """Milliseconds from each alarm envelope's ``publish`` call to its batch seen committed."""
-    config = _config(workdir, url, broker.url, "bench-alarm-0", "bench-alarm")
+class _Telemetry:
+    """Publishes telemetry envelopes of `per_batch` readings at `per_s` readings/s from its own
+    thread (the only one it starts), from entering the context until leaving it."""
+
+    def __init__(self, broker: Any, *, per_s: int, per_batch: int = 500) -> None:
+        self._broker = broker
+        self._interval = per_batch / per_s if per_s > 0 else 0.0
+        self._per_batch = per_batch
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._publish_loop, name="bench-telemetry", daemon=True)
+
+    def __enter__(self) -> _Telemetry:
+        if self._interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    def _publish_loop(self) -> None:
+        rng = random.Random(2)  # noqa: S311 - load generation
+        pub = _publisher(self._broker, "bench-telemetry")
+        next_at = time.monotonic()
+        seq = 0
+        while not self._stop.is_set():
+            seq += 1
+            now_us = time.time_ns() // 1000
+            readings = []
+            for i in range(self._per_batch):
+                d = rng.randrange(2000)
+                readings.append(
+                    [
+                        f"dev{d:06d}",
+                        "door_contact",
+                        now_us + i,
+                        now_us + i,
+                        {"contact_open": d & 1, "battery_pct": 50 + d % 50, "link_quality": 100 + d % 100},
+                        [],
+                        [],
+                        "aqara/mccgq11lm",
+                        f"{rng.getrandbits(128):032x}",
+                    ]
+                )
+            envelope = {
+                "v": 1,
+                "gateway_id": "gwload",
+                "community_id": "c1",
+                "batch_seq": seq,
+                "class": "telemetry",
+                "created_at_us": now_us,
+                "counters": {},
+                "readings": readings,
+            }
+            pub.publish("linli/v1/c1/gwload/up", msgspec.msgpack.encode(envelope), qos=1)
+            next_at += self._interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))  # pacing the load, not a sync
+        pub.disconnect()
+        pub.loop_stop()
+
+
+def alarm_latencies(
+    url: str, broker: Any, workdir: Path, samples: int, *, background_per_s: int = 0
+) -> list[float]:
+    """Milliseconds from each alarm envelope's ``publish`` call to its batch seen committed,
+    while `background_per_s` telemetry readings/s flow through the same worker."""
+    name = f"bench-alarm-{background_per_s}"
+    config = _config(workdir, url, broker.url, f"{name}-0", name)
+    gateway = f"gwalarm{background_per_s}"
+    rng = random.Random(3)  # noqa: S311 - pacing
     out: list[float] = []
     with _workers([config]):
         _wait_subscribed(url, broker, 1)
-        pub = _publisher(broker)
-        with psycopg.connect(url, autocommit=True) as poll:
+        pub = _publisher(broker, name)
+        with psycopg.connect(url, autocommit=True) as poll, _Telemetry(broker, per_s=background_per_s):
             for seq in range(1, samples + 1):
-                payload = alarm_envelope(seq, time.time_ns() // 1000)
+                if background_per_s:  # a random phase against the telemetry transactions
+                    time.sleep(rng.uniform(0, 0.25))
+                payload = alarm_envelope(seq, time.time_ns() // 1000, gateway)
                 start = time.perf_counter()
-                pub.publish("linli/v1/c1/gwalarm/up", payload, qos=1)
+                pub.publish(f"linli/v1/c1/{gateway}/up", payload, qos=1)
                 deadline = start + 30
                 while (
                     poll.execute(
-                        "SELECT 1 FROM ingested_batches WHERE gateway_id = 'gwalarm' AND batch_seq = %s",
-                        (seq,),
+                        "SELECT 1 FROM ingested_batches WHERE gateway_id = %s AND batch_seq = %s",
+                        (gateway, seq),
                     ).fetchone()
                     is None
                 ):
@@ -297,12 +377,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _alarm_figures(ms: list[float]) -> dict[str, float]:
+def _alarm_figures(idle: list[float], loaded: list[float], background_per_s: int) -> dict[str, float]:
     return {
-        "alarm_publish_to_stored_p50_ms": round(_percentile(ms, 0.5), 1),
-        "alarm_publish_to_stored_p99_ms": round(_percentile(ms, 0.99), 1),
-        "alarm_publish_to_stored_max_ms": round(max(ms), 1),
-        "alarm_samples": len(ms),
+        "alarm_publish_to_stored_p50_ms": round(_percentile(idle, 0.5), 1),
+        "alarm_publish_to_stored_p99_ms": round(_percentile(idle, 0.99), 1),
+        "alarm_publish_to_stored_max_ms": round(max(idle), 1),
+        "alarm_under_load_p50_ms": round(_percentile(loaded, 0.5), 1),
+        "alarm_under_load_p99_ms": round(_percentile(loaded, 0.99), 1),
+        "alarm_under_load_max_ms": round(max(loaded), 1),
+        "alarm_background_readings_per_s": background_per_s,
+        "alarm_samples": len(idle),
     }
 
 
@@ -327,7 +411,10 @@ def _measure(args: argparse.Namespace, root: Path) -> int:
             with psycopg.connect(pg.dsn(), autocommit=True) as conn:
                 migrate(conn)
             alarms = alarm_latencies(pg.dsn(), broker, root, args.alarm_samples)
-        print(json.dumps(_alarm_figures(alarms)))
+            loaded = alarm_latencies(
+                pg.dsn(), broker, root, args.alarm_samples, background_per_s=args.alarm_background
+            )
+        print(json.dumps(_alarm_figures(alarms, loaded, args.alarm_background)))
         return 0
     envelopes = build_envelopes(
         batches=args.batches,
@@ -349,6 +436,9 @@ def _measure(args: argparse.Namespace, root: Path) -> int:
         one = run_ingest(url, broker, root, envelopes, 1)
         two = run_ingest(url, broker, root, envelopes, 2)
         alarms = alarm_latencies(url, broker, root, args.alarm_samples)
+        loaded = alarm_latencies(
+            url, broker, root, args.alarm_samples, background_per_s=args.alarm_background
+        )
         load_after = os.getloadavg()[0]
     figures = {
         "readings_per_s_1_worker": round(one),
@@ -359,7 +449,7 @@ def _measure(args: argparse.Namespace, root: Path) -> int:
         "canonical_readings_per_s_2_workers": round(two / len(_METRICS)),
         "rows": rows,
         "load_average_1m": [round(load_before, 2), round(load_after, 2)],
-        **_alarm_figures(alarms),
+        **_alarm_figures(alarms, loaded, args.alarm_background),
     }
     if not args.json:
         print(
