@@ -104,7 +104,7 @@ class MqttConfig(_Section):
 class IngestConfig(_Section):
     #: A transaction closes when it holds this many readings ...
     max_readings_per_txn: int = Field(default=50_000, ge=1)
-    #: ... or this long after its first batch arrived.
+    #: ... or this long after its first batch arrived (at once when it holds an alarm batch).
     txn_max_latency_ms: float = Field(default=200.0, ge=0)
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_cap_s: float = Field(default=30.0, gt=0)
