@@ -38,7 +38,6 @@ from cloud.errors import EnvelopeError, UnknownVersion
 VERSION: Final = 1
 #: The ``class`` of a batch the edge formed from alarm-class readings (the other is ``telemetry``).
 ALARM: Final = "alarm"
-TELEMETRY: Final = "telemetry"
 _NS: Final = uuid.UUID("2f0e8c47-6c69-6e6c-6920-72656164696e")
 #: PostgreSQL's ``timestamptz`` range in Unix microseconds (4713 BC .. 294276 AD).
 _MIN_US: Final = -210_866_803_200_000_000
