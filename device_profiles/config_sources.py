@@ -80,6 +80,7 @@ class UnreadableConfig(DeviceProfilesError):
         self.problem = problem
         super().__init__(str(problem))
 
+
 #: pydantic's words for a failed validator, which say nothing to the reader.
 _INTERNAL_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
 #: ... and its names of Python classes (``input is not a valid path for <class 'pathlib.Path'>``).
