@@ -261,10 +261,10 @@ class Uplink:
         for seq, f in list(self._inflight.items()):
             if not f.future.done():
                 continue
-            del self._inflight[seq]
             exc = f.future.exception()
             if isinstance(exc, UplinkUnavailable):
-                raise exc
+                raise exc  # left in the window: `run()` sees which batches went unacknowledged
+            del self._inflight[seq]
             if exc is not None:
                 # A negative PUBACK: the broker refused it; it stays fixed and is retried later.
                 _log.error("batch_refused", seq=seq, error=str(exc))

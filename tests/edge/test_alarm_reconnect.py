@@ -14,10 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from edge.buffer import Buffer
+from edge.errors import UplinkUnavailable
 from edge.logs import Logger
 from edge.mqtt import MqttLink
+from edge.uplink import Uplink
 from simulators.services import MosquittoBroker
 from tests.edge.conftest import AgentProcess, Collector, Fleet, Publisher, write_config
+from tests.edge.test_buffer import NOW, _intake, _reading
 from tests.edge.test_fieldlink_faults import LogEvents
 
 pytestmark = pytest.mark.integration
@@ -110,6 +114,105 @@ async def test_hurry_ends_a_long_backoff_and_retries_until_connected(
         broker.start()
         link.hurry()
         await asyncio.wait_for(link.wait_connected(), 5)
+
+
+# -- the uplink's side --------------------------------------------------------------------
+
+
+class SilentLink:
+    """A cloud link for the uplink alone: it takes PUBLISHes and acknowledges none until told;
+    `drop()` loses the connection; `hurries` counts the `hurry()` calls made while down."""
+
+    def __init__(self) -> None:
+        self._up = asyncio.Event()
+        self._gone = asyncio.Event()
+        self.epoch = 0
+        self.hurries = 0
+        self.published: list[tuple[bytes, asyncio.Future[None]]] = []
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    def up(self) -> None:
+        self.epoch += 1
+        self._gone.clear()
+        self._up.set()
+
+    def drop(self) -> None:
+        self._up.clear()
+        self._gone.set()
+        for _, fut in self.published:
+            if not fut.done():
+                fut.set_exception(UplinkUnavailable("lost"))
+                fut.exception()  # retrieved, as the real link does
+
+    def ack_all(self) -> None:
+        for _, fut in self.published:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_connected(self) -> None:
+        await self._up.wait()
+
+    async def wait_disconnected(self) -> None:
+        await self._gone.wait()
+
+    def publish(self, _topic: str, payload: bytes, *, qos: int = 1) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.published.append((payload, fut))
+        return fut
+
+    def hurry(self) -> None:
+        if not self.connected:
+            self.hurries += 1
+
+
+async def _until(fact: Callable[[], bool], within_s: float = 5.0) -> None:
+    async with asyncio.timeout(within_s):
+        while not fact():  # noqa: ASYNC110 - a fact of the code under test, with no event to await
+            await asyncio.sleep(0.01)
+
+
+async def test_an_alarm_batch_unacknowledged_at_a_loss_hurries_the_reconnect(tmp_path: Path) -> None:
+    buffer = await Buffer.open(tmp_path / "b.db", max_bytes=1 << 30, wall=lambda: NOW)
+    link = SilentLink()
+    uplink = Uplink(
+        link=link,  # type: ignore[arg-type]
+        buffer=buffer,
+        topic="t",
+        gateway_id="g",
+        community_id="c",
+        batch_max_latency_s=0.01,
+    )
+    task = asyncio.create_task(uplink.run())
+    try:
+        link.up()
+        await buffer.commit(_intake([(_reading(1, alarm=True), True)]))
+        uplink.notify(alarm=1, telemetry=0)  # the link is up: nothing to hurry
+        await _until(lambda: len(link.published) == 1)
+        assert link.hurries == 0
+        link.drop()  # the alarm batch was never acknowledged: it waits, so the link is hurried
+        await _until(lambda: link.hurries == 1)
+
+        link.up()
+        await _until(lambda: len(link.published) == 2)  # the alarm batch again
+        assert link.published[1][0] == link.published[0][0]
+        link.ack_all()
+        await _until(lambda: uplink.idle)
+        await buffer.commit(_intake([(_reading(2), False)]))
+        uplink.notify(alarm=0, telemetry=1)
+        await _until(lambda: len(link.published) == 3)
+        link.drop()  # a telemetry batch in flight: the backoff is not cut short
+        await _until(lambda: uplink.in_flight == 0)  # the uplink has handled the loss
+        assert link.hurries == 1
+        link.up()
+        await _until(lambda: len(link.published) == 4)  # the telemetry batch again
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await buffer.close()
 
 
 # -- through the agent ----------------------------------------------------------------------
