@@ -185,6 +185,7 @@ class Agent:
                 cfg.status_topic, offline_payload(gateway_id=cfg.gateway_id, community_id=cfg.community_id)
             ),
             max_inflight=cfg.cloud.max_inflight,
+            hurry_retry_s=cfg.cloud.alarm_retry_s,
         )
         self.uplink = Uplink(
             link=self.cloud,

@@ -9,7 +9,11 @@ calls ``loop_misc`` for keep-alives, and every paho callback runs on the event l
 One `MqttLink` is one logical connection (stable client id, MQTT v5, ``clean_start=False`` with a
 Session Expiry Interval, so the broker keeps the session across restarts). `run()` connects and
 reconnects with capped, jittered exponential backoff
-(``delay = uniform(0, min(cap, base * 2**attempt))``) until `close()`. Each connection attempt
+(``delay = uniform(0, min(cap, base * 2**attempt))``) until `close()`. `hurry()` says something
+urgent waits (an alarm): it ends the wait at once and caps the following delays at
+``uniform(0, hurry_retry_s)`` until the link is up, so a link that waits out a long backoff does
+not hold an alarm with it, while a link with nothing urgent keeps the full backoff and a fleet of
+gateways does not hammer a recovering broker. Each connection attempt
 uses a fresh paho client, so nothing paho queued for a dead connection is replayed behind the
 agent's back: the agent's buffer is the only source of resends.
 
@@ -98,6 +102,7 @@ class MqttLink:
         will: the Last Will.
         max_inflight: paho's cap on our unacknowledged PUBLISHes.
         backoff_base_s, backoff_cap_s: reconnect delays; `rng` draws the jitter.
+        hurry_retry_s: the cap on the delays after `hurry()`, until connected.
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class MqttLink:
         connect_timeout_s: float = 10.0,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 60.0,
+        hurry_retry_s: float = 1.0,
         rng: random.Random | None = None,
         log: Logger | None = None,
     ) -> None:
@@ -134,6 +140,7 @@ class MqttLink:
         self._connect_timeout = connect_timeout_s
         self._backoff_base = backoff_base_s
         self._backoff_cap = backoff_cap_s
+        self._hurry_retry = hurry_retry_s
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._log = log or get_logger(f"edge.mqtt.{name}")
 
@@ -144,6 +151,7 @@ class MqttLink:
         self._gone = asyncio.Event()
         self._closing = False
         self._wake = asyncio.Event()
+        self._hurried = False  # `hurry()` was called and the link has not connected since
         self._connack: asyncio.Future[bool] | None = None
         self._pending: dict[int, asyncio.Future[None]] = {}
         self.session_present = False
@@ -165,6 +173,26 @@ class MqttLink:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    @property
+    def hurried(self) -> bool:
+        """`hurry()` was called and the link has not connected since."""
+        return self._hurried
+
+    def hurry(self) -> None:
+        """Something urgent waits: if the link is down, attempt to connect now, and then every
+        ``uniform(0, hurry_retry_s)`` seconds until connected (the backoff applies again after
+        that). Nothing happens while the link is up."""
+        if self._hurried or self._closing or (self._connected.is_set() and not self._gone.is_set()):
+            return  # (already hurried: the delays are short; a wake per alarm would spin)
+        self._log.info("reconnect_hurried", broker=f"{self.host}:{self.port}")
+        self._hurried = True
+        self._wake.set()
+
+    def next_delay(self, attempt: int) -> float:
+        """The wait before the next connection attempt, after `attempt` failed ones in a row."""
+        cap = min(self._backoff_cap, self._hurry_retry) if self._hurried else self._backoff_cap
+        return backoff_delay(attempt, base=self._backoff_base, cap=cap, rng=self._rng)
+
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
@@ -177,15 +205,15 @@ class MqttLink:
         """Connect, and reconnect after every loss, until `close()`."""
         self._loop = asyncio.get_running_loop()
         attempt = 0
+        details: dict[str, str | int]
         while not self._closing:
             try:
                 await self._connect_once()
             except MqttError as exc:
-                self._log.warning(
-                    "connect_failed", broker=f"{self.host}:{self.port}", error=str(exc), attempt=attempt
-                )
+                event, details = "connect_failed", {"error": str(exc), "attempt": attempt}
             else:
                 attempt = 0
+                self._hurried = False
                 misc = asyncio.get_running_loop().create_task(self._misc(), name=f"mqtt-{self.name}-misc")
                 try:
                     await self._gone.wait()
@@ -193,13 +221,19 @@ class MqttLink:
                     misc.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await misc
-                if not self._closing:
-                    self._log.warning("connection_lost", broker=f"{self.host}:{self.port}")
+                event, details = "connection_lost", {}
             self._teardown()
             if self._closing:
                 break
-            delay = backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
+            delay = self.next_delay(attempt)  # short if hurried, even during the attempt
             attempt += 1
+            self._log.warning(
+                event,
+                broker=f"{self.host}:{self.port}",
+                retry_in_s=round(delay, 3),
+                hurried=self._hurried,
+                **details,
+            )
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)

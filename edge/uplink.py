@@ -13,6 +13,10 @@ telemetry batches already handed to the socket are ahead of it. Telemetry forms 
 A buffer that cannot write (a full disk) stops the forming of batches, not the rest: the batches
 in flight are still acknowledged, and forming is retried every ``buffer_retry_s``.
 
+While the link is down, alarms waiting (committed readings, or alarm batches not yet acknowledged)
+hurry it (`MqttLink.hurry`): it attempts to reconnect at once and then every ``cloud.alarm_retry_s``
+or so instead of waiting out its backoff; a telemetry backlog alone keeps the backoff.
+
 Pacing: with ``telemetry_max_readings_per_s`` set (for metered or narrow links), telemetry batches
 are spaced so that the telemetry rate stays under it; alarm batches are never paced.
 """
@@ -99,6 +103,8 @@ class Uplink:
             first = True  # the loop must start the latency timer
         if alarm or first or self.pending[TELEMETRY] >= self.batch_max:
             self._wake.set()
+        if alarm:
+            self.link.hurry()  # nothing happens while the link is up
 
     def evicted(self, count: int) -> None:
         """Telemetry readings were evicted or expired from the buffer."""
@@ -134,15 +140,20 @@ class Uplink:
         self.pending = [stats.alarm_readings, stats.telemetry_readings]
         if stats.telemetry_readings:
             self._telemetry_since = self.monotonic()
+        if stats.alarm_readings or any(b.batch_class == ALARM for b in await self.buffer.batches()):
+            self.link.hurry()
         while True:
             await self.link.wait_connected()
             try:
                 await self._session()
             except UplinkUnavailable as exc:
                 _log.info("uplink_interrupted", error=str(exc))
+            alarm_unacked = self._count(ALARM) > 0  # fixed: published again after reconnecting
             self._inflight.clear()
             if self.link.connected:
                 await self.link.wait_disconnected()
+            if alarm_unacked or self.pending[ALARM]:
+                self.link.hurry()
 
     async def _session(self) -> None:
         """One connection: resend fixed batches (alarm first), then form and send new ones."""
@@ -202,6 +213,8 @@ class Uplink:
 
     async def _form_telemetry(self) -> None:
         while self.pending[TELEMETRY] > 0 and self._count(TELEMETRY) < self.window and self.link.connected:
+            if self.pending[ALARM] and self._count(ALARM) < self.alarm_window:
+                return  # an alarm committed meanwhile goes first, not behind the rest of the window
             full = self.pending[TELEMETRY] >= self.batch_max
             late = (
                 self._telemetry_since is not None and self.monotonic() - self._telemetry_since >= self.latency
@@ -248,10 +261,10 @@ class Uplink:
         for seq, f in list(self._inflight.items()):
             if not f.future.done():
                 continue
-            del self._inflight[seq]
             exc = f.future.exception()
             if isinstance(exc, UplinkUnavailable):
-                raise exc
+                raise exc  # left in the window: `run()` sees which batches went unacknowledged
+            del self._inflight[seq]
             if exc is not None:
                 # A negative PUBACK: the broker refused it; it stays fixed and is retried later.
                 _log.error("batch_refused", seq=seq, error=str(exc))
