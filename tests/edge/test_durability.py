@@ -169,6 +169,9 @@ def test_batches_in_flight_at_a_kill_are_resent_byte_identical(
     agent = agent_factory(cfg)
     agent.start()
     agent.wait_log("subscribed")
+    # The cloud link must be up before the broker freezes: a CONNECT to a frozen broker never
+    # completes, and no batch would be in flight at the kill.
+    agent.wait_log("connected", count=2)  # field and cloud
     pub = Publisher(field)
     publishers.append(pub)
     assert cloud.pid is not None
