@@ -143,6 +143,7 @@ def test_a_full_disk_shows_its_reason_keeps_messages_unacknowledged_and_recovers
     port = agent.endpoint.port
 
     # The cloud goes away, so nothing leaves the buffer; then the disk "fills".
+    run.wait_log("connected", "edge.mqtt.cloud")  # a link that never came up is not lost
     cloud.stop()
     run.wait_log("connection_lost", "edge.mqtt.cloud")
     run.call(agent.buffer.set_max_pages(1))  # never below the current size: no page more

@@ -230,7 +230,7 @@ def test_cloud_outage_everything_arrives_alarms_first(
     agent.wait_log("subscribed")
     pub = Publisher(field)
     publishers.append(pub)
-
+    agent.wait_log("connected", count=2)  # field and cloud: a link that never came up is not lost
     cloud.stop()
     agent.wait_log("connection_lost")
     doors, soss = fleet.of(DOOR), fleet.of(SOS)
@@ -300,6 +300,7 @@ def test_sos_during_long_drain_arrives_within_one_second(
     agent.wait_log("subscribed")
     pub = Publisher(field)
     publishers.append(pub)
+    agent.wait_log("connected", count=2)  # field and cloud: a link that never came up is not lost
     cloud.stop()
     agent.wait_log("connection_lost")
     doors = fleet.of(DOOR)

@@ -79,6 +79,7 @@ def _start(
     agent.wait_log("subscribed")
     pub = Publisher(field)
     publishers.append(pub)
+    agent.wait_log("connected", count=2)  # field and cloud: a link that never came up is not lost
     cloud.stop()
     agent.wait_log("connection_lost")
     return cloud, agent, col, pub
