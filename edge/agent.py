@@ -122,7 +122,7 @@ class Agent:
         self.buffer = buffer = await Buffer.open(
             cfg.buffer.path,
             max_bytes=cfg.buffer.max_bytes,
-            ttl_s=cfg.buffer.telemetry_max_age_s,
+            telemetry_max_age_s=cfg.buffer.telemetry_max_age_s,
             durability=cfg.buffer.durability,
             chunk_max=cfg.uplink.batch_max_readings,
             quarantine_max_rows=cfg.buffer.quarantine_max_rows,
@@ -143,7 +143,7 @@ class Agent:
             inventory=inventory,
             profile_intervals={p.id: p.report_interval_s for p in profiles.profiles.values()},
             overrides=cfg.liveness.report_intervals_s,
-            multiple=cfg.liveness.offline_after_intervals,
+            offline_after_intervals=cfg.liveness.offline_after_intervals,
             memory=memory,
         )
         self.normaliser = Normaliser(
@@ -153,8 +153,8 @@ class Agent:
             classifier=Classifier(
                 alarm_events=cfg.classes.alarm_events, alarm_metrics=cfg.classes.alarm_metrics
             ),
-            clock_skew_bound_s=cfg.normalise.max_clock_skew_s,
-            dedupe_window=cfg.normalise.dedupe_ids_remembered,
+            max_clock_skew_s=cfg.normalise.max_clock_skew_s,
+            dedupe_ids_remembered=cfg.normalise.dedupe_ids_remembered,
             state_events=cfg.normalise.state_events,
             wall=self.wall,
             monotonic=self.monotonic,
@@ -195,8 +195,8 @@ class Agent:
             community_id=cfg.community_id,
             batch_max_readings=cfg.uplink.batch_max_readings,
             batch_max_latency_s=cfg.uplink.batch_max_latency_ms / 1000,
-            window=cfg.uplink.telemetry_batches_in_flight,
-            alarm_window=cfg.uplink.alarm_batches_in_flight,
+            telemetry_batches_in_flight=cfg.uplink.telemetry_batches_in_flight,
+            alarm_batches_in_flight=cfg.uplink.alarm_batches_in_flight,
             telemetry_max_readings_per_s=cfg.uplink.telemetry_max_readings_per_s,
             monotonic=self.monotonic,
             wall=self.wall,

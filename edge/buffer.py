@@ -120,7 +120,7 @@ class Store:
         path: Path,
         *,
         max_bytes: int,
-        ttl_s: float,
+        telemetry_max_age_s: float,
         durability: Literal["full", "normal"],
         chunk_max: int,
         quarantine_max_rows: int,
@@ -130,7 +130,7 @@ class Store:
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self.ttl_s = ttl_s
+        self.telemetry_max_age_s = telemetry_max_age_s
         self.durability = durability
         self.chunk_max = chunk_max
         self.quarantine_max_rows = quarantine_max_rows
@@ -333,7 +333,7 @@ class Store:
 
     def expire(self) -> int:
         """Drop telemetry older than the TTL (whole chunks by their newest reading); count it."""
-        cutoff = int(self.wall() - self.ttl_s)
+        cutoff = int(self.wall() - self.telemetry_max_age_s)
         with self._transaction("buffer expiry failed"):
             n = self.conn.execute(
                 "SELECT coalesce(sum(n), 0) FROM telemetry WHERE at_max < ?", (cutoff,)
@@ -538,7 +538,7 @@ class Buffer:
         path: Path,
         *,
         max_bytes: int,
-        ttl_s: float = 7 * 86400,
+        telemetry_max_age_s: float = 7 * 86400,
         durability: Literal["full", "normal"] = "full",
         chunk_max: int = 500,
         quarantine_max_rows: int = 10_000,
@@ -553,7 +553,7 @@ class Buffer:
                 lambda: Store(
                     path,
                     max_bytes=max_bytes,
-                    ttl_s=ttl_s,
+                    telemetry_max_age_s=telemetry_max_age_s,
                     durability=durability,
                     chunk_max=chunk_max,
                     quarantine_max_rows=quarantine_max_rows,

@@ -103,7 +103,7 @@ def _quarantine_list(args: argparse.Namespace) -> int:
         store = Store(
             config.buffer.path,
             max_bytes=config.buffer.max_bytes,
-            ttl_s=config.buffer.telemetry_max_age_s,
+            telemetry_max_age_s=config.buffer.telemetry_max_age_s,
             durability=config.buffer.durability,
             chunk_max=config.uplink.batch_max_readings,
             quarantine_max_rows=config.buffer.quarantine_max_rows,

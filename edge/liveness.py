@@ -2,7 +2,7 @@
 
 Each device has an expected report interval: the configuration's ``liveness.report_intervals_s``
 entry for its profile id or device type, else its profile's ``report_interval_s``. A device silent
-for more than ``multiple`` (``liveness.offline_after_intervals``) times that produces one
+for more than ``liveness.offline_after_intervals`` times that produces one
 ``device_offline`` reading (alarm-class by default); its next message produces ``device_online``
 first. Last-seen times and the offline flag are persisted in the buffer with the readings they
 explain, so a restart neither forgets an offline device nor fabricates one: the check only starts
@@ -69,14 +69,14 @@ class Liveness:
         inventory: InventoryView,
         profile_intervals: Mapping[str, float],
         overrides: Mapping[str, float],
-        multiple: float,
+        offline_after_intervals: float,
         memory: dict[str, DeviceMemory],
     ) -> None:
         self.gateway_id = gateway_id
         self.inventory = inventory
         self.profile_intervals = dict(profile_intervals)
         self.overrides = dict(overrides)
-        self.multiple = multiple
+        self.offline_after_intervals = offline_after_intervals
         self.memory = memory
 
     def interval_s(self, device: Device) -> float:
@@ -133,7 +133,7 @@ class Liveness:
             mem = self.memory.get(device_id)
             if mem is None or mem.offline:
                 continue
-            if now_us - mem.last_seen_us > self.multiple * self.interval_s(device) * 1_000_000:
+            if now_us - mem.last_seen_us > self.offline_after_intervals * self.interval_s(device) * 1_000_000:
                 mem.offline = True
                 out.append((device, self._reading(device, Event.DEVICE_OFFLINE, now_us)))
         return out

@@ -7,11 +7,11 @@ For each message, in order:
 2. a device this gateway does not serve (not in the inventory) goes to quarantine
    (``unknown_device``), is counted (``unknown_device_messages``) and logged (``unknown_device``)
    once per device per ``unknown_log_interval_s``, with the count of its messages in between;
-3. a ``reading_id`` seen among the last ``dedupe_window`` (``normalise.dedupe_ids_remembered``)
+3. a ``reading_id`` seen among the last ``normalise.dedupe_ids_remembered``
    readings is dropped and counted.
    Readings flagged ``estimated_ts`` are exempt: their id hashes the payload only (no device time,
    no message id), so two identical presses of a button would look like one;
-4. a device time more than ``clock_skew_bound_s`` (``normalise.max_clock_skew_s``) away from
+4. a device time more than ``normalise.max_clock_skew_s`` away from
    gateway time is replaced by gateway time; the reading gets quality flag ``clock_skew`` and keeps
    the device time as ``device_ts_us``;
 5. liveness: a device marked offline produces a ``device_online`` reading first;
@@ -127,8 +127,8 @@ class Normaliser:
         inventory: InventoryView,
         liveness: Liveness,
         classifier: Classifier,
-        clock_skew_bound_s: float,
-        dedupe_window: int,
+        max_clock_skew_s: float,
+        dedupe_ids_remembered: int,
         state_events: bool = True,
         unknown_log_interval_s: float = 600.0,
         wall: Callable[[], float],
@@ -138,8 +138,8 @@ class Normaliser:
         self.inventory = inventory
         self.liveness = liveness
         self.classifier = classifier
-        self.skew_us = int(clock_skew_bound_s * 1_000_000)
-        self.dedupe_window = dedupe_window
+        self.skew_us = int(max_clock_skew_s * 1_000_000)
+        self.dedupe_ids_remembered = dedupe_ids_remembered
         self.state_events = state_events
         self.wall = wall
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -204,14 +204,14 @@ class Normaliser:
                 )
             return False
         estimated = "estimated_ts" in reading.quality
-        if not estimated and self.dedupe_window:
+        if not estimated and self.dedupe_ids_remembered:
             rid = reading.reading_id
             if rid in self._recent:
                 self.duplicates += 1
                 intake.counters["duplicates_dropped"] = intake.counters.get("duplicates_dropped", 0) + 1
                 return False
             self._recent[rid] = None
-            if len(self._recent) > self.dedupe_window:
+            if len(self._recent) > self.dedupe_ids_remembered:
                 self._recent.popitem(last=False)
         ts = device_ts = None
         quality = None

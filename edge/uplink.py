@@ -6,7 +6,7 @@ after its PUBACK. After a reconnect or a restart the fixed batches are published
 byte, so the cloud can de-duplicate on ``(gateway_id, batch_seq)``.
 
 Priority: alarm readings form a batch as soon as they are committed, and the alarm lane has its
-own window (``alarm_window``), so an alarm never waits behind the telemetry backlog: at most the
+own window (``alarm_batches_in_flight``), so an alarm never waits behind the telemetry backlog: at most the
 telemetry batches already handed to the socket are ahead of it. Telemetry forms a batch when
 ``batch_max_readings`` are waiting or the oldest has waited ``batch_max_latency_ms``.
 
@@ -61,8 +61,8 @@ class Uplink:
         community_id: str,
         batch_max_readings: int = 500,
         batch_max_latency_s: float = 1.0,
-        window: int = 4,
-        alarm_window: int = 16,
+        telemetry_batches_in_flight: int = 4,
+        alarm_batches_in_flight: int = 16,
         telemetry_max_readings_per_s: float = 0.0,
         buffer_retry_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
@@ -75,8 +75,8 @@ class Uplink:
         self.community_id = community_id
         self.batch_max = batch_max_readings
         self.latency = batch_max_latency_s
-        self.window = window
-        self.alarm_window = alarm_window
+        self.telemetry_batches_in_flight = telemetry_batches_in_flight
+        self.alarm_batches_in_flight = alarm_batches_in_flight
         self.telemetry_rate = telemetry_max_readings_per_s
         self._telemetry_next_at = 0.0  # pacing: no telemetry batch before this monotonic time
         self.monotonic = monotonic
@@ -206,14 +206,18 @@ class Uplink:
         return sum(1 for f in self._inflight.values() if f.batch.batch_class == batch_class)
 
     async def _form_all(self, batch_class: int) -> None:
-        limit = self.alarm_window if batch_class == ALARM else self.window
+        limit = self.alarm_batches_in_flight if batch_class == ALARM else self.telemetry_batches_in_flight
         while self.pending[batch_class] > 0 and self._count(batch_class) < limit and self.link.connected:
             if not await self._form(batch_class):
                 break
 
     async def _form_telemetry(self) -> None:
-        while self.pending[TELEMETRY] > 0 and self._count(TELEMETRY) < self.window and self.link.connected:
-            if self.pending[ALARM] and self._count(ALARM) < self.alarm_window:
+        while (
+            self.pending[TELEMETRY] > 0
+            and self._count(TELEMETRY) < self.telemetry_batches_in_flight
+            and self.link.connected
+        ):
+            if self.pending[ALARM] and self._count(ALARM) < self.alarm_batches_in_flight:
                 return  # an alarm committed meanwhile goes first, not behind the rest of the window
             full = self.pending[TELEMETRY] >= self.batch_max
             late = (

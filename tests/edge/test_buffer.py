@@ -46,7 +46,7 @@ def _store(
     path: Path,
     *,
     max_bytes: int = 1 << 30,
-    ttl_s: float = 7 * 86400,
+    telemetry_max_age_s: float = 7 * 86400,
     chunk_max: int = 500,
     wall: list[float] | None = None,
     quarantine_max_rows: int = 10_000,
@@ -55,7 +55,7 @@ def _store(
     return Store(
         path,
         max_bytes=max_bytes,
-        ttl_s=ttl_s,
+        telemetry_max_age_s=telemetry_max_age_s,
         durability="full",
         chunk_max=chunk_max,
         quarantine_max_rows=quarantine_max_rows,
@@ -182,7 +182,7 @@ def test_alarms_alone_at_the_cap_raise_buffer_full(tmp_path: Path) -> None:
 
 def test_ttl_drops_old_telemetry_and_counts_it(tmp_path: Path) -> None:
     clock = [NOW]
-    store = _store(tmp_path / "b.db", ttl_s=3600, wall=clock)
+    store = _store(tmp_path / "b.db", telemetry_max_age_s=3600, wall=clock)
     store.commit(_intake([(_reading(i), False) for i in range(40)], at_s=int(NOW - 7200)))
     store.commit(_intake([(_reading(i, alarm=True), True) for i in range(3)], at_s=int(NOW - 7200)))
     store.commit(_intake([(_reading(i), False) for i in range(40, 50)], at_s=int(NOW - 60)))

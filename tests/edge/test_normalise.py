@@ -23,15 +23,20 @@ from tests.edge.conftest import GATEWAY, Fleet
 def _normaliser(fleet: Fleet, tmp_path: Path, now: list[float]) -> Normaliser:
     inventory = InventoryView(Inventory.load(fleet.inventory(tmp_path / "inv.yaml")), gateway_id=GATEWAY)
     liveness = Liveness(
-        gateway_id=GATEWAY, inventory=inventory, profile_intervals={}, overrides={}, multiple=3, memory={}
+        gateway_id=GATEWAY,
+        inventory=inventory,
+        profile_intervals={},
+        overrides={},
+        offline_after_intervals=3,
+        memory={},
     )
     return Normaliser(
         profiles=fleet.profiles,
         inventory=inventory,
         liveness=liveness,
         classifier=Classifier(alarm_events={"sos_pressed", "cover_opened"}, alarm_metrics={"lamp_fault": 1}),
-        clock_skew_bound_s=300,
-        dedupe_window=100,
+        max_clock_skew_s=300,
+        dedupe_ids_remembered=100,
         wall=lambda: now[0],
     )
 
