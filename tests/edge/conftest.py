@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -341,3 +341,50 @@ def publishers() -> Iterator[list[Publisher]]:
     yield made
     for p in made:
         p.close()
+
+
+class Rig(NamedTuple):
+    """An agent running between its own field and cloud brokers, a publisher on the field broker
+    and a collector on the cloud broker (subscribed before the agent starts)."""
+
+    field: MosquittoBroker
+    cloud: MosquittoBroker
+    config: Path
+    agent: AgentProcess
+    col: Collector
+    pub: Publisher
+
+
+@pytest.fixture
+def rig(
+    tmp_path: Path,
+    make_broker: Callable[..., MosquittoBroker],
+    agent_factory: Callable[[Path], AgentProcess],
+    collectors: list[Collector],
+    publishers: list[Publisher],
+) -> Callable[..., Rig]:
+    """``rig(fleet, sections=..., inventory=...)``: start an agent for `fleet` (its inventory, or
+    the file given) with the test configuration plus `sections`; returns once it has subscribed."""
+
+    def start(
+        fleet: Fleet, *, sections: dict[str, dict[str, Any]] | None = None, inventory: Path | None = None
+    ) -> Rig:
+        field, cloud = make_broker(), make_broker()
+        config = write_config(
+            tmp_path / "edge.toml",
+            inventory=inventory or fleet.inventory(tmp_path / "inventory.yaml"),
+            field=field,
+            cloud=cloud,
+            buffer=tmp_path / "buffer.db",
+            sections=sections,
+        )
+        col = Collector(cloud)
+        collectors.append(col)
+        agent = agent_factory(config)
+        agent.start()
+        agent.wait_log("subscribed")
+        pub = Publisher(field)
+        publishers.append(pub)
+        return Rig(field, cloud, config, agent, col, pub)
+
+    return start

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from simulators.services import MosquittoBroker, free_port
-from tests.edge.conftest import AgentProcess, Collector, Dev, Fleet, Publisher, write_config
+from tests.edge.conftest import AgentProcess, Collector, Dev, Fleet, Publisher, Rig, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -34,27 +34,10 @@ def _events(col: Collector, device_id: str) -> list[str]:
 
 def test_state_events_and_no_false_event_after_restart(
     tmp_path: Path,
-    make_broker: Callable[..., MosquittoBroker],
-    agent_factory: Callable[[Path], AgentProcess],
-    collectors: list[Collector],
-    publishers: list[Publisher],
+    rig: Callable[..., Rig],
 ) -> None:
     fleet = Fleet({DOOR: 1, COVER: 1})
-    field, cloud = make_broker(), make_broker()
-    cfg = write_config(
-        tmp_path / "edge.toml",
-        inventory=fleet.inventory(tmp_path / "inv.yaml"),
-        field=field,
-        cloud=cloud,
-        buffer=tmp_path / "buffer.db",
-    )
-    col = Collector(cloud)
-    collectors.append(col)
-    agent = agent_factory(cfg)
-    agent.start()
-    agent.wait_log("subscribed")
-    pub = Publisher(field)
-    publishers.append(pub)
+    _, _, _, agent, col, pub = rig(fleet)
     door, cover = fleet.of(DOOR)[0], fleet.of(COVER)[0]
 
     def send(dev: Dev, **metrics: float) -> None:
@@ -252,28 +235,10 @@ def test_sighup_reloads_the_inventory(
 
 def test_device_clock_skew_uses_gateway_time_and_keeps_device_time(
     tmp_path: Path,
-    make_broker: Callable[..., MosquittoBroker],
-    agent_factory: Callable[[Path], AgentProcess],
-    collectors: list[Collector],
-    publishers: list[Publisher],
+    rig: Callable[..., Rig],
 ) -> None:
     fleet = Fleet({DOOR: 1})
-    field, cloud = make_broker(), make_broker()
-    cfg = write_config(
-        tmp_path / "edge.toml",
-        inventory=fleet.inventory(tmp_path / "inv.yaml"),
-        field=field,
-        cloud=cloud,
-        buffer=tmp_path / "buffer.db",
-        sections={"normalise": {"max_clock_skew_s": 60}},
-    )
-    col = Collector(cloud)
-    collectors.append(col)
-    agent = agent_factory(cfg)
-    agent.start()
-    agent.wait_log("subscribed")
-    pub = Publisher(field)
-    publishers.append(pub)
+    _, _, _, agent, col, pub = rig(fleet, sections={"normalise": {"max_clock_skew_s": 60}})
     dev = fleet.devices[0]
     skewed = datetime.now(UTC) - timedelta(days=3)
     topic, payload, bad = fleet.payload(dev, ts=skewed)

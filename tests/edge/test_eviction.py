@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.services import MosquittoBroker
-from tests.edge.conftest import AgentProcess, Collector, Fleet, Publisher, write_config
+from tests.edge.conftest import AgentProcess, Collector, Fleet, Publisher, Rig
 
 pytestmark = pytest.mark.integration
 
@@ -54,49 +53,22 @@ def _wait_buffered(path: Path, count: int, timeout: float) -> int:
     return n
 
 
-def _start(
-    tmp_path: Path,
-    make_broker: Callable[..., MosquittoBroker],
-    agent_factory: Callable[[Path], AgentProcess],
-    collectors: list[Collector],
-    publishers: list[Publisher],
-    fleet: Fleet,
-    buffer: dict[str, object],
-) -> tuple[MosquittoBroker, AgentProcess, Collector, Publisher]:
-    field, cloud = make_broker(), make_broker()
-    cfg = write_config(
-        tmp_path / "edge.toml",
-        inventory=fleet.inventory(tmp_path / "inventory.yaml"),
-        field=field,
-        cloud=cloud,
-        buffer=tmp_path / "buffer.db",
-        sections={"buffer": buffer},
-    )
-    col = Collector(cloud)
-    collectors.append(col)
-    agent = agent_factory(cfg)
-    agent.start()
-    agent.wait_log("subscribed")
-    pub = Publisher(field)
-    publishers.append(pub)
+def _start(rig: Callable[..., Rig], fleet: Fleet, buffer: dict[str, object]) -> Rig:
+    """The agent running for `fleet` with these buffer settings, its cloud broker stopped."""
+    started = rig(fleet, sections={"buffer": buffer})
+    agent, cloud = started.agent, started.cloud
     agent.wait_log("connected", count=2)  # field and cloud: a link that never came up is not lost
     cloud.stop()
     agent.wait_log("connection_lost")
-    return cloud, agent, col, pub
+    return started
 
 
 def test_cap_reached_evicts_telemetry_oldest_first_with_exact_counts_and_no_alarm_lost(
-    tmp_path: Path,
-    make_broker: Callable[..., MosquittoBroker],
-    agent_factory: Callable[[Path], AgentProcess],
-    collectors: list[Collector],
-    publishers: list[Publisher],
+    tmp_path: Path, rig: Callable[..., Rig]
 ) -> None:
     fleet = Fleet({DOOR: 40, SOS: 4})
     cap = 1 << 20  # the smallest cap allowed: about ten thousand readings
-    cloud, agent, col, pub = _start(
-        tmp_path, make_broker, agent_factory, collectors, publishers, fleet, {"max_bytes": cap}
-    )
+    _, cloud, _, agent, col, pub = _start(rig, fleet, {"max_bytes": cap})
     telemetry_ids, alarm_ids = _publish_backlog(pub, fleet, telemetry=30_000, alarm_every=500)
     agent.wait_log("telemetry_evicted", timeout=60)
     published = len(telemetry_ids) + len(alarm_ids)
@@ -126,17 +98,9 @@ def test_cap_reached_evicts_telemetry_oldest_first_with_exact_counts_and_no_alar
     assert agent.terminate() == 0
 
 
-def test_telemetry_past_its_ttl_is_dropped_and_counted_alarms_kept(
-    tmp_path: Path,
-    make_broker: Callable[..., MosquittoBroker],
-    agent_factory: Callable[[Path], AgentProcess],
-    collectors: list[Collector],
-    publishers: list[Publisher],
-) -> None:
+def test_telemetry_past_its_ttl_is_dropped_and_counted_alarms_kept(rig: Callable[..., Rig]) -> None:
     fleet = Fleet({DOOR: 5, SOS: 2})
-    cloud, agent, col, pub = _start(
-        tmp_path, make_broker, agent_factory, collectors, publishers, fleet, {"telemetry_max_age_s": 2.0}
-    )
+    _, cloud, _, agent, col, pub = _start(rig, fleet, {"telemetry_max_age_s": 2.0})
     telemetry_ids, alarm_ids = _publish_backlog(pub, fleet, telemetry=300, alarm_every=100)
     # Expiry runs in passes: wait until every telemetry reading has expired, not just the first pass.
     deadline = time.monotonic() + 30

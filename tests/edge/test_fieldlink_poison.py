@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.services import MosquittoBroker
-from tests.edge.conftest import AgentProcess, Collector, Fleet, Publisher, write_config
+from tests.edge.conftest import Fleet, Rig
 
 pytestmark = pytest.mark.integration
 
@@ -29,28 +28,12 @@ DOOR = "generic_lorawan/door_contact"
 def test_a_10_mb_payload_on_a_device_topic_does_not_stop_intake_or_the_agent(
     max_packet_bytes: int | None,
     tmp_path: Path,
-    make_broker: Callable[..., MosquittoBroker],
-    agent_factory: Callable[[Path], AgentProcess],
-    collectors: list[Collector],
-    publishers: list[Publisher],
+    rig: Callable[..., Rig],
 ) -> None:
     fleet = Fleet({DOOR: 6})
-    field, cloud = make_broker(), make_broker()
-    cfg = write_config(
-        tmp_path / "edge.toml",
-        inventory=fleet.inventory(tmp_path / "inventory.yaml"),
-        field=field,
-        cloud=cloud,
-        buffer=tmp_path / "buffer.db",
-        sections={"field": {"max_packet_bytes": max_packet_bytes}} if max_packet_bytes else None,
+    field, _, _, agent, col, pub = rig(
+        fleet, sections={"field": {"max_packet_bytes": max_packet_bytes}} if max_packet_bytes else None
     )
-    col = Collector(cloud)
-    collectors.append(col)
-    agent = agent_factory(cfg)
-    agent.start()
-    agent.wait_log("subscribed")
-    pub = Publisher(field)
-    publishers.append(pub)
 
     victim, others = fleet.devices[0], fleet.devices[1:]
     poison_topic, _, _ = fleet.payload(victim)
