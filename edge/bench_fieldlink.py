@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="implementation to measure (repeatable; default: lean and each alternative installed)",
     )
     p.add_argument("--messages", type=int, default=100_000, help="messages drained per round")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="rounds; the figures are their medians")
     p.set_defaults(handler=_handler)
 
 
