@@ -45,8 +45,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "verify",
         help="compare a ground truth with the database; exit 0 only on an exact match",
         description="Compare a simulator ground truth with what the pipeline stored in the database "
-        "and print a JSON summary (docs/simulators.md, 'Verifying a run'). Exit status: 0 exact match, "
-        "1 mismatch, 2 unreadable truth or database.",
+        "and print a JSON summary (docs/simulators.md, 'Verifying a run'). With --alerts, compare its "
+        "conditions with the incidents instead ('Verifying alerts'). Exit status: 0 exact match "
+        "(with --alerts: nothing missed, no false positive, no duplicate), 1 mismatch, 2 unreadable truth "
+        "or database.",
     )
     verify.add_argument("--truth", required=True, metavar="FILE", help="ground truth (JSONL) of the run")
     verify.add_argument(
@@ -54,6 +56,19 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="URL",
         help=f"postgresql://... of the cloud (default: ${DATABASE_URL_VAR}, which keeps a password out of "
         "the process list)",
+    )
+    verify.add_argument(
+        "--alerts",
+        action="store_true",
+        help="compare the truth's conditions with the incidents (detected, missed, false positives)",
+    )
+    verify.add_argument(
+        "--absence-intervals",
+        type=float,
+        default=3.0,
+        metavar="N",
+        help="with --alerts: report intervals of silence before the absence rule fires (default 3); "
+        "shorter silences are counted as undetectable",
     )
     verify.set_defaults(handler=handle_verify)
 
@@ -135,10 +150,29 @@ def handle_verify(args: argparse.Namespace) -> int:
     if not database_url:
         print(f"linli sim verify: no database: --database URL or {DATABASE_URL_VAR}", file=sys.stderr)
         return 2
+    if args.alerts:
+        return _verify_alerts(args, database_url)
     try:
         report = verify(truth=args.truth, database_url=database_url)
     except SimulatorsError as exc:
         print(f"linli sim verify: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(encode_report(report).decode() + "\n")
+    return 0 if report.match else 1
+
+
+def _verify_alerts(args: argparse.Namespace, database_url: str) -> int:
+    from simulators.errors import SimulatorsError
+    from simulators.verify_alerts import AlertsOptions, encode_alerts_report, verify_alerts
+
+    if not args.absence_intervals > 0:
+        print("linli sim verify: --absence-intervals must be above 0", file=sys.stderr)
+        return 2
+    options = AlertsOptions(absence_intervals=args.absence_intervals)
+    try:
+        report = verify_alerts(truth=args.truth, database_url=database_url, options=options)
+    except SimulatorsError as exc:
+        print(f"linli sim verify --alerts: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(encode_alerts_report(report).decode() + "\n")
     return 0 if report.match else 1
