@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from simulators.demo.incidents import OpenIncidents, incidents_table, read_open_incidents
 from simulators.demo.pipeline import DemoPipeline
 
 
@@ -39,6 +40,7 @@ class Snapshot:
     devices_online: int = 0
     devices_known: int = 0
     gateways: list[GatewayView] = field(default_factory=list)
+    incidents: OpenIncidents = field(default_factory=OpenIncidents)
     error: str = ""
 
 
@@ -89,6 +91,7 @@ class Watcher:
                 ).fetchone()
                 if row:
                     snap.devices_online, snap.devices_known = int(row[0]), int(row[1])
+                snap.incidents = read_open_incidents(conn)
         except psycopg.Error as exc:
             snap.error = f"database: {exc}".splitlines()[0]
         while len(self.history) > 1 and snap.at - self.history[1].at >= self.WINDOW_S:
@@ -131,6 +134,10 @@ def render(pipeline: DemoPipeline, snap: Snapshot, started: float, until: float 
     head.add_row(
         "rows stored", f"{snap.rows:,} in readings ({snap.rows - pipeline.rows_at_start:+,} this run)"
     )
+    head.add_row(
+        "open incidents",
+        f"{snap.incidents.total:,} ({snap.incidents.counts_text()})" if snap.incidents.total else "none",
+    )
     head.add_row("time", f"{elapsed:,.0f} s elapsed, simulated at {pipeline.speed:g}x")
     gw = Table(title="gateways", expand=True)
     for col in ("gateway", "devices", "received/s", "buffer depth", "field link", "cloud link"):
@@ -152,7 +159,9 @@ def render(pipeline: DemoPipeline, snap: Snapshot, started: float, until: float 
         "Ctrl-C" + (f" (or in {max(0.0, until - time.monotonic()):.0f} s)" if until else ""),
         ("\n" + snap.error, "red") if snap.error else "",
     )
-    return Panel(Group(head, gw, footer), title="linli demo", border_style="cyan")
+    return Panel(
+        Group(head, gw, incidents_table(snap.incidents), footer), title="linli demo", border_style="cyan"
+    )
 
 
 def plain_line(snap: Snapshot) -> str:
@@ -160,10 +169,13 @@ def plain_line(snap: Snapshot) -> str:
         f"{v.gateway_id} depth {'-' if v.buffer_depth is None else int(v.buffer_depth)}"
         for v in snap.gateways
     )
-    return (
+    parts = [
         f"devices online {snap.devices_online}/{snap.devices_known}, {snap.readings_per_s:,.0f} readings/s, "
-        f"{snap.rows:,} rows stored; {depth}"
-    )
+        f"{snap.rows:,} rows stored",
+        depth,
+        f"open incidents {snap.incidents.counts_text()}",
+    ]
+    return "; ".join(part for part in parts if part)
 
 
 def run_screen(
