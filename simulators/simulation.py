@@ -371,15 +371,18 @@ class Simulation:
         level = drain(dev)
         if level is not None:
             metrics["battery_pct"] = level
-            if not dev.battery_low and level < LOW_BATTERY_PCT:
-                dev.battery_low = True
-                record = {"condition": "battery_low", "device_id": dev.device_id, "battery_pct": round(level)}
-                self.natural_condition(t, record, dev, until_ms=None)
         if shape.has_rssi:
             metrics["rssi_dbm"] = rs.normal(0.0, 2.0) - dev.path_loss
         if shape.has_lqi:
             metrics["link_quality"] = dev.lqi + rs.normal(0.0, 6.0)
         carried = shape.carry(metrics)
+        # battery_low as the pipeline sees it: the level the payload reports (rounded by some
+        # dialects; absent from others), the first time it is under LOW_BATTERY_PCT.
+        reported = carried.get("battery_pct")
+        if reported is not None and not dev.battery_low and reported < LOW_BATTERY_PCT:
+            dev.battery_low = True
+            record = {"condition": "battery_low", "device_id": dev.device_id, "battery_pct": round(reported)}
+            self.natural_condition(t, record, dev, until_ms=None)
         carried_events = tuple(sorted({e for e in events if e in shape.events})) if events else ()
         device = dev.device
         if shape.has_ts:

@@ -23,7 +23,9 @@ def init_power_and_radio(dev: SimDevice, rs: RandomStream) -> None:
         dev.battery = rs.uniform(8.0, 25.0) if rs.chance(0.04) else rs.uniform(35.0, 100.0)
         lifetime_ms = rs.uniform(1.5, 3.0) * MS_PER_YEAR
         dev.drain = 100.0 / (lifetime_ms / max(dev.interval_ms, 60_000))
-        dev.battery_low = dev.battery < LOW_BATTERY_PCT
+        # False even for a battery that starts under LOW_BATTERY_PCT: its first report then writes
+        # the battery_low condition, which a pipeline's battery rule detects (no condition-less alert).
+        dev.battery_low = False
     dev.path_loss = round(rs.uniform(70.0, 112.0))
     dev.lqi = round(rs.uniform(60.0, 220.0))
 

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from simulators.behaviour.battery import LOW_BATTERY_PCT
 from simulators.behaviour.solar import dawn_dusk
-from simulators.clock import from_ms, to_ms
+from simulators.clock import from_ms, iso, to_ms
+from simulators.message import Emission
 
 from .conftest import Run, simulate
 
@@ -109,6 +111,21 @@ def test_batteries_drain_and_mains_have_none(week: Run) -> None:
     for series in levels.values():
         assert series == sorted(series, reverse=True)
         assert all(1 <= v <= 100 for v in series)
+
+
+def test_every_battery_under_15_pct_has_a_battery_low_condition(week: Run) -> None:
+    """Also a battery that starts nearly flat: its first report carries the condition."""
+    first_low: dict[str, Emission] = {}
+    for em in week.emissions:
+        level = em.reading.metrics.get("battery_pct")
+        if level is not None and level < LOW_BATTERY_PCT:
+            first_low.setdefault(em.reading.device_id, em)
+    conditions = {c["device_id"]: c for c in week.conditions("battery_low")}
+    assert first_low
+    assert conditions.keys() == first_low.keys()
+    for device_id, em in first_low.items():
+        assert conditions[device_id]["id"] in em.conditions
+        assert conditions[device_id]["at"] == iso(em.t_ms)
 
 
 def test_sos_heartbeats_every_few_hours(week: Run) -> None:
