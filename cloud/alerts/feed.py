@@ -97,7 +97,8 @@ LIMIT {limit}
 
 _PRUNE = """
 DELETE FROM alert_feed
-WHERE feed_seq <= least(%s, (SELECT min(feed_seq) FROM alert_checkpoints))
+WHERE feed_seq <= %s
+  AND feed_seq <= (SELECT min(feed_seq) FROM alert_checkpoints)  -- NULL (none): nothing
   AND committed_at < now() - %s
 """
 
