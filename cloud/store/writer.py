@@ -137,14 +137,15 @@ WHERE EXCLUDED.status_at >= g.status_at
 FEED_LOCK_SQL: Final = f"SELECT pg_advisory_xact_lock({FEED_LOCK_KEY})"
 #: The transaction's feed rows, all in one statement, and the notification of the highest one
 #: (delivered to listeners when the transaction commits, not before). Parameters: the five
-#: columns as arrays, then the channel (`FEED_CHANNEL`).
+#: columns as arrays, then the channel (`FEED_CHANNEL`). Sent in binary: a text ``bytea[]``
+#: doubles the bytes and costs the server a hex parse (measured 255 vs 123 ms per 8 MB).
 FEED_APPEND_SQL: Final = """
 WITH appended AS (
     INSERT INTO alert_feed (community_id, community_hash, readings, batches, statuses)
-    SELECT * FROM unnest(%s::text[], %s::int4[], %s::int4[], %s::bytea[], %s::jsonb[])
+    SELECT * FROM unnest(%b::text[], %b::int4[], %b::int4[], %b::bytea[], %b::jsonb[])
     RETURNING feed_seq
 )
-SELECT max(feed_seq), count(*), pg_notify(%s, max(feed_seq)::text) FROM appended
+SELECT max(feed_seq), count(*), pg_notify(%b, max(feed_seq)::text) FROM appended
 """
 
 
