@@ -7,8 +7,10 @@ One root, everything below it::
     ├── MigrationError         a migration failed, or an applied migration file was changed
     ├── StoreUnavailable       the database cannot be reached (the ingest waits and retries)
     ├── BatchRejected          the database refused the data itself (the batch is dead-lettered)
-    └── EnvelopeError          an uplink payload is not a valid envelope (it is dead-lettered)
-        └── UnknownVersion     the envelope's ``v`` is not one this reader knows
+    ├── EnvelopeError          an uplink payload is not a valid envelope (it is dead-lettered)
+    │   └── UnknownVersion     the envelope's ``v`` is not one this reader knows
+    ├── PartitionError         an alert partition is not ``K/N`` with 0 <= K < N
+    └── FeedError              an ``alert_feed`` row does not decode
 
 Lower-layer errors (``psycopg.Error``, ``msgspec.DecodeError``, ``pydantic.ValidationError``) are
 translated where they are met, with ``raise ... from exc``.
@@ -78,3 +80,27 @@ class UnknownVersion(EnvelopeError):
     def __init__(self, version: object) -> None:
         self.version = version
         super().__init__(f"unknown envelope version {version!r}")
+
+
+class PartitionError(CloudError):
+    """An alert service partition is not ``K/N`` with 0 <= K < N.
+
+    Attributes:
+        value: the partition as given.
+    """
+
+    def __init__(self, value: str, detail: str) -> None:
+        self.value = value
+        super().__init__(f"partition {value!r}: {detail}")
+
+
+class FeedError(CloudError):
+    """An ``alert_feed`` row does not decode (its writer and its reader disagree on the format).
+
+    Attributes:
+        feed_seq: the row at fault.
+    """
+
+    def __init__(self, feed_seq: int, detail: str) -> None:
+        self.feed_seq = feed_seq
+        super().__init__(f"alert feed row {feed_seq}: {detail}")

@@ -296,6 +296,7 @@ class IngestWorker:
         c["events_stored"] += result.events
         c["dead_letters"] += result.dead_letters
         c["gateway_statuses"] += result.statuses
+        c["alert_feed_rows"] += result.feed_rows
 
     def snapshot(self) -> Snapshot:
         """Counters, gauges and health for the endpoint."""

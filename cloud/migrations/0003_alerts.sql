@@ -1,3 +1,5 @@
+-- Alert rules (issue 11). docs/storage.md describes every table.
+
 -- What the ingest committed, one row per (ingest transaction, community), in commit order.
 -- feed_seq is allocated under a transaction-level advisory lock taken just before COMMIT, so
 -- feed_seq order is commit order: a reader that saw feed_seq N has seen every row below N.
@@ -10,17 +12,29 @@ CREATE TABLE alert_feed (
     batches        bytea       NOT NULL,   -- MessagePack array of the envelopes stored (duplicates left out)
     statuses       jsonb       NOT NULL DEFAULT '[]'  -- [{"gateway_id","state","at_us"}] gateway statuses received
 );
+-- The batches are large (some 160 bytes per reading) and written once, inside every ingest
+-- transaction: lz4 compresses them about as well as the default pglz at a quarter of the cost
+-- (measured per 8 MB: 30 vs 122 ms, 19 vs 18 MB). A server built without lz4 keeps pglz.
+DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE alert_feed ALTER COLUMN batches SET COMPRESSION lz4';
+EXCEPTION WHEN feature_not_supported THEN
+    RAISE NOTICE 'lz4 is not available: alert_feed.batches keeps the default compression';
+END $$;
+-- How far each alert service partition has read the feed.
 CREATE TABLE alert_checkpoints (
     partition  text        PRIMARY KEY,   -- "0/1", "1/2", ...
     feed_seq   bigint      NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- The rule engine's state per partition, saved with the checkpoint.
 CREATE TABLE alert_state (
     partition text  NOT NULL,
     key       text  NOT NULL,              -- engine-defined
     state     bytea NOT NULL,              -- engine-defined (msgspec MessagePack)
     PRIMARY KEY (partition, key)
 );
+-- What the alert service found: one row per incident, re-fired occurrences counted on it.
 CREATE TABLE incidents (
     incident_id        bigserial   PRIMARY KEY,
     rule               text        NOT NULL,
@@ -50,11 +64,13 @@ CREATE TABLE incidents (
 -- One open incident per (rule, subject).
 CREATE UNIQUE INDEX incidents_open_key ON incidents (rule, subject) WHERE closed_at IS NULL;
 CREATE INDEX incidents_community_idx ON incidents (community_id, detected_at DESC);
+-- Each fire, clear and repeat of an incident, with the feed row that caused it.
 CREATE TABLE incident_occurrences (
+    occurrence_id bigserial PRIMARY KEY,
     incident_id bigint      NOT NULL REFERENCES incidents (incident_id),
     at          timestamptz NOT NULL,
     kind        text        NOT NULL CHECK (kind IN ('fired', 'cleared', 'repeated')),
     feed_seq    bigint      NOT NULL,
-    evidence    jsonb       NOT NULL,
-    PRIMARY KEY (incident_id, feed_seq, kind)
+    evidence    jsonb       NOT NULL
 );
+CREATE INDEX incident_occurrences_incident_idx ON incident_occurrences (incident_id, at);

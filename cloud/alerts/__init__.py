@@ -1,0 +1,1 @@
+"""Alert rules (issue 11): the feed the ingest writes, and the service that reads it."""
