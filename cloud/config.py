@@ -124,8 +124,63 @@ class RetentionConfig(_Section):
     interval_s: float = Field(default=300.0, gt=0)
 
 
+def _alerts_http() -> HttpConfig:
+    return HttpConfig(address="127.0.0.1:9109")
+
+
+class AlertsConfig(_Section):
+    """``[alerts]``: what ``linli cloud alerts`` evaluates and how it follows the feed."""
+
+    #: Rule files or folders of ``*.yaml`` read after the shipped defaults (overrides, per-community rules).
+    rules: tuple[Path, ...] = ()
+    shipped_rules: bool = True
+    #: The devices installed (residents, locations, devices never heard); without it only devices
+    #: that report are known.
+    inventory: Path | None = None
+    #: Profile folders besides the shipped profiles (their report intervals drive absence rules).
+    profiles: tuple[Path, ...] = ()
+    #: IANA time zone of the communities (active hours of inactivity rules).
+    timezone: str = "Asia/Shanghai"
+    #: ``wall``: rules run on the clock; ``data``: on the newest device time of each community
+    #: (simulations that run faster than real time).
+    clock: Literal["wall", "data"] = "wall"
+    #: ``K/N``: this process evaluates the communities whose hash modulo N is K.
+    partition: str = "0/1"
+    #: The feed is read at once on the ingest's notification, and at least this often.
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    #: Time-based rules (absence, pending periods, inactivity) are evaluated this often.
+    tick_interval_s: float = Field(default=5.0, gt=0)
+    #: Feed rows (one ingest transaction of one community each) evaluated per alert transaction.
+    max_feed_rows_per_txn: int = Field(default=200, ge=1)
+    #: Feed rows every partition has passed are deleted this long after their commit.
+    feed_retention_hours: float = Field(default=24.0, gt=0)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_cap_s: float = Field(default=30.0, gt=0)
+    #: The alert service's own ``/metrics`` and ``/healthz``.
+    http: HttpConfig = Field(default_factory=_alerts_http)
+
+    @field_validator("partition")
+    @classmethod
+    def _partition(cls, value: str) -> str:
+        k, sep, n = value.strip().partition("/")
+        if not sep or not k.isdigit() or not n.isdigit() or not int(k) < int(n):
+            raise ValueError("must be K/N with 0 <= K < N, e.g. 0/1 or 1/2")
+        return f"{int(k)}/{int(n)}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from exc
+        return value
+
+
 class CloudSettings(BaseModel):
-    """Everything ``linli cloud ingest`` needs."""
+    """Everything ``linli cloud ingest`` and ``linli cloud alerts`` need."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -133,6 +188,7 @@ class CloudSettings(BaseModel):
     mqtt: MqttConfig = MqttConfig()
     ingest: IngestConfig = IngestConfig()
     retention: RetentionConfig = RetentionConfig()
+    alerts: AlertsConfig = AlertsConfig()
     http: HttpConfig = HttpConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "text"
@@ -235,6 +291,15 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
 
 
 def _resolve_paths(settings: CloudSettings, base: Path) -> CloudSettings:
+    alerts = settings.alerts
+    alerts = alerts.model_copy(
+        update={
+            "rules": tuple(p for p in (_resolve(base, p) for p in alerts.rules) if p is not None),
+            "profiles": tuple(p for p in (_resolve(base, p) for p in alerts.profiles) if p is not None),
+            "inventory": _resolve(base, alerts.inventory),
+        }
+    )
+    settings = settings.model_copy(update={"alerts": alerts})
     tls = settings.mqtt.tls
     if tls is None:
         return settings
@@ -247,6 +312,14 @@ def _resolve_paths(settings: CloudSettings, base: Path) -> CloudSettings:
 def check_paths(settings: CloudSettings, *, source: Callable[[Key], str] = lambda key: "") -> None:
     """The files the configuration names exist; raises `ConfigError` listing every missing one."""
     problems = []
+    alerts = settings.alerts
+    named: list[tuple[Key, Path]] = [(("alerts", "rules", str(i)), p) for i, p in enumerate(alerts.rules)]
+    named += [(("alerts", "profiles", str(i)), p) for i, p in enumerate(alerts.profiles)]
+    if alerts.inventory is not None:
+        named.append((("alerts", "inventory"), alerts.inventory))
+    for key, p in named:
+        if not p.exists():
+            problems.append(ConfigProblem(".".join(key), f"no such file or folder: {p}", source(key)))
     if settings.mqtt.tls is not None:
         for name in ("ca_cert", "client_cert", "client_key"):
             p = getattr(settings.mqtt.tls, name)

@@ -24,21 +24,25 @@ class Snapshot:
     counters: dict[str, int] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
+    #: The parts that must be ``up`` for the service to be healthy.
+    parts: tuple[str, ...] = ("database", "broker")
 
     @property
     def healthy(self) -> bool:
-        return bool(self.health.get("database") == "up" and self.health.get("broker") == "up")
+        return all(self.health.get(part) == "up" for part in self.parts)
 
     @property
     def detail(self) -> str:
         """One line for a person (the edge's ``/healthz`` has one too)."""
-        return " ".join(f"{part}={self.health.get(part, 'unknown')}" for part in ("database", "broker"))
+        return " ".join(f"{part}={self.health.get(part, 'unknown')}" for part in self.parts)
 
 
 class Endpoint:
     """Serve `/metrics` and `/healthz` until `close()`."""
 
-    def __init__(self, *, host: str, port: int, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self, *, host: str, port: int, snapshot: Callable[[], Snapshot], service: str = "ingest"
+    ) -> None:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -46,7 +50,7 @@ class Endpoint:
                     snap = snapshot()
                     body = exposition(
                         prefix="linli_cloud_",
-                        help_prefix="linli cloud ingest: ",
+                        help_prefix=f"linli cloud {service}: ",
                         counters=snap.counters,
                         gauges=snap.gauges,
                     )

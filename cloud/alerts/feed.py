@@ -90,7 +90,7 @@ _statuses: Final = msgspec.json.Decoder(list[_Status])
 
 _READ = """
 SELECT feed_seq, community_id, committed_at, batches, statuses::text FROM alert_feed
-WHERE feed_seq > {after} AND {partition}
+WHERE feed_seq > {after} AND feed_seq < {before} AND {partition}
 ORDER BY feed_seq
 LIMIT {limit}
 """
@@ -104,14 +104,22 @@ WHERE feed_seq <= %s
 
 
 def read_feed(
-    conn: psycopg.Connection[Any], *, after: int, partition: Partition, limit_rows: int
+    conn: psycopg.Connection[Any],
+    *,
+    after: int,
+    partition: Partition,
+    limit_rows: int,
+    before: int = 2**63 - 1,
 ) -> list[FeedRow]:
-    """Up to `limit_rows` rows of `partition` with ``feed_seq > after``, in feed_seq order.
+    """Up to `limit_rows` rows of `partition` with ``after < feed_seq < before``, in feed_seq order.
 
     Raises `StoreUnavailable` when the database is gone and `FeedError` when a row does not decode.
     """
     query = pgsql.SQL(_READ).format(
-        after=pgsql.Literal(after), partition=partition.sql, limit=pgsql.Literal(limit_rows)
+        after=pgsql.Literal(after),
+        before=pgsql.Literal(before),
+        partition=partition.sql,
+        limit=pgsql.Literal(limit_rows),
     )
     try:
         rows = conn.execute(query).fetchall()
@@ -134,6 +142,16 @@ def read_feed(
             )
         )
     return out
+
+
+def feed_horizon(conn: psycopg.Connection[Any]) -> int:
+    """The highest ``feed_seq`` committed (0: none). Every row below it is committed too, so a
+    partition that has read all its rows up to it may move its checkpoint there."""
+    try:
+        row = conn.execute("SELECT coalesce(max(feed_seq), 0) FROM alert_feed").fetchone()
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"database unavailable while reading the alert feed: {exc}") from exc
+    return int(row[0]) if row else 0
 
 
 def prune_feed(conn: psycopg.Connection[Any], *, keep_after: int, older_than: timedelta) -> int:

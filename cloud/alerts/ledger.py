@@ -1,0 +1,205 @@
+"""The alert service's one transaction: incidents, the engine's state and the checkpoint, together.
+
+`commit` writes, in one transaction:
+
+1. each `Action` of the engine: a ``fire`` opens an incident, or (one open incident per rule and
+   subject: the partial unique index ``incidents_open_key``) adds an occurrence to the open one and
+   un-clears it; a ``repeat`` adds an occurrence (or opens a new incident if the workflow closed
+   the old one meanwhile); a ``clear`` sets ``cleared_at`` of the open, uncleared incident. Every
+   action is one ``incident_occurrences`` row naming the feed row that caused it;
+2. the engine's changed state keys (``alert_state``), and
+3. the partition's checkpoint (``alert_checkpoints``);
+
+and notifies `INCIDENT_CHANNEL` for each incident opened or fired again (JSON: incident_id, rule,
+subject, severity, kind), delivered by PostgreSQL only if the transaction commits. A kill -9
+before the commit leaves everything as it was before: the service restores the old state and
+reads the same feed rows again; after it, nothing is read twice. So no incident is lost or
+repeated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from cloud.alerts.feed import Partition
+from cloud.alerts.model import Action, Evidence
+from cloud.errors import StoreUnavailable
+
+#: Notified (after commit) for every incident opened or fired again.
+INCIDENT_CHANNEL: Final = "linli_incident"
+
+_FIRE = """
+INSERT INTO incidents (rule, subject, subject_kind, severity, latched, community_id, gateway_id,
+    device_id, resident_id, title_zh, title_en, detail_zh, detail_en, started_at, detected_at,
+    last_occurrence_at, evidence, feed_seq)
+VALUES (%(rule)s, %(subject)s, %(subject_kind)s, %(severity)s, %(latched)s, %(community_id)s,
+    %(gateway_id)s, %(device_id)s, %(resident_id)s, %(title_zh)s, %(title_en)s, %(detail_zh)s,
+    %(detail_en)s, %(started)s, %(at)s, %(at)s, %(evidence)s, %(feed_seq)s)
+ON CONFLICT (rule, subject) WHERE closed_at IS NULL DO UPDATE SET
+    occurrences = incidents.occurrences + 1,
+    last_occurrence_at = greatest(incidents.last_occurrence_at, EXCLUDED.last_occurrence_at),
+    cleared_at = NULL,
+    severity = EXCLUDED.severity
+RETURNING incident_id, (xmax = 0) AS opened
+"""
+
+_REPEAT = """
+UPDATE incidents SET occurrences = occurrences + 1,
+    last_occurrence_at = greatest(last_occurrence_at, %(at)s)
+WHERE rule = %(rule)s AND subject = %(subject)s AND closed_at IS NULL
+RETURNING incident_id
+"""
+
+_CLEAR = """
+UPDATE incidents SET cleared_at = %(at)s
+WHERE rule = %(rule)s AND subject = %(subject)s AND closed_at IS NULL AND cleared_at IS NULL
+RETURNING incident_id
+"""
+
+_OCCURRENCE = """
+INSERT INTO incident_occurrences (incident_id, at, kind, feed_seq, evidence)
+VALUES (%s, %s, %s, %s, %s)
+"""
+
+_STATE_UPSERT = """
+INSERT INTO alert_state (partition, key, state) VALUES (%s, %s, %s)
+ON CONFLICT (partition, key) DO UPDATE SET state = EXCLUDED.state
+"""
+
+_STATE_DELETE = "DELETE FROM alert_state WHERE partition = %s AND key = %s"
+
+_CHECKPOINT = """
+INSERT INTO alert_checkpoints (partition, feed_seq, updated_at) VALUES (%s, %s, now())
+ON CONFLICT (partition) DO UPDATE SET feed_seq = EXCLUDED.feed_seq, updated_at = now()
+"""
+
+_OCCURRENCE_KIND: Final = {"fire": "fired", "repeat": "repeated", "clear": "cleared"}
+
+
+def to_datetime(us: int) -> datetime:
+    """Unix microseconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def evidence_json(evidence: Iterable[Evidence]) -> list[dict[str, Any]]:
+    """The evidence as stored: ``[{"time": iso, "device_id", "metric"|"event", "value"?, ...}]``."""
+    out = []
+    for e in evidence:
+        item: dict[str, Any] = {"time": to_datetime(e.time_us).isoformat()}
+        for name in ("device_id", "gateway_id", "metric", "event", "value", "note"):
+            value = getattr(e, name)
+            if value is not None:
+                item[name] = value
+        out.append(item)
+    return out
+
+
+class Checkpoint:
+    """Where a partition stands: its checkpoint and its engine state, as last committed."""
+
+    def __init__(self, *, feed_seq: int, states: list[tuple[str, bytes]]) -> None:
+        self.feed_seq = feed_seq
+        self.states = states
+
+
+def load(conn: psycopg.Connection[Any], partition: Partition) -> Checkpoint:
+    """The partition's committed checkpoint (0: from the start of the feed) and engine state."""
+    try:
+        row = conn.execute(
+            "SELECT feed_seq FROM alert_checkpoints WHERE partition = %s", (str(partition),)
+        ).fetchone()
+        states = conn.execute(
+            "SELECT key, state FROM alert_state WHERE partition = %s ORDER BY key", (str(partition),)
+        ).fetchall()
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"database unavailable while loading the alert state: {exc}") from exc
+    return Checkpoint(feed_seq=int(row[0]) if row else 0, states=[(k, bytes(s)) for k, s in states])
+
+
+def commit(
+    conn: psycopg.Connection[Any],
+    *,
+    partition: Partition,
+    feed_seq: int,
+    actions: Iterable[tuple[int, Action]],
+    states: Mapping[str, bytes | None],
+) -> list[dict[str, Any]]:
+    """Write `actions` (each with the feed_seq that caused it), `states` and the checkpoint
+    `feed_seq` in one transaction; returns what was notified (one dict per incident fired).
+
+    Raises `StoreUnavailable` when the database is gone (nothing was written then).
+    """
+    part = str(partition)
+    notified: list[dict[str, Any]] = []
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            for seq, action in actions:
+                incident_id = _apply(cur, action, seq)
+                if incident_id is None:
+                    continue
+                evidence = Jsonb(evidence_json(action.evidence))
+                cur.execute(
+                    _OCCURRENCE,
+                    (incident_id, to_datetime(action.at_us), _OCCURRENCE_KIND[action.kind], seq, evidence),
+                )
+                if action.kind == "fire":
+                    note = {
+                        "incident_id": incident_id,
+                        "rule": action.rule,
+                        "subject": action.subject,
+                        "severity": action.severity,
+                        "community_id": action.community_id,
+                    }
+                    cur.execute("SELECT pg_notify(%s, %s)", (INCIDENT_CHANNEL, json.dumps(note)))
+                    notified.append(note)
+            upserts = [(part, k, v) for k, v in states.items() if v is not None]
+            deletes = [(part, k) for k, v in states.items() if v is None]
+            if upserts:
+                cur.executemany(_STATE_UPSERT, upserts)
+            if deletes:
+                cur.executemany(_STATE_DELETE, deletes)
+            cur.execute(_CHECKPOINT, (part, feed_seq))
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"database unavailable while committing incidents: {exc}") from exc
+    return notified
+
+
+def _apply(cur: psycopg.Cursor[Any], action: Action, feed_seq: int) -> int | None:
+    """Apply one action to ``incidents``; the incident id, or None when there was nothing to clear."""
+    at = to_datetime(action.at_us)
+    if action.kind == "clear":
+        row = cur.execute(_CLEAR, {"at": at, "rule": action.rule, "subject": action.subject}).fetchone()
+        return None if row is None else int(row[0])
+    if action.kind == "repeat":
+        row = cur.execute(_REPEAT, {"at": at, "rule": action.rule, "subject": action.subject}).fetchone()
+        if row is not None:
+            return int(row[0])
+    row = cur.execute(
+        _FIRE,
+        {
+            "rule": action.rule,
+            "subject": action.subject,
+            "subject_kind": action.subject_kind,
+            "severity": action.severity,
+            "latched": action.latched,
+            "community_id": action.community_id,
+            "gateway_id": action.gateway_id,
+            "device_id": action.device_id,
+            "resident_id": action.resident_id,
+            "title_zh": action.title_zh,
+            "title_en": action.title_en,
+            "detail_zh": action.detail_zh,
+            "detail_en": action.detail_en,
+            "started": to_datetime(action.started_us),
+            "at": at,
+            "evidence": Jsonb(evidence_json(action.evidence)),
+            "feed_seq": feed_seq,
+        },
+    ).fetchone()
+    return None if row is None else int(row[0])  # ON CONFLICT DO UPDATE always returns the row
