@@ -17,13 +17,23 @@ from cloud.errors import CloudError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    cloud = subparsers.add_parser("cloud", help="the cloud side: ingest")
+    cloud = subparsers.add_parser("cloud", help="the cloud side: ingest, alerts")
     commands = cloud.add_subparsers(dest="cloud_command", required=True, metavar="COMMAND")
     ingest = commands.add_parser("ingest", help="consume uplink batches into the database until SIGTERM")
     ingest.add_argument(
         "--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it"
     )
     ingest.set_defaults(handler=_ingest)
+    alerts = commands.add_parser("alerts", help="turn the stored readings into incidents until SIGTERM")
+    alerts.add_argument(
+        "--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it"
+    )
+    alerts.add_argument(
+        "--partition",
+        metavar="K/N",
+        help="evaluate the communities whose hash modulo N is K ([alerts] partition)",
+    )
+    alerts.set_defaults(handler=_alerts)
     check = commands.add_parser("check-config", help="validate a configuration and exit")
     check.add_argument("--config", type=Path, required=True)
     check.set_defaults(handler=_check)
@@ -39,6 +49,42 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     print("configuration ok")
     return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from cloud.alerts.main import run_alerts
+    from cloud.config import load_settings
+    from cloud.logs import configure
+
+    try:
+        settings = load_settings(args.config)
+        if args.partition:
+            from cloud.config import AlertsConfig
+
+            alerts = AlertsConfig.model_validate(
+                {**settings.alerts.model_dump(), "partition": args.partition}
+            )
+            settings = settings.model_copy(update={"alerts": alerts})
+        configure(settings.log_level, fmt=settings.log_format)
+        stop = _stop_on_signals()
+        return run_alerts(settings, stop)
+    except CloudError as exc:
+        print(f"linli cloud: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # pydantic's ValidationError: a bad --partition
+        print(f"linli cloud: --partition: {exc}", file=sys.stderr)
+        return 2
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def _signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    return stop
 
 
 def _ingest(args: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ One root, everything below it::
     ├── EnvelopeError          an uplink payload is not a valid envelope (it is dead-lettered)
     │   └── UnknownVersion     the envelope's ``v`` is not one this reader knows
     ├── PartitionError         an alert partition is not ``K/N`` with 0 <= K < N
-    └── FeedError              an ``alert_feed`` row does not decode
+    ├── FeedError              an ``alert_feed`` row does not decode
+    ├── AlertRuleError         rule files are invalid; ``problems`` lists each with file, rule, key
+    └── DeviceNotFound         ``linli alerts explain`` names a device the registry does not know
 
 Lower-layer errors (``psycopg.Error``, ``msgspec.DecodeError``, ``pydantic.ValidationError``) are
 translated where they are met, with ``raise ... from exc``.
@@ -104,3 +106,45 @@ class FeedError(CloudError):
     def __init__(self, feed_seq: int, detail: str) -> None:
         self.feed_seq = feed_seq
         super().__init__(f"alert feed row {feed_seq}: {detail}")
+
+
+class RuleProblem:
+    """One thing wrong with the rule files: where (file, rule id, dotted key) and what."""
+
+    __slots__ = ("detail", "file", "key", "rule")
+
+    def __init__(self, *, file: str, rule: str, key: str, detail: str) -> None:
+        self.file = file
+        self.rule = rule
+        self.key = key
+        self.detail = detail
+
+    def __str__(self) -> str:
+        where = ": ".join(
+            part for part in (self.file, f"rule {self.rule}" if self.rule else "", self.key) if part
+        )
+        return f"{where}: {self.detail}"
+
+    def __repr__(self) -> str:
+        return f"RuleProblem({self})"
+
+
+class AlertRuleError(CloudError):
+    """The rule files are invalid.
+
+    Attributes:
+        problems: every problem found (at least one), each with file, rule id and key.
+    """
+
+    def __init__(self, problems: list[RuleProblem]) -> None:
+        self.problems = problems
+        lines = "\n  ".join(str(p) for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in the alert rules:\n  {lines}")
+
+
+class DeviceNotFound(CloudError):
+    """The device registry (``devices``) has no such device."""
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        super().__init__(f"no device {device_id!r} in the device registry")

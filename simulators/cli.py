@@ -65,9 +65,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     verify.add_argument(
         "--absence-intervals",
         type=float,
-        default=3.0,
+        default=4.0,
         metavar="N",
-        help="with --alerts: report intervals of silence before the absence rule fires (default 3); "
+        help="with --alerts: report intervals of silence before the absence rule fires (default 4); "
         "shorter silences are counted as undetectable",
     )
     verify.set_defaults(handler=handle_verify)

@@ -81,7 +81,7 @@ EARLY_S: Final = 60.0
 class AlertsOptions(msgspec.Struct, frozen=True, kw_only=True):
     #: the absence rule's ``after_intervals``: a silence shorter than that many report intervals
     #: cannot be detected and is counted as `AlertsReport.undetectable`, not expected
-    absence_intervals: float = 3.0
+    absence_intervals: float = 4.0
 
 
 class DelayStats(msgspec.Struct):

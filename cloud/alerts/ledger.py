@@ -144,10 +144,8 @@ def commit(
                 if incident_id is None:
                     continue
                 evidence = Jsonb(evidence_json(action.evidence))
-                cur.execute(
-                    _OCCURRENCE,
-                    (incident_id, to_datetime(action.at_us), _OCCURRENCE_KIND[action.kind], seq, evidence),
-                )
+                at = to_datetime(max(action.at_us, action.started_us))
+                cur.execute(_OCCURRENCE, (incident_id, at, _OCCURRENCE_KIND[action.kind], seq, evidence))
                 if action.kind == "fire":
                     note = {
                         "incident_id": incident_id,
@@ -172,7 +170,7 @@ def commit(
 
 def _apply(cur: psycopg.Cursor[Any], action: Action, feed_seq: int) -> int | None:
     """Apply one action to ``incidents``; the incident id, or None when there was nothing to clear."""
-    at = to_datetime(action.at_us)
+    at = to_datetime(max(action.at_us, action.started_us))  # never detected before it began
     if action.kind == "clear":
         row = cur.execute(_CLEAR, {"at": at, "rule": action.rule, "subject": action.subject}).fetchone()
         return None if row is None else int(row[0])

@@ -2,7 +2,8 @@
 
 Each simulated day (local time) gets a plan of door openings: outings (leaving and coming back,
 two openings each), meals, visitors and deliveries, the odd opening at night. Elderly residents
-living alone keep earlier hours, go out less and have fewer visitors; other households (often
+living alone keep earlier hours, go out less and have fewer visitors, but open the door every
+morning, midday and evening; other households (often
 more than one person) leave for work or school in the morning and come back in the evening.
 Each opening sends ``contact_open=1`` and, seconds later, ``contact_open=0``; periodic reports
 repeat the current state. The elderly-inactive scenario adds
@@ -114,13 +115,20 @@ class DoorBehaviour(Behaviour):
             openings.append((leave_h + hours, rs.uniform(6.0, 40.0)))
 
         if st.alone:
-            if rs.chance(0.85):  # early morning: exercise in the park, the market
+            # Every day has a morning, a midday and an evening opening at least: someone living
+            # alone who does not open the door for half a day is what `resident_inactive` is for.
+            if rs.chance(0.6):  # early morning: exercise in the park, the market
                 outing(wake + rs.uniform(0.3, 1.2), rs.uniform(0.7, 1.8))
-            if rs.chance(0.4):  # lunch at the community canteen
+            else:  # the milk, the newspaper
+                openings.append((wake + rs.uniform(0.3, 2.0), rs.uniform(10.0, 40.0)))
+            if rs.chance(0.3):  # lunch at the community canteen
                 outing(rs.uniform(11.0, 11.8), rs.uniform(0.6, 1.2))
-            if rs.chance(0.45):  # afternoon: friends, the park
+            else:  # a meal delivered, a neighbour at the door
+                openings.append((rs.uniform(11.0, 13.5), rs.uniform(15.0, 90.0)))
+            if rs.chance(0.3):  # afternoon: friends, the park
                 outing(rs.uniform(14.5, 16.5), rs.uniform(0.5, 2.0))
-            visits, night = rs.poisson(0.6), 0.03
+            openings.append((rs.uniform(17.0, 19.5), rs.uniform(10.0, 60.0)))  # the rubbish, a walk
+            visits, night = rs.poisson(0.3), 0.03
         else:
             if rs.chance(0.7):  # work or school
                 outing(wake + rs.uniform(0.7, 1.5), rs.uniform(9.0, 11.0))

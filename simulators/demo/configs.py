@@ -16,7 +16,7 @@ ACCELERATED_SKEW_BOUND_S = 10 * 365 * 86400.0
 
 
 def toml_text(values: Mapping[str, Any]) -> str:
-    """A small TOML writer for flat tables of strings, numbers, booleans and lists."""
+    """A small TOML writer for tables of strings, numbers, booleans, lists and inline tables."""
     plain = {k: v for k, v in values.items() if not isinstance(v, Mapping)}
     tables = {k: v for k, v in values.items() if isinstance(v, Mapping)}
     lines = [f"{k} = {_value(v)}" for k, v in plain.items()]
@@ -35,6 +35,8 @@ def _value(v: Any) -> str:
         return json.dumps(str(v))
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 

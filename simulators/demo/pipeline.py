@@ -1,4 +1,4 @@
-"""The whole pipeline under one folder: brokers, database, ingest, edge agents, simulators.
+"""The whole pipeline under one folder: brokers, database, ingest, alerts, edge agents, simulators.
 
 `DemoPipeline` lays everything out under `root` (``./var/demo`` for ``linli demo``):
 
@@ -8,13 +8,14 @@ root/inventory.json        the fleet (generated once), root/inventory-<gateway>.
 root/mqtt/cloud, mqtt/<gateway>   Mosquitto config, persistence and log
 root/pg/data, pg/data.log  the PostgreSQL cluster (initdb on the first run)
 root/edge/<gateway>/       edge.toml, buffer.db
-root/cloud.toml, logs/     the ingest configuration; every child's log
+root/cloud.toml, alerts.toml   the ingest's and the alert service's configuration
+root/logs/                 every child's log
 root/sim/<gateway>/truth.jsonl   ground truth of the latest run
 ```
 
 A second run finds the cluster, the buffers, the broker sessions and the inventory and reuses them.
 `stop()` stops in order: simulators (SIGINT: they flush their ground truth), edge agents (SIGTERM:
-they drain), ingest, brokers, database, and checks that no child is left.
+they drain), ingest, alerts, brokers, database, and checks that no child is left.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class DemoPipeline:
         self.cloud: MosquittoBroker | None = None
         self.pg: PostgresCluster | None = None
         self.ingest: Child | None = None
+        self.alerts: Child | None = None
         self.gateways: list[GatewayParts] = []
         self.inventory: Inventory | None = None
         self.rows_at_start = 0
@@ -206,6 +208,27 @@ class DemoPipeline:
             log=logs / "ingest.log",
         )
         self.ingest.start()
+        alerts_port = ports.get("alerts_metrics")
+        alerts_toml = write_cloud_config(
+            self.root / "alerts.toml",
+            database_url=self.database_url,
+            mqtt_url=self.cloud.url,
+            overrides={
+                # simulated time runs faster than the clock: rules run on the devices' time
+                "alerts": {
+                    "inventory": str(self.root / "inventory.json"),
+                    "clock": "data",
+                    "http": {"address": f"127.0.0.1:{alerts_port}"},
+                }
+            },
+        )
+        self.alerts = Child.python(
+            name="alerts",
+            module="cloud",
+            args=["cloud", "alerts", "--config", str(alerts_toml)],
+            log=logs / "alerts.log",
+        )
+        self.alerts.start()
 
         for gw in gateway_ids:
             mine = self.inventory.for_gateway(gw)
@@ -328,6 +351,8 @@ class DemoPipeline:
         out: list[Child] = [c for p in self.gateways for c in (p.sim, p.edge)]
         if self.ingest is not None:
             out.append(self.ingest)
+        if self.alerts is not None:
+            out.append(self.alerts)
         return out
 
     def failed(self) -> list[str]:
@@ -356,6 +381,10 @@ class DemoPipeline:
             code = self.ingest.stop(timeout=30)
             if code not in (None, 0):
                 problems.append(f"ingest exited with {code}")
+        if self.alerts is not None:
+            code = self.alerts.stop(timeout=30)
+            if code not in (None, 0):
+                problems.append(f"alerts exited with {code}")
         self.rows_at_stop = self._count_rows()
         for parts in self.gateways:
             parts.field.stop()

@@ -100,6 +100,35 @@ def test_residents_living_alone_move_less_and_earlier(week: Run) -> None:
     assert night < 0.02 * total
 
 
+def _active_hours_between(a: datetime, b: datetime) -> float:
+    """Hours of 07:00-22:00 (local) between two local times."""
+    total, day = 0.0, a.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < b:
+        start, end = max(a, day + timedelta(hours=7)), min(b, day + timedelta(hours=22))
+        total += max(0.0, (end - start).total_seconds() / 3600)
+        day += timedelta(days=1)
+    return total
+
+
+def test_residents_living_alone_never_go_half_an_active_day_without_opening(week: Run) -> None:
+    """The shipped `resident_inactive` rule fires after 12 active hours (07:00-22:00) without
+    door activity: ordinary life stays well under that, so a week raises no false alarm."""
+    alone = {d.device_id for d in week.inventory if d.device_type == "door_contact" and d.living_alone}
+    openings: dict[str, list[datetime]] = defaultdict(list)
+    for em in week.emissions:
+        if em.reading.device_id in alone and em.reading.metrics["contact_open"] == 1:
+            openings[em.reading.device_id].append(from_ms(em.t_ms) + SHANGHAI)
+    assert len(openings) == len(alone) > 20
+    start = from_ms(week.sim.start_ms) + SHANGHAI
+    end = start + timedelta(days=7)
+    worst = max(
+        _active_hours_between(a, b)
+        for times in openings.values()
+        for a, b in itertools.pairwise([start, *sorted(times), end])
+    )
+    assert 3.0 < worst < 10.0
+
+
 def test_batteries_drain_and_mains_have_none(week: Run) -> None:
     levels: dict[str, list[float]] = defaultdict(list)
     for em in week.emissions:

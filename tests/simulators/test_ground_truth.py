@@ -39,7 +39,7 @@ from .conftest import HOUR_MS, START, simulate
 #: Simulated hours each scenario needs to show its condition (and, for silences, the return).
 HOURS = {
     "elderly-inactive": 36,
-    "flaky-devices": 5,
+    "flaky-devices": 23,
     "gateway-storm": 3,
     "lamp-failure": 30,
     "manhole-lifted": 24,

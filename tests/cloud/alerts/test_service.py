@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -148,9 +149,9 @@ def wait_checkpoint(url: str, partition: str, at_least: int, timeout: float = 30
         assert got is not None
 
 
-def incidents(url: str) -> Counter[str]:
+def incidents(url: str, rule: str = "sos") -> Counter[str]:
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT subject, occurrences FROM incidents WHERE rule = 'sos'").fetchall()
+        rows = conn.execute("SELECT subject, occurrences FROM incidents WHERE rule = %s", (rule,)).fetchall()
     return Counter(dict(rows))
 
 
@@ -250,3 +251,51 @@ def test_an_undecodable_feed_row_is_skipped_and_counted(migrated_url: str) -> No
         assert service.counters["alerts_feed_rows_skipped_total"] == 1
     assert a < b < c
     assert sum(incidents(migrated_url).values()) == 4
+
+
+def test_kill_9_never_loses_or_repeats_an_incident(migrated_url: str, tmp_path: Path) -> None:
+    """The real command with the shipped rules, SIGKILLed three times while presses are being
+    stored: every press is one incident with one occurrence."""
+    from simulators.demo.children import Child
+    from simulators.demo.configs import write_cloud_config
+
+    toml = write_cloud_config(
+        tmp_path / "cloud.toml",
+        database_url=migrated_url,
+        mqtt_url="mqtt://127.0.0.1:1",  # not used by the alert service
+        overrides={"alerts": {"poll_interval_s": 0.05, "max_feed_rows_per_txn": 3, "http": {"address": ""}}},
+    )
+    alerts = Child.python(
+        name="alerts",
+        module="cloud",
+        args=["cloud", "alerts", "--config", str(toml)],
+        log=tmp_path / "alerts.log",
+    )
+    writer = BatchWriter(database_url=migrated_url)
+    presses = 0
+    alerts.start()
+    try:
+        for round_ in range(4):
+            seqs = []
+            for i in range(40):
+                seqs.append(writer.write([sos_batch(2, round_ * 40 + i + 1, first=presses)]).feed_seq)
+                presses += 2
+            if round_ < 3:
+                # kill it mid-round: some of this round's rows are committed, most are not (it
+                # commits three rows per transaction)
+                wait_checkpoint(migrated_url, "0/1", seqs[len(seqs) // 4], timeout=60)
+                alerts.kill()
+                with psycopg.connect(migrated_url) as conn:
+                    at_kill = conn.execute("SELECT feed_seq FROM alert_checkpoints").fetchone()
+                assert at_kill is not None
+                assert at_kill[0] < seqs[-1], "killed after it had caught up: nothing tested"
+                alerts.start()
+        last = writer.write([sos_batch(1, 999, first=presses)]).feed_seq
+        presses += 1
+        wait_checkpoint(migrated_url, "0/1", last, timeout=60)
+    finally:
+        writer.close()
+        alerts.stop(timeout=20)
+    got = incidents(migrated_url, rule="sos_pressed")
+    assert len(got) == presses
+    assert set(got.values()) == {1}

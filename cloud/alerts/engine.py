@@ -1,0 +1,872 @@
+"""The rule engine: feed rows and the passing of time in, `Action` s out.
+
+`Engine.step` evaluates one feed row (what one ingest transaction stored for one community);
+`Engine.tick` runs the time-based checks (absence, pending ``for`` periods, ``keep_firing_for``,
+``clear_after``, no data, inactivity, the sun); `Engine.take_dirty` hands the state of the
+communities that changed to the ledger, which saves it with the checkpoint; `Engine.restore`
+starts from what was saved. The engine has no rollback: if a transaction fails, the service
+builds a new engine from the committed state.
+
+**Time.** With the wall clock, engine time is the wall time the service passes in. With the data
+clock, each community's time is the newest device time of its telemetry (alarm batches may run
+ahead of it and do not move it), and `step` runs the time-based checks itself whenever that clock
+has moved `CHECK_EVERY_US`.
+
+**Late readings.** A reading whose device time is older than the device's newest reading already
+evaluated is *late*: newer information supersedes it. It never starts a condition (threshold,
+composite, state, absence) and, if older than what a rule last evaluated for that device, it
+neither continues nor clears one: so a late reading cannot open an incident for a condition newer
+readings show is over. It still counts as door activity of a resident if it is newer than the last
+activity known. Events differ: a latched event (SOS) fires whenever it arrives, started at its
+device time (an SOS delivered after an outage still reaches staff); a non-latched event fires
+unless a clear event newer than it was already seen. An incident is never detected before the
+condition began: the ledger takes the later of the engine time and the device time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo
+
+from cloud.alerts.feed import FeedRow
+from cloud.alerts.model import Action, ActionKind, Directory, Evidence, SubjectKind
+from cloud.alerts.rules import (
+    CLEAR_OP,
+    AbsenceRule,
+    CompositeRule,
+    EventRule,
+    InactivityRule,
+    Rule,
+    RuleBook,
+    StateDurationRule,
+    ThresholdRule,
+    compare,
+)
+from cloud.alerts.state import (
+    DECODER,
+    ENCODER,
+    US,
+    CommunityState,
+    DeviceState,
+    GatewayState,
+    ResidentState,
+    RuleState,
+    active_deadline,
+)
+from cloud.alerts.sun import elevation_deg
+from cloud.ingest.envelope import ALARM, WireReading
+
+#: With the data clock, time-based checks run when a community's clock moved this far (1 min).
+CHECK_EVERY_US: Final = 60 * US
+#: Report interval of a device whose profile nobody declared.
+FALLBACK_INTERVAL_S: Final = 3600.0
+#: A cleared rule state is kept this long to recognise late data, then dropped.
+KEEP_CLEARED_US: Final = 86_400 * US
+_SEP: Final = "\x1f"
+_DOOR_EVENTS: Final = frozenset({"door_opened", "door_closed"})
+_GATEWAY_UP: Final = frozenset({"online"})
+
+
+@dataclass(slots=True)
+class _TypeRules:
+    thresholds: list[ThresholdRule] = field(default_factory=list)
+    composites: list[CompositeRule] = field(default_factory=list)
+    states: list[StateDurationRule] = field(default_factory=list)
+    events: dict[str, list[EventRule]] = field(default_factory=lambda: defaultdict(list))
+    clears: dict[str, list[EventRule]] = field(default_factory=lambda: defaultdict(list))
+
+
+@dataclass(slots=True)
+class _Compiled:
+    """One community's rules, indexed for the hot path."""
+
+    by_type: dict[str, _TypeRules]
+    by_id: dict[str, Rule]
+    absence: list[AbsenceRule]
+    gateway: list[AbsenceRule]
+    inactivity: list[InactivityRule]
+
+    @classmethod
+    def of(cls, rules: Iterable[Rule], device_types: Iterable[str]) -> _Compiled:
+        rules = list(rules)
+        out = cls(by_type={}, by_id={r.id: r for r in rules}, absence=[], gateway=[], inactivity=[])
+        for r in rules:
+            if isinstance(r, AbsenceRule):
+                (out.gateway if r.scope == "gateway" else out.absence).append(r)
+            elif isinstance(r, InactivityRule):
+                out.inactivity.append(r)
+        for device_type in device_types:
+            out.type_rules(device_type)
+        return out
+
+    def type_rules(self, device_type: str) -> _TypeRules:
+        found = self.by_type.get(device_type)
+        if found is not None:
+            return found
+        t = _TypeRules()
+        for r in self.by_id.values():
+            if not r.applies_to(device_type):
+                continue
+            if isinstance(r, ThresholdRule):
+                t.thresholds.append(r)
+            elif isinstance(r, CompositeRule):
+                t.composites.append(r)
+            elif isinstance(r, StateDurationRule):
+                t.states.append(r)
+            elif isinstance(r, EventRule):
+                for e in r.events:
+                    t.events[e].append(r)
+                for e in r.clear_events:
+                    t.clears[e].append(r)
+        self.by_type[device_type] = t
+        return t
+
+
+class Engine:
+    """Rules over one partition's communities; see the module docstring."""
+
+    def __init__(self, *, rules: RuleBook, directory: Directory, clock: Literal["wall", "data"]) -> None:
+        self._rules = rules
+        self._dir = directory
+        self._data_clock = clock == "data"
+        self._states: dict[str, CommunityState] = {}
+        self._dirty: set[str] = set()
+        self._compiled: dict[int, _Compiled] = {}
+        self._members: dict[str, list[str]] = defaultdict(list)
+        for d in directory.devices.values():
+            self._members[d.community_id].append(d.device_id)
+        self._zones: dict[str, ZoneInfo] = {}
+        self._actions: list[Action] = []
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def restore(self, states: Iterable[tuple[str, bytes]]) -> None:
+        for key, blob in states:
+            self._states[key] = DECODER.decode(blob)
+
+    def take_dirty(self) -> dict[str, bytes | None]:
+        out: dict[str, bytes | None] = {c: ENCODER.encode(self._states[c]) for c in sorted(self._dirty)}
+        self._dirty.clear()
+        return out
+
+    def snapshot(self) -> dict[str, int]:
+        states = self._states.values()
+        return {
+            "communities": len(self._states),
+            "devices": sum(len(s.devices) for s in states),
+            "rule_states": sum(len(s.rules) for s in states),
+            "firing": sum(st.firing for s in states for st in s.rules.values())
+            + sum(r.firing for s in states for r in s.residents.values())
+            + sum(g.firing for s in states for g in s.gateways.values()),
+        }
+
+    def _rules_of(self, community_id: str) -> _Compiled:
+        rules = self._rules.for_community(community_id)
+        compiled = self._compiled.get(id(rules))
+        if compiled is None:
+            types = {d.device_type for d in self._dir.devices.values()}
+            compiled = self._compiled[id(rules)] = _Compiled.of(rules, types)
+        return compiled
+
+    def _community(self, community_id: str, now: int) -> CommunityState:
+        cs = self._states.get(community_id)
+        if cs is None:
+            cs = self._states[community_id] = CommunityState()
+            for device_id in self._members.get(community_id, ()):
+                info = self._dir.devices[device_id]
+                cs.devices[device_id] = DeviceState(
+                    device_type=info.device_type,
+                    profile=info.profile,
+                    gateway_id=info.gateway_id,
+                    interval_s=info.report_interval_s,
+                )
+                if info.resident_id and info.living_alone and info.device_type == "door_contact":
+                    cs.residents.setdefault(info.resident_id, ResidentState(device_id=device_id))
+        if cs.since_us == 0 and now > 0:
+            cs.since_us = cs.checked_us = now
+        return cs
+
+    # -- the feed ------------------------------------------------------------------------------
+
+    def step(self, row: FeedRow, *, wall_us: int) -> list[Action]:
+        """Evaluate one feed row; the actions it causes (also those of time checks it runs)."""
+        cid = row.community_id
+        cs = self._community(cid, 0 if self._data_clock else wall_us)
+        rules = self._rules_of(cid)
+        out: list[Action] = []
+        self._actions = out
+        self._dirty.add(cid)
+        data = self._data_clock
+        for env in row.envelopes:
+            telemetry = env.batch_class != ALARM
+            gw = cs.gateways.get(env.gateway_id)
+            if gw is not None and gw.state not in _GATEWAY_UP and env.readings:
+                self._gateway_up(cs, rules, cid, env.gateway_id, gw, cs.clock_us if data else wall_us)
+            for r in env.readings:
+                if not data:
+                    self._reading(cs, rules, cid, env.gateway_id, r, wall_us)
+                    continue
+                # the data clock moves reading by reading, so an action's time is its reading's
+                # time, and time-based checks run as the clock passes them
+                if telemetry and r.ts_us > cs.clock_us:
+                    cs.clock_us = r.ts_us
+                    if cs.since_us == 0:
+                        cs.since_us = cs.checked_us = r.ts_us
+                self._reading(cs, rules, cid, env.gateway_id, r, cs.clock_us)
+                if cs.clock_us - cs.checked_us >= CHECK_EVERY_US:
+                    self._check(cs, rules, cid, cs.clock_us)
+        now = cs.clock_us if data else wall_us
+        for obs in row.statuses:
+            at = now if data else obs.at_us
+            gw = cs.gateways.get(obs.gateway_id)
+            if gw is None or at >= gw.at_us:
+                if gw is not None and obs.state in _GATEWAY_UP and gw.state not in _GATEWAY_UP:
+                    self._gateway_up(cs, rules, cid, obs.gateway_id, gw, at)
+                firing = gw.firing if gw is not None else False
+                cs.gateways[obs.gateway_id] = GatewayState(state=obs.state, at_us=at, firing=firing)
+        return out
+
+    def tick(self, *, wall_us: int) -> list[Action]:
+        """Time-based checks of every community (with the data clock, at its own clock)."""
+        out: list[Action] = []
+        self._actions = out
+        for cid in list(self._members.keys() | self._states.keys()):
+            cs = self._community(cid, 0 if self._data_clock else wall_us)
+            now = cs.clock_us if self._data_clock else wall_us
+            if now <= 0 or (self._data_clock and now - cs.checked_us < CHECK_EVERY_US):
+                continue
+            before = len(out)
+            self._check(cs, self._rules_of(cid), cid, now)
+            if len(out) > before or not self._data_clock:
+                self._dirty.add(cid)
+        return out
+
+    def _reading(
+        self, cs: CommunityState, rules: _Compiled, cid: str, gateway_id: str, r: WireReading, now: int
+    ) -> None:
+        dev = cs.devices.get(r.device_id)
+        if dev is None:
+            dev = cs.devices[r.device_id] = DeviceState(
+                device_type=r.device_type,
+                profile=r.profile,
+                gateway_id=gateway_id,
+                interval_s=self._dir.profile_intervals.get(r.profile, FALLBACK_INTERVAL_S),
+            )
+        ts = r.ts_us
+        late = ts < dev.last_us
+        if not late:
+            if dev.last_us == 0 or ts > dev.last_us:
+                dev.last_us = ts
+            for a in rules.absence:
+                key = a.id + _SEP + r.device_id
+                st = cs.rules.get(key)
+                if st is not None and st.firing:
+                    del cs.rules[key]
+                    self._emit(
+                        "clear",
+                        a,
+                        cid,
+                        r.device_id,
+                        "device",
+                        st.started,
+                        max(now, ts),
+                        [Evidence(time_us=ts, device_id=r.device_id, note="reported again")],
+                    )
+        t = rules.type_rules(r.device_type)
+        metrics = r.metrics
+        for th in t.thresholds:
+            v = metrics.get(th.metric)
+            if v is not None:
+                self._threshold(cs, th, cid, r.device_id, v, ts, late, now)
+        for co in t.composites:
+            self._composite(cs, co, cid, r.device_id, metrics, ts, late, now)
+        for sd in t.states:
+            v = metrics.get(sd.metric)
+            if v is not None:
+                self._state(cs, sd, cid, r.device_id, v, ts, late, now)
+        if r.events:
+            for e in r.events:
+                for er in t.events.get(e, ()):
+                    self._event(cs, er, cid, r.device_id, e, ts, now)
+                for er in t.clears.get(e, ()):
+                    self._event_clear(cs, er, cid, r.device_id, e, ts, now)
+        if rules.inactivity and r.device_type == "door_contact":
+            self._activity(cs, rules, cid, r, late, now)
+
+    # -- kinds ---------------------------------------------------------------------------------
+
+    def _threshold(
+        self,
+        cs: CommunityState,
+        rule: ThresholdRule,
+        cid: str,
+        device: str,
+        v: float,
+        ts: int,
+        late: bool,
+        now: int,
+    ) -> None:
+        key = rule.id + _SEP + device
+        st = cs.rules.get(key)
+        if st is not None and ts < st.seen:
+            return
+        if st is not None and st.firing:
+            active = not compare(CLEAR_OP[rule.op], v, rule.clear_value)
+        else:
+            active = compare(rule.op, v, rule.value)
+        if active:
+            if st is None:
+                if late:
+                    return
+                st = cs.rules[key] = RuleState(since=ts)
+            st.seen, st.value, st.until = ts, v, 0
+            if not st.firing:
+                if st.since == 0:
+                    st.since = ts
+                if ts - st.since >= rule.for_ * US:
+                    self._fire(st, rule, cid, device, max(now, ts), _metric(ts, device, rule.metric, v), v)
+            return
+        if st is None:
+            return
+        st.seen, st.value = ts, v
+        self._stop(
+            cs, key, st, rule, rule.keep_firing_for, cid, device, ts, now, _metric(ts, device, rule.metric, v)
+        )
+
+    def _composite(
+        self,
+        cs: CommunityState,
+        rule: CompositeRule,
+        cid: str,
+        device: str,
+        metrics: dict[str, float],
+        ts: int,
+        late: bool,
+        now: int,
+    ) -> None:
+        values = [metrics.get(c.metric) for c in rule.all]
+        if rule.all and None in values:
+            return
+        holds = all(compare(c.op, v, c.value) for c, v in zip(rule.all, values, strict=True) if v is not None)
+        if rule.any:
+            some = [compare(c.op, metrics[c.metric], c.value) for c in rule.any if c.metric in metrics]
+            if not some:
+                return
+            holds = holds and any(some)
+        key = rule.id + _SEP + device
+        st = cs.rules.get(key)
+        if st is not None and ts < st.seen:
+            return
+        first = rule.all[0] if rule.all else rule.any[0]
+        evidence = [
+            Evidence(time_us=ts, device_id=device, metric=c.metric, value=metrics[c.metric])
+            for c in (*rule.all, *rule.any)
+            if c.metric in metrics
+        ]
+        if holds:
+            if st is None:
+                if late:
+                    return
+                st = cs.rules[key] = RuleState(since=ts)
+            st.seen, st.until = ts, 0
+            st.value = metrics.get(first.metric, 0.0)
+            if not st.firing and ts - st.since >= rule.for_ * US:
+                self._fire(st, rule, cid, device, max(now, ts), evidence, st.value)
+            return
+        if st is None:
+            return
+        st.seen = ts
+        self._stop(cs, key, st, rule, rule.keep_firing_for, cid, device, ts, now, evidence)
+
+    def _state(
+        self,
+        cs: CommunityState,
+        rule: StateDurationRule,
+        cid: str,
+        device: str,
+        v: float,
+        ts: int,
+        late: bool,
+        now: int,
+    ) -> None:
+        key = rule.id + _SEP + device
+        st = cs.rules.get(key)
+        if st is not None and ts < st.seen:
+            return
+        if v == rule.equals:
+            if st is None:
+                if late:
+                    return
+                st = cs.rules[key] = RuleState(value=1.0)
+            st.seen, st.value = ts, 1.0
+            if self._sun_ok(rule, cid, device, ts):
+                if st.since == 0:
+                    st.since = ts
+                if not st.firing and ts - st.since >= rule.for_ * US:
+                    self._fire(st, rule, cid, device, max(now, ts), _metric(ts, device, rule.metric, v), v)
+            elif st.firing:
+                self._stop(cs, key, st, rule, 0.0, cid, device, ts, now, [Evidence(time_us=ts, note="sun")])
+            else:
+                st.since = 0
+            return
+        if st is None:
+            return
+        st.seen = ts
+        self._stop(cs, key, st, rule, 0.0, cid, device, ts, now, _metric(ts, device, rule.metric, v))
+
+    def _sun_ok(self, rule: StateDurationRule, cid: str, device: str, t_us: int) -> bool:
+        if rule.sun is None:
+            return True
+        lat, lon = self._place(cid, device)
+        elevation = elevation_deg(lat, lon, t_us)
+        return elevation > rule.sun_above_deg if rule.sun == "day" else elevation < rule.sun_below_deg
+
+    def _event(
+        self, cs: CommunityState, rule: EventRule, cid: str, device: str, event: str, ts: int, now: int
+    ) -> None:
+        evidence = [Evidence(time_us=ts, device_id=device, event=event)]
+        if rule.latched:
+            self._emit("fire", rule, cid, device, "device", ts, max(now, ts), evidence, event=event)
+            return
+        key = rule.id + _SEP + device
+        st = cs.rules.get(key)
+        if st is not None and st.firing:
+            if ts >= st.until:
+                st.until = st.seen = ts
+            self._emit("repeat", rule, cid, device, "device", st.started, max(now, ts), evidence, event=event)
+            return
+        if st is not None and ts < st.seen:  # cleared by a newer clear event: stale
+            return
+        st = cs.rules[key] = RuleState(firing=True, since=ts, started=ts, seen=ts, until=ts)
+        self._emit("fire", rule, cid, device, "device", ts, max(now, ts), evidence, event=event)
+
+    def _event_clear(
+        self, cs: CommunityState, rule: EventRule, cid: str, device: str, event: str, ts: int, now: int
+    ) -> None:
+        key = rule.id + _SEP + device
+        st = cs.rules.get(key)
+        if st is None or ts < st.seen:
+            return
+        st.seen = ts
+        if st.firing:
+            st.firing = False
+            self._emit(
+                "clear",
+                rule,
+                cid,
+                device,
+                "device",
+                st.started,
+                max(now, ts),
+                [Evidence(time_us=ts, device_id=device, event=event)],
+            )
+
+    def _activity(
+        self, cs: CommunityState, rules: _Compiled, cid: str, r: WireReading, late: bool, now: int
+    ) -> None:
+        info = self._dir.devices.get(r.device_id)
+        if info is None or info.resident_id is None or not info.living_alone:
+            return
+        res = cs.residents.get(info.resident_id)
+        if res is None:
+            res = cs.residents[info.resident_id] = ResidentState(device_id=r.device_id)
+        count = r.metrics.get("open_count")
+        active = bool(_DOOR_EVENTS.intersection(r.events)) or r.metrics.get("contact_open") == 1
+        if count is not None and not late:  # the opening counter moved (it wraps: any change)
+            if res.open_count >= 0 and count != res.open_count:
+                active = True
+            res.open_count = count
+        if not active or r.ts_us <= res.last_us:
+            return
+        res.last_us = r.ts_us
+        res.deadline_us = 0
+        if res.firing:
+            res.firing = False
+            for rule in rules.inactivity:
+                self._emit(
+                    "clear",
+                    rule,
+                    cid,
+                    info.resident_id,
+                    "resident",
+                    res.last_us,
+                    max(now, r.ts_us),
+                    [Evidence(time_us=r.ts_us, device_id=r.device_id, note="door activity")],
+                    device=r.device_id,
+                )
+
+    def _gateway_up(
+        self, cs: CommunityState, rules: _Compiled, cid: str, gateway: str, gw: GatewayState, now: int
+    ) -> None:
+        gw.state, gw.at_us = "online", max(gw.at_us, now)
+        if gw.firing:
+            gw.firing = False
+            for rule in rules.gateway:
+                self._emit(
+                    "clear",
+                    rule,
+                    cid,
+                    gateway,
+                    "gateway",
+                    gw.at_us,
+                    now,
+                    [Evidence(time_us=now, gateway_id=gateway, note="online")],
+                    gateway=gateway,
+                )
+
+    # -- time ------------------------------------------------------------------------------------
+
+    def _check(self, cs: CommunityState, rules: _Compiled, cid: str, now: int) -> None:
+        """The time-based checks of one community at engine time `now`."""
+        cs.checked_us = now
+        for a in rules.absence:
+            for device_id, dev in cs.devices.items():
+                if not a.applies_to(dev.device_type):
+                    continue
+                last = dev.last_us or cs.since_us
+                if now - last > a.after_intervals * dev.interval_s * US:
+                    key = a.id + _SEP + device_id
+                    st = cs.rules.get(key)
+                    if st is None:
+                        st = cs.rules[key] = RuleState(since=last, started=last, seen=last)
+                        note = "never reported" if dev.last_us == 0 else "last report"
+                        self._fire(
+                            st,
+                            a,
+                            cid,
+                            device_id,
+                            now,
+                            [Evidence(time_us=last, device_id=device_id, note=note)],
+                            (now - last) / US,
+                        )
+        for g in rules.gateway:
+            for gateway_id, gw in cs.gateways.items():
+                if gw.state not in _GATEWAY_UP and not gw.firing and now - gw.at_us >= g.after * US:
+                    gw.firing = True
+                    self._emit(
+                        "fire",
+                        g,
+                        cid,
+                        gateway_id,
+                        "gateway",
+                        gw.at_us,
+                        now,
+                        [Evidence(time_us=gw.at_us, gateway_id=gateway_id, note=gw.state)],
+                        gateway=gateway_id,
+                    )
+        for key, st in list(cs.rules.items()):
+            rule_id, _, device = key.partition(_SEP)
+            rule = rules.by_id.get(rule_id)
+            if rule is None:
+                del cs.rules[key]  # the rule was removed or switched off
+                continue
+            self._timers(cs, key, st, rule, cid, device, now)
+        for resident_id, res in cs.residents.items():
+            for rule in rules.inactivity:
+                if res.firing:
+                    continue
+                start = res.last_us or cs.since_us
+                if res.deadline_us == 0:
+                    res.deadline_us = active_deadline(
+                        start, rule.hours * 3600, tz=self._zone(cid), window_s=rule.window_s
+                    )
+                if now >= res.deadline_us:
+                    res.firing = True
+                    note = (
+                        "no door activity since" if res.last_us else "no door activity since watching began"
+                    )
+                    self._emit(
+                        "fire",
+                        rule,
+                        cid,
+                        resident_id,
+                        "resident",
+                        start,
+                        now,
+                        [Evidence(time_us=start, device_id=res.device_id, note=note)],
+                        device=res.device_id,
+                    )
+
+    def _timers(
+        self, cs: CommunityState, key: str, st: RuleState, rule: Rule, cid: str, device: str, now: int
+    ) -> None:
+        dev = cs.devices.get(device)
+        last = dev.last_us if dev is not None else 0
+        interval = dev.interval_s if dev is not None else FALLBACK_INTERVAL_S
+        if isinstance(rule, ThresholdRule):
+            silent = now - last > (rule.no_data_after or 3 * interval) * US
+            if silent and rule.no_data == "clear":
+                self._stop(
+                    cs,
+                    key,
+                    st,
+                    rule,
+                    0.0,
+                    cid,
+                    device,
+                    now,
+                    now,
+                    [Evidence(time_us=last, device_id=device, note="no data")],
+                )
+                return
+            if silent and rule.no_data == "alert" and not st.firing:
+                self._fire(
+                    st,
+                    rule,
+                    cid,
+                    device,
+                    now,
+                    [Evidence(time_us=last, device_id=device, note="no data")],
+                    st.value,
+                )
+                return
+            self._pending(
+                cs, key, st, rule, rule.for_, rule.keep_firing_for, cid, device, now, last, interval
+            )
+        elif isinstance(rule, CompositeRule):
+            self._pending(
+                cs, key, st, rule, rule.for_, rule.keep_firing_for, cid, device, now, last, interval
+            )
+        elif isinstance(rule, StateDurationRule):
+            if st.value == 1.0 and rule.sun is not None:
+                if self._sun_ok(rule, cid, device, now):
+                    if st.since == 0:
+                        st.since = now
+                elif st.firing:
+                    self._stop(
+                        cs, key, st, rule, 0.0, cid, device, now, now, [Evidence(time_us=now, note="sun")]
+                    )
+                    return
+                else:
+                    st.since = 0
+            fresh = now - last <= (rule.fresh_for or 2 * interval) * US
+            if st.since and not st.firing and fresh and now - st.since >= rule.for_ * US:
+                self._fire(
+                    st,
+                    rule,
+                    cid,
+                    device,
+                    now,
+                    [Evidence(time_us=last, device_id=device, metric=rule.metric, value=rule.equals)],
+                    rule.equals,
+                )
+            elif not st.firing and not st.value and now - st.seen > KEEP_CLEARED_US:
+                del cs.rules[key]
+        elif isinstance(rule, EventRule):
+            if st.firing and rule.clear_after is not None and now - st.until >= rule.clear_after * US:
+                st.firing = False
+                st.seen = max(st.seen, now)
+                self._emit(
+                    "clear",
+                    rule,
+                    cid,
+                    device,
+                    "device",
+                    st.started,
+                    now,
+                    [Evidence(time_us=st.until, device_id=device, note="no event since")],
+                )
+            elif not st.firing and now - st.seen > KEEP_CLEARED_US:
+                del cs.rules[key]
+
+    def _pending(
+        self,
+        cs: CommunityState,
+        key: str,
+        st: RuleState,
+        rule: ThresholdRule | CompositeRule,
+        for_s: float,
+        keep_s: float,
+        cid: str,
+        device: str,
+        now: int,
+        last: int,
+        interval: float,
+    ) -> None:
+        if st.firing:
+            if st.until and now - st.until >= keep_s * US:
+                del cs.rules[key]
+                self._emit(
+                    "clear",
+                    rule,
+                    cid,
+                    device,
+                    "device",
+                    st.started,
+                    now,
+                    [Evidence(time_us=st.until, device_id=device, note="condition over")],
+                )
+            return
+        fresh = now - last <= 2 * interval * US
+        if fresh and st.since and now - st.since >= for_s * US:
+            metric = rule.metric if isinstance(rule, ThresholdRule) else None
+            self._fire(
+                st,
+                rule,
+                cid,
+                device,
+                now,
+                [Evidence(time_us=st.seen, device_id=device, metric=metric, value=st.value)],
+                st.value,
+            )
+
+    def _stop(
+        self,
+        cs: CommunityState,
+        key: str,
+        st: RuleState,
+        rule: Rule,
+        keep_s: float,
+        cid: str,
+        device: str,
+        ts: int,
+        now: int,
+        evidence: list[Evidence],
+    ) -> None:
+        """The condition no longer holds at `ts`: reset a pending state, or clear a firing one
+        (after ``keep_firing_for``)."""
+        if not st.firing:
+            del cs.rules[key]
+            return
+        if keep_s > 0:
+            if st.until == 0:
+                st.until = ts
+            if ts - st.until < keep_s * US:
+                return
+        del cs.rules[key]
+        self._emit("clear", rule, cid, device, "device", st.started, max(now, ts), evidence)
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    def _fire(
+        self,
+        st: RuleState,
+        rule: Rule,
+        cid: str,
+        device: str,
+        at: int,
+        evidence: list[Evidence],
+        value: float,
+    ) -> None:
+        st.firing = True
+        st.started = st.since or at
+        self._emit("fire", rule, cid, device, "device", st.started, at, evidence, value=value)
+
+    def _emit(
+        self,
+        kind: ActionKind,
+        rule: Rule,
+        cid: str,
+        subject: str,
+        subject_kind: SubjectKind,
+        started: int,
+        at: int,
+        evidence: list[Evidence],
+        *,
+        value: float | None = None,
+        event: str | None = None,
+        device: str | None = None,
+        gateway: str | None = None,
+    ) -> None:
+        device_id = subject if subject_kind == "device" else device
+        info = self._dir.devices.get(device_id) if device_id else None
+        cs = self._states[cid]
+        dev = cs.devices.get(device_id) if device_id else None
+        gateway_id = gateway or (info.gateway_id if info else dev.gateway_id if dev else None)
+        resident_id = subject if subject_kind == "resident" else (info.resident_id if info else None)
+        fields: dict[str, Any] = {
+            "rule": rule.id,
+            "device_id": device_id or "",
+            "device_type": (info.device_type if info else dev.device_type if dev else ""),
+            "resident_id": resident_id or "",
+            "gateway_id": gateway_id or "",
+            "community_id": cid,
+            "building": (info.building or "") if info else "",
+            "unit": (info.unit or "") if info else "",
+            "room": (info.room or "") if info else "",
+            "metric": _rule_metric(rule),
+            "value": "" if value is None else f"{value:g}",
+            "threshold": _threshold(rule),
+            "duration": _duration(rule),
+            "event": event or "",
+        }
+        self._actions.append(
+            Action(
+                kind=kind,
+                rule=rule.id,
+                subject=subject,
+                subject_kind=subject_kind,
+                severity=rule.severity,
+                latched=isinstance(rule, EventRule) and rule.latched,
+                community_id=cid,
+                gateway_id=gateway_id,
+                device_id=device_id,
+                resident_id=resident_id,
+                title_zh=rule.title.zh.format_map(fields),
+                title_en=rule.title.en.format_map(fields),
+                detail_zh=rule.detail.zh.format_map(fields),
+                detail_en=rule.detail.en.format_map(fields),
+                started_us=started,
+                at_us=at,
+                evidence=tuple(evidence[:8]),
+            )
+        )
+
+    def _place(self, cid: str, device: str) -> tuple[float, float]:
+        info = self._dir.devices.get(device)
+        if info is not None:
+            return info.lat, info.lon
+        community = self._dir.communities.get(cid)
+        if community is not None:
+            return community.lat, community.lon
+        return 31.23, 121.47  # nowhere known: Shanghai, where the defaults are set
+
+    def _zone(self, cid: str) -> ZoneInfo:
+        zone = self._zones.get(cid)
+        if zone is None:
+            community = self._dir.communities.get(cid)
+            zone = self._zones[cid] = ZoneInfo(
+                community.timezone if community else self._dir.default_timezone
+            )
+        return zone
+
+
+def _metric(ts: int, device: str, metric: str, value: float) -> list[Evidence]:
+    return [Evidence(time_us=ts, device_id=device, metric=metric, value=value)]
+
+
+def _rule_metric(rule: Rule) -> str:
+    if isinstance(rule, ThresholdRule | StateDurationRule):
+        return rule.metric
+    if isinstance(rule, CompositeRule):
+        return ", ".join(c.metric for c in (*rule.all, *rule.any))
+    return ""
+
+
+def _threshold(rule: Rule) -> str:
+    if isinstance(rule, ThresholdRule):
+        return f"{rule.value:g}"
+    if isinstance(rule, CompositeRule):
+        return ", ".join(f"{c.metric} {c.op} {c.value:g}" for c in (*rule.all, *rule.any))
+    return ""
+
+
+def _duration(rule: Rule) -> str:
+    if isinstance(rule, InactivityRule):
+        return f"{rule.hours:g} h"
+    if isinstance(rule, ThresholdRule | CompositeRule | StateDurationRule) and rule.for_:
+        return _human(rule.for_)
+    if isinstance(rule, AbsenceRule):
+        return f"{rule.after_intervals:g} x interval" if rule.scope == "device" else _human(rule.after)
+    return ""
+
+
+def _human(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
