@@ -12,6 +12,7 @@ One root, everything below it::
     └── MqttError            an MQTT connection failed or was refused
         ├── UplinkUnavailable    not connected (publish refused, or the link dropped in flight)
         ├── NegativeAck          the broker answered a PUBLISH with a failure reason code
+        │   └── NoSubscribers    ... or with "no matching subscribers": nobody has it
         ├── ConnectionRefused    the field broker refused CONNECT (`edge.mqttcodec`; reason in words)
         └── ProtocolViolation    the field broker sent a malformed or misplaced packet (`edge.mqttcodec`)
             └── PacketTooLarge   a packet above the Maximum Packet Size we announced
@@ -103,3 +104,10 @@ class NegativeAck(MqttError):
     def __init__(self, mid: int, reason: str) -> None:
         self.mid = mid
         super().__init__(f"PUBLISH {mid} refused: {reason}", reason=reason)
+
+
+class NoSubscribers(NegativeAck):
+    """The broker accepted a PUBLISH but no subscription matched it (MQTT v5 reason code 0x10):
+    nobody has the message. Seen when the cloud broker restarted and the ingest has not
+    subscribed again yet (Mosquitto 2.0 does not restore shared subscriptions): the uplink keeps
+    the batch and sends it again shortly."""

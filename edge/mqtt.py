@@ -18,7 +18,8 @@ uses a fresh paho client, so nothing paho queued for a dead connection is replay
 agent's back: the agent's buffer is the only source of resends.
 
 - `publish()` returns a future resolved on PUBACK (failed with `UplinkUnavailable` if the link
-  drops first, or `NegativeAck` for a failure reason code).
+  drops first, `NegativeAck` for a failure reason code, `NoSubscribers` when the broker says no
+  subscription matched).
 
 The field side (subscribing, acknowledging after commit) is `edge.fieldlink`; `Message` and
 `backoff_delay` here are shared with it.
@@ -42,8 +43,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.errors import MqttError, NegativeAck, UplinkUnavailable
+from edge.errors import MqttError, NegativeAck, NoSubscribers, UplinkUnavailable
 from edge.logs import Logger, get_logger
+
+#: The MQTT v5 PUBACK reason code "No matching subscribers" (0x10): accepted, delivered to nobody.
+NO_MATCHING_SUBSCRIBERS: Final = 0x10
 
 #: What paho's read and write paths can raise on a broken connection or a malformed packet from
 #: the broker (each ends the connection; `run()` reconnects): socket and TLS errors (`OSError`);
@@ -350,6 +354,8 @@ class MqttLink:
             return
         if rc.is_failure:
             fut.set_exception(NegativeAck(mid, str(rc)))
+        elif rc.value == NO_MATCHING_SUBSCRIBERS:
+            fut.set_exception(NoSubscribers(mid, str(rc)))
         else:
             fut.set_result(None)
 

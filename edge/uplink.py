@@ -17,6 +17,10 @@ While the link is down, alarms waiting (committed readings, or alarm batches not
 hurry it (`MqttLink.hurry`): it attempts to reconnect at once and then every ``cloud.alarm_retry_s``
 or so instead of waiting out its backoff; a telemetry backlog alone keeps the backoff.
 
+A PUBACK that says no subscription matched (the cloud broker restarted and the ingest has not
+subscribed again yet: Mosquitto 2.0 does not restore shared subscriptions) means nobody has the
+batch: it stays fixed and goes again after `NO_SUBSCRIBER_RETRY_S` (0.2 s for alarms).
+
 Pacing: with ``telemetry_max_readings_per_s`` set (for metered or narrow links), telemetry batches
 are spaced so that the telemetry rate stays under it; alarm batches are never paced.
 """
@@ -28,11 +32,11 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from edge.buffer import ALARM, TELEMETRY, Batch, Buffer
 from edge.envelope import BatchClass, encode_envelope
-from edge.errors import BufferError_, MqttError, UplinkUnavailable
+from edge.errors import BufferError_, MqttError, NoSubscribers, UplinkUnavailable
 from edge.logs import get_logger
 from edge.mqtt import MqttLink
 
@@ -40,6 +44,8 @@ _log = get_logger("edge.uplink")
 
 #: Counters the envelope carries (cumulative, as of the batch's formation).
 ENVELOPE_COUNTERS = ("evicted", "expired", "quarantined", "quarantine_dropped", "duplicates_dropped")
+#: Seconds before a batch the cloud broker delivered to nobody goes again, by batch class.
+NO_SUBSCRIBER_RETRY_S: Final = {ALARM: 0.2, TELEMETRY: 2.0}
 
 
 @dataclass(slots=True)
@@ -83,6 +89,8 @@ class Uplink:
         self.wall = wall
         self._wake = asyncio.Event()
         self._inflight: dict[int, _InFlight] = {}
+        #: batches the cloud broker delivered to nobody (`NoSubscribers`): seq -> (due, batch)
+        self._retry: dict[int, tuple[float, Batch]] = {}
         self.pending = [0, 0]  # readings waiting in the buffer, per class
         self._telemetry_since: float | None = None
         self.readings_sent = 0
@@ -118,9 +126,14 @@ class Uplink:
         return len(self._inflight)
 
     @property
+    def unheard(self) -> int:
+        """Batches the cloud broker delivered to nobody, waiting to go again."""
+        return len(self._retry)
+
+    @property
     def idle(self) -> bool:
         """Nothing waiting and nothing in flight."""
-        return not self._inflight and not any(self.pending)
+        return not self._inflight and not self._retry and not any(self.pending)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -158,6 +171,7 @@ class Uplink:
     async def _session(self) -> None:
         """One connection: resend fixed batches (alarm first), then form and send new ones."""
         epoch = self.link.epoch
+        self._retry.clear()  # they are fixed batches: resent just below
         fixed = await self.buffer.batches()
         for batch in (b for b in fixed if b.batch_class == ALARM):
             self._send(batch)
@@ -169,6 +183,7 @@ class Uplink:
         while self.link.connected and self.link.epoch == epoch:
             self._wake.clear()
             await self._reap()
+            self._resend_due()
             await self._form_all(ALARM)
             await self._form_telemetry()
             timeout = None
@@ -178,6 +193,9 @@ class Uplink:
                     self._telemetry_since + self.latency - self.monotonic(),
                     self._telemetry_next_at - self.monotonic(),
                 )
+            if self._retry:
+                due = max(0.0, min(d for d, _ in self._retry.values()) - self.monotonic())
+                timeout = due if timeout is None else min(timeout, due)
             if self._inflight or timeout is not None or not self._wake.is_set():
                 await self._wait(timeout)
 
@@ -197,6 +215,13 @@ class Uplink:
                 w.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await w
+
+    def _resend_due(self) -> None:
+        now = self.monotonic()
+        for seq, (due, batch) in sorted(self._retry.items(), key=lambda kv: kv[1][1].batch_class != ALARM):
+            if due <= now and self.link.connected:
+                del self._retry[seq]
+                self._send(batch)
 
     def _send(self, batch: Batch) -> None:
         future = self.link.publish(self.topic, batch.payload, qos=1)
@@ -269,6 +294,13 @@ class Uplink:
             if isinstance(exc, UplinkUnavailable):
                 raise exc  # left in the window: `run()` sees which batches went unacknowledged
             del self._inflight[seq]
+            if isinstance(exc, NoSubscribers):
+                # Accepted but delivered to nobody (the ingest has not subscribed again after a
+                # broker restart): nobody has it, so it stays fixed and goes again shortly.
+                delay = NO_SUBSCRIBER_RETRY_S[f.batch.batch_class]
+                self._retry[seq] = (self.monotonic() + delay, f.batch)
+                _log.warning("batch_unheard", seq=seq, retry_in_s=delay)
+                continue
             if exc is not None:
                 # A negative PUBACK: the broker refused it; it stays fixed and is retried later.
                 _log.error("batch_refused", seq=seq, error=str(exc))

@@ -11,10 +11,10 @@
 3. the partition's checkpoint (``alert_checkpoints``);
 
 and notifies `INCIDENT_CHANNEL` for each incident opened or fired again (JSON: incident_id, rule,
-subject, severity, kind), delivered by PostgreSQL only if the transaction commits. A kill -9
-before the commit leaves everything as it was before: the service restores the old state and
-reads the same feed rows again; after it, nothing is read twice. So no incident is lost or
-repeated.
+subject, severity, community_id, started_at), delivered by PostgreSQL only if the transaction
+commits. A kill -9 before the commit leaves everything as it was before: the service restores
+the old state and reads the same feed rows again; after it, nothing is read twice. So no
+incident is lost or repeated.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ def commit(
                         "subject": action.subject,
                         "severity": action.severity,
                         "community_id": action.community_id,
+                        "started_at": to_datetime(action.started_us).isoformat(),
                     }
                     cur.execute("SELECT pg_notify(%s, %s)", (INCIDENT_CHANNEL, json.dumps(note)))
                     notified.append(note)

@@ -348,3 +348,46 @@ def test_sos_during_an_outage_retries_at_the_short_interval(
     assert col.wait_for(lambda c: sos.reading_id in c.reading_ids(), WITHIN_S), agent.lines()[-8:]
     assert time.monotonic() - started < WITHIN_S
     assert agent.terminate() == 0
+
+
+# -- a broker that delivers to nobody --------------------------------------------------------
+
+
+async def test_a_batch_the_cloud_broker_delivers_to_nobody_is_kept_and_sent_again(
+    tmp_path: Path, make_broker: Callable[..., MosquittoBroker]
+) -> None:
+    """Mosquitto answers a PUBLISH nobody subscribes to with "no matching subscribers" (after a
+    restart it has forgotten the ingest's shared subscription until the ingest subscribes again):
+    the uplink keeps the batch and sends it again until someone has it."""
+    broker = make_broker()
+    buffer = await Buffer.open(tmp_path / "b.db", max_bytes=1 << 30, wall=lambda: NOW)
+    async with running_link(broker) as (link, _logs):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        uplink = Uplink(
+            link=link,
+            buffer=buffer,
+            topic="linli/v1/c/g/up",
+            gateway_id="g",
+            community_id="c",
+            batch_max_latency_s=0.01,
+        )
+        task = asyncio.create_task(uplink.run())
+        collector: Collector | None = None
+        try:
+            await buffer.commit(_intake([(_reading(1, alarm=True), True)]))
+            uplink.notify(alarm=1, telemetry=0)
+            await _until(lambda: uplink.unheard == 1)  # answered "no matching subscribers": kept
+            assert uplink.batches_sent == 0
+            assert not uplink.idle
+            collector = await asyncio.to_thread(Collector, broker)
+            assert await asyncio.to_thread(lambda: collector.wait_for(lambda c: len(c.envelopes) >= 1, 10))
+            await _until(lambda: uplink.idle)
+            assert uplink.batches_sent == 1
+            assert collector.envelopes[0].batch_class == "alarm"
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if collector is not None:
+                collector.close()
+            await buffer.close()

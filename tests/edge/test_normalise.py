@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from device_profiles.inventory import Inventory
 from edge.buffer import Intake
 from edge.envelope import decode_reading
+from edge.errors import NoSubscribers
 from edge.inventory import InventoryView
 from edge.liveness import Liveness
 from edge.mqtt import MqttLink, backoff_delay
@@ -82,11 +86,27 @@ async def test_publish_future_resolves_on_puback(make_broker: Callable[..., Mosq
     broker = make_broker()
     link = MqttLink(name="c", host=broker.host, port=broker.port, client_id="t-pub")
     task = asyncio.create_task(link.run())
+    topic = "t/p"
     try:
         await asyncio.wait_for(link.wait_connected(), 10)
-        futures = [link.publish("t/p", bytes(1000), qos=1) for _ in range(50)]
-        await asyncio.wait_for(asyncio.gather(*futures), 10)
-        assert link.in_flight == 0
+        # nobody subscribes: the broker says so, and the future fails with NoSubscribers
+        unheard = [link.publish(topic, bytes(1000), qos=1) for _ in range(5)]
+        done = await asyncio.wait_for(asyncio.gather(*unheard, return_exceptions=True), 10)
+        assert all(isinstance(d, NoSubscribers) for d in done)
+        subscribed = threading.Event()
+        sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="t-sub", protocol=mqtt.MQTTv5)
+        sub.on_subscribe = lambda *_: subscribed.set()
+        sub.connect(broker.host, broker.port)
+        sub.loop_start()
+        try:
+            sub.subscribe(topic, 1)
+            assert await asyncio.to_thread(subscribed.wait, 10)
+            futures = [link.publish(topic, bytes(1000), qos=1) for _ in range(50)]
+            await asyncio.wait_for(asyncio.gather(*futures), 10)
+            assert link.in_flight == 0
+        finally:
+            sub.disconnect()
+            sub.loop_stop()
     finally:
         await link.close()
         await task

@@ -1,0 +1,527 @@
+"""``linli bench alerts --json``: the alert service against the ingest, and SOS to incident.
+
+Private services under a temporary folder (durable PostgreSQL+TimescaleDB, Mosquitto brokers);
+every service is the real command as a subprocess.
+
+1. **throughput**: `--readings` readings of a realistic mix (door contacts, SOS buttons, manhole
+   covers, streetlights in `--communities` communities; ordinary values) are published to the
+   cloud broker as uplink envelopes and drained by one ``linli cloud ingest`` worker
+   (``ingest_rows_per_s_same_run``: readings stored per second, from its first transaction's start
+   to the last batch seen committed, as ``linli bench cloud`` measures it). Then ``linli cloud
+   alerts`` (shipped rules, data clock, default settings) starts on the filled feed, pinned to
+   one core: ``rows_evaluated_per_s`` is the readings of the feed divided by the time from its
+   partition becoming active (``/healthz``) to its checkpoint reaching the end of the feed, so
+   it includes reading, decompressing and decoding the feed and committing incidents and state.
+   ``engine_only_readings_per_s`` is the engine alone over the same rows, in this process.
+2. **latency**: the whole chain: a field broker, ``linli edge run`` for one gateway, the cloud
+   broker, one ingest worker, ``linli cloud alerts`` on the wall clock. A simulator publishes
+   ``--background`` readings/s of ordinary telemetry through the edge agent while one SOS button
+   is pressed `--presses` times, each after a random pause; per press, the time from the
+   ``publish`` call at the field broker to the ``NOTIFY linli_incident`` of its incident, which
+   PostgreSQL delivers at the commit (``sos_to_incident_p50_ms``, ``_p99_ms``).
+3. **after an outage**: the cloud broker is stopped, the button pressed ``--outage-s`` / 2 into
+   the outage, the broker started again at its end; the time from the restart to the incident
+   (``sos_after_outage_ms``, each trial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import psycopg
+
+from cloud.bench import run_ingest
+from device_profiles import ProfileSet
+from device_profiles.inventory import Inventory
+from device_profiles.reading import Reading
+from simulators.demo.bench import _phase
+from simulators.demo.children import Child
+from simulators.demo.configs import write_cloud_config, write_edge_config
+from simulators.fleet import load_fleet
+from simulators.rand import RandomStream
+from simulators.services import MosquittoBroker, PostgresCluster, free_port
+
+T0_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "alerts", help="alert service throughput vs ingest; SOS to incident latency"
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON figures")
+    parser.add_argument("--readings", type=int, default=400_000, help="readings for the throughput part")
+    parser.add_argument("--communities", type=int, default=20)
+    parser.add_argument("--background", type=int, default=10_000, help="telemetry readings/s during presses")
+    parser.add_argument("--presses", type=int, default=60)
+    parser.add_argument("--outages", type=int, default=3, help="outage trials")
+    parser.add_argument("--outage-s", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in about a minute")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep everything (logs, data) here instead of a temporary folder"
+    )
+    parser.set_defaults(handler=_run)
+
+
+def mixed_envelopes(
+    *, readings: int, communities: int, per_batch: int = 500, seed: int = 1
+) -> list[tuple[str, bytes]]:
+    """Telemetry envelopes of ordinary values: 40 % door contacts, 20 % SOS heartbeats, 10 %
+    manhole covers, 30 % streetlights, 100 devices per community, readings a minute apart."""
+    rng = random.Random(seed)  # noqa: S311 - load generation
+    out: list[tuple[str, bytes]] = []
+    ts = T0_US
+    seqs: dict[str, int] = {}
+    for b in range(readings // per_batch):
+        community = f"c{b % communities:03d}"
+        gateway = f"{community}-gw"
+        seqs[gateway] = seqs.get(gateway, 0) + 1
+        batch = []
+        for _ in range(per_batch):
+            ts += 60_000_000 // 100
+            d = rng.randrange(100)
+            device = f"{community}-d{d:03d}"
+            kind = d % 10
+            if kind < 4:
+                m: dict[str, float] = {
+                    "contact_open": 0,
+                    "open_count": d,
+                    "battery_pct": 80,
+                    "link_quality": 120,
+                }
+                batch.append(
+                    [
+                        device,
+                        "door_contact",
+                        ts,
+                        ts,
+                        m,
+                        [],
+                        [],
+                        "aqara/mccgq11lm",
+                        f"{rng.getrandbits(128):032x}",
+                    ]
+                )
+            elif kind < 6:
+                batch.append(
+                    [
+                        device,
+                        "sos_button",
+                        ts,
+                        ts,
+                        {"battery_pct": 90},
+                        ["heartbeat"],
+                        [],
+                        "tuya/ts0215a_sos",
+                        f"{rng.getrandbits(128):032x}",
+                    ]
+                )
+            elif kind < 7:
+                m = {
+                    "cover_open": 0,
+                    "tilt_deg": 0.5,
+                    "water_level_mm": 200,
+                    "h2s_ppm": 0.2,
+                    "ch4_pct_lel": 1.0,
+                    "battery_pct": 70,
+                }
+                batch.append(
+                    [
+                        device,
+                        "manhole_cover",
+                        ts,
+                        ts,
+                        m,
+                        [],
+                        [],
+                        "generic_lorawan/manhole_cover",
+                        f"{rng.getrandbits(128):032x}",
+                    ]
+                )
+            else:
+                m = {
+                    "lamp_on": 0,
+                    "dim_pct": 0,
+                    "voltage_v": 220,
+                    "current_a": 0,
+                    "power_w": 0,
+                    "energy_kwh": 1000,
+                    "lamp_fault": 0,
+                }
+                batch.append(
+                    [
+                        device,
+                        "streetlight",
+                        ts,
+                        ts,
+                        m,
+                        [],
+                        [],
+                        "generic_nbiot/streetlight",
+                        f"{rng.getrandbits(128):032x}",
+                    ]
+                )
+        payload = msgspec.msgpack.encode(
+            {
+                "v": 1,
+                "gateway_id": gateway,
+                "community_id": community,
+                "batch_seq": seqs[gateway],
+                "class": "telemetry",
+                "created_at_us": ts,
+                "counters": {},
+                "readings": batch,
+            }
+        )
+        out.append((f"linli/v1/{community}/{gateway}/up", payload))
+    return out
+
+
+def _healthz(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return dict(json.loads(resp.read()))
+    except OSError:
+        return {}
+
+
+def _scalar(conn: psycopg.Connection[Any], query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    return None if row is None else row[0]
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str, *children: Child) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        for child in children:
+            if not child.running:
+                raise RuntimeError(f"{child.name} exited ({child.returncode()}):\n{child.log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)  # polling a measurement, not synchronising a test
+
+
+def throughput(root: Path, *, readings: int, communities: int) -> dict[str, Any]:
+    envelopes = mixed_envelopes(readings=readings, communities=communities)
+    total = len(envelopes) * 500
+    with (
+        PostgresCluster(datadir=root / "pg", durable=True) as pg,
+        MosquittoBroker(workdir=root / "mqtt") as broker,
+    ):
+        url = pg.dsn()
+        from cloud.store.migrate import migrate
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        rows_per_s = run_ingest(url, broker, root, envelopes, 1)
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = int(_scalar(conn, "SELECT count(*) FROM readings"))
+            stored = int(_scalar(conn, "SELECT coalesce(sum(readings), 0) FROM alert_feed"))
+            horizon = int(_scalar(conn, "SELECT max(feed_seq) FROM alert_feed"))
+        ingest_readings_per_s = rows_per_s * stored / rows
+        port = free_port("127.0.0.1")
+        toml = write_cloud_config(
+            root / "alerts.toml",
+            database_url=url,
+            mqtt_url=broker.url,
+            overrides={"alerts": {"clock": "data", "http": {"address": f"127.0.0.1:{port}"}}},
+        )
+        alerts = Child.python(
+            name="alerts",
+            module="cloud",
+            args=["cloud", "alerts", "--config", str(toml)],
+            log=root / "alerts.log",
+        )
+        alerts.start()
+        try:
+            pid = alerts.pid
+            if pid is not None and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(pid, {max(os.sched_getaffinity(0))})
+            with psycopg.connect(url, autocommit=True) as conn:
+                _wait(lambda: _healthz(port).get("role") == "active", 60, "the alert service", alerts)
+                start = time.perf_counter()
+                _wait(
+                    lambda: (
+                        (_scalar(conn, "SELECT coalesce(max(feed_seq), 0) FROM alert_checkpoints") or 0)
+                        >= horizon
+                    ),
+                    600,
+                    "the alert service to read the feed",
+                    alerts,
+                )
+                elapsed = time.perf_counter() - start
+                incidents = int(_scalar(conn, "SELECT count(*) FROM incidents"))
+        finally:
+            alerts.stop(timeout=30)
+    engine_rate = _engine_only(envelopes)
+    alerts_rate = stored / elapsed
+    return {
+        "rows_evaluated_per_s": round(alerts_rate),
+        "ingest_rows_per_s_same_run": round(ingest_readings_per_s),
+        "alerts_to_ingest_ratio": round(alerts_rate / ingest_readings_per_s, 2),
+        "engine_only_readings_per_s": round(engine_rate),
+        "throughput_readings": stored,
+        "throughput_readings_published": total,
+        "throughput_incidents": incidents,
+    }
+
+
+def _engine_only(envelopes: list[tuple[str, bytes]]) -> float:
+    """The engine alone over the envelopes (decoded beforehand), one feed row per envelope."""
+    from cloud.alerts.engine import Engine
+    from cloud.alerts.feed import FeedRow
+    from cloud.alerts.model import Directory
+    from cloud.alerts.rules import RuleBook
+    from cloud.ingest.envelope import decode
+
+    rows = []
+    for i, (topic, payload) in enumerate(envelopes, start=1):
+        env = decode(topic, payload)
+        rows.append(
+            FeedRow(
+                feed_seq=i,
+                community_id=env.community_id,
+                committed_at=datetime.now(UTC),
+                envelopes=[env],
+                statuses=[],
+            )
+        )
+    directory = Directory(devices={}, communities={}, profile_intervals={})
+    engine = Engine(rules=RuleBook.load(), directory=directory, clock="data")
+    start = time.perf_counter()
+    for row in rows:
+        engine.step(row, wall_us=0)
+    engine.take_dirty()
+    return sum(len(r.envelopes[0].readings) for r in rows) / (time.perf_counter() - start)
+
+
+class IncidentListener:
+    """LISTENs on ``linli_incident`` from its own thread and keeps (arrival, payload)."""
+
+    def __init__(self, url: str) -> None:
+        self._conn = psycopg.connect(url, autocommit=True)
+        self._conn.execute("LISTEN linli_incident")
+        self.got: list[tuple[float, dict[str, Any]]] = []
+        self._cv = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bench-listen", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for n in self._conn.notifies(timeout=0.2):
+                with self._cv:
+                    self.got.append((time.perf_counter(), json.loads(n.payload)))
+                    self._cv.notify_all()
+
+    def wait_for(self, device_id: str, after: int, timeout: float) -> float:
+        """Arrival time of the first incident of `device_id` seen after index `after`."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for at, note in self.got[after:]:
+                    if note.get("subject") == device_id and note.get("rule") == "sos_pressed":
+                        return at
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"no incident for {device_id} within {timeout} s")
+                self._cv.wait(left)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._conn.close()
+
+
+def latency(root: Path, *, background: int, presses: int, outages: int, outage_s: float) -> dict[str, Any]:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    profiles = ProfileSet.shipped()
+    fleet = root / "fleet.yaml"
+    fleet.write_text(
+        "communities:\n  - id: bench\n    lat: 31.2304\n    lon: 121.4737\n    gateways: 1\n"
+        "    devices: {door_contact: 800, sos_button: 400, manhole_cover: 200, streetlight: 600}\n"
+    )
+    inventory = load_fleet(str(fleet), rs=RandomStream(np.random.default_rng(11)), profiles=profiles)
+    button = next(d for d in inventory.devices if d.profile == "generic_lorawan/sos_button")
+    background_fleet = Inventory([d for d in inventory.devices if d.device_id != button.device_id])
+    inv = root / "inventory.json"
+    inventory.dump(inv)
+    gateway = inventory.devices[0].gateway_id
+    field = MosquittoBroker(workdir=root / "field")
+    cloud = MosquittoBroker(workdir=root / "cloud", port=free_port("127.0.0.1"))
+    pg = PostgresCluster(datadir=root / "pg2", durable=True)
+    children: list[Child] = []
+    listener: IncidentListener | None = None
+    pub: mqtt.Client | None = None
+    try:
+        field.start()
+        cloud.start()
+        pg.start()
+        url = pg.dsn("postgres")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        toml = write_cloud_config(
+            root / "cloud2.toml",
+            database_url=url,
+            mqtt_url=cloud.url,
+            overrides={"alerts": {"http": {"address": ""}}},
+        )
+        ingest = Child.python(
+            name="ingest",
+            module="cloud",
+            args=["cloud", "ingest", "--config", str(toml)],
+            log=root / "ingest2.log",
+        )
+        alerts = Child.python(
+            name="alerts",
+            module="cloud",
+            args=["cloud", "alerts", "--config", str(toml)],
+            log=root / "alerts2.log",
+        )
+        edge_toml = write_edge_config(
+            root / "edge.toml",
+            gateway_id=gateway,
+            community_id="bench",
+            inventory=inv,
+            field_url=field.url,
+            cloud_url=cloud.url,
+            buffer=root / "buffer.db",
+        )
+        edge = Child.python(
+            name="edge", module="edge", args=["run", "--config", str(edge_toml)], log=root / "edge.log"
+        )
+        children += [ingest, alerts, edge]
+        ingest.start()
+        _wait(lambda: "subscribed to" in ingest.log_tail(100_000), 60, "the ingest", ingest)
+        alerts.start()
+        edge.start()
+        _wait(lambda: "subscribed" in edge.log_tail(1_000_000), 60, "the edge agent", edge)
+        _wait(lambda: "active from feed_seq" in alerts.log_tail(100_000), 60, "the alert service", alerts)
+        listener = IncidentListener(url)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sos", protocol=mqtt.MQTTv5)
+        pub.connect(field.host, field.port)
+        pub.loop_start()
+        client = pub
+
+        def press() -> tuple[float, int]:
+            now = datetime.now(UTC)
+            reading = Reading(
+                device_id=button.device_id,
+                device_type="sos_button",
+                ts=now,
+                received_at=now,
+                metrics={"battery_pct": 90.0},
+                events=("sos_pressed",),
+                profile=button.profile,
+                reading_id=str(uuid.uuid4()),
+            )
+            topic, payload = profiles.encode(reading)
+            assert listener is not None  # noqa: S101 - set above
+            mark = len(listener.got)
+            start = time.perf_counter()
+            client.publish(topic, payload, qos=1)
+            return start, mark
+
+        rng = random.Random(5)  # noqa: S311 - pacing
+        samples: list[float] = []
+        # background telemetry through the same agent: the simulator, paced (its own thread)
+        rate_fleet = len(background_fleet)
+        speed = background / max(1e-9, rate_fleet / 1800)  # ~2 messages per device per hour
+        stop_bg = threading.Event()
+
+        def run_background() -> None:
+            seed = 20
+            while not stop_bg.is_set():
+                seed += 1
+                _phase(
+                    inventory=background_fleet,
+                    profiles=profiles,
+                    seed=seed,
+                    start=datetime.now(UTC),
+                    speed=speed,
+                    count=background * 10,
+                    broker_url=field.url,
+                    truth_path=root / f"truth-{seed}.jsonl",
+                )
+
+        bg = threading.Thread(target=run_background, name="bench-background", daemon=True)
+        bg.start()
+        time.sleep(3.0)  # let the background reach its pace before the first press
+        for _ in range(presses):
+            time.sleep(rng.uniform(0.2, 0.6))  # pacing the presses at random phases
+            start, mark = press()
+            samples.append((listener.wait_for(button.device_id, mark, 30) - start) * 1000)
+        stop_bg.set()
+        after: list[float] = []
+        for _ in range(outages):
+            cloud.stop()
+            time.sleep(outage_s / 2)  # the outage itself
+            _, mark = press()
+            time.sleep(outage_s / 2)
+            cloud.start()
+            back = time.perf_counter()
+            after.append((listener.wait_for(button.device_id, mark, 120) - back) * 1000)
+        bg.join(120)
+        for child in children:
+            if not child.running:
+                raise RuntimeError(f"{child.name} exited ({child.returncode()}):\n{child.log_tail()}")
+        return {
+            "sos_to_incident_p50_ms": round(float(np.percentile(samples, 50)), 1),
+            "sos_to_incident_p99_ms": round(float(np.percentile(samples, 99)), 1),
+            "sos_to_incident_max_ms": round(max(samples), 1),
+            "sos_presses": len(samples),
+            "background_readings_per_s": background,
+            "sos_after_outage_ms": [round(x, 1) for x in after],
+            "outage_s": outage_s,
+        }
+    finally:
+        if pub is not None:
+            pub.disconnect()
+            pub.loop_stop()
+        if listener is not None:
+            listener.close()
+        for child in reversed(children):
+            child.stop(timeout=30)
+        field.stop()
+        cloud.stop()
+        pg.stop()
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.quick:
+        args.readings, args.communities, args.presses, args.outages, args.background = 20_000, 4, 8, 1, 2000
+        args.outage_s = 4.0
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="linli-bench-alerts-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        load_before = os.getloadavg()[0]
+        figures = throughput(root, readings=args.readings, communities=args.communities)
+        figures |= latency(
+            root,
+            background=args.background,
+            presses=args.presses,
+            outages=args.outages,
+            outage_s=args.outage_s,
+        )
+        figures["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(figures))
+    return 0
