@@ -27,18 +27,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
+from cloud.alerts.actions import make_action
+from cloud.alerts.compiled import RuleIndex
 from cloud.alerts.feed import FeedRow
 from cloud.alerts.model import Action, ActionKind, Directory, Evidence, SubjectKind
 from cloud.alerts.rules import (
     CLEAR_OP,
-    AbsenceRule,
     CompositeRule,
     EventRule,
-    InactivityRule,
     Rule,
     RuleBook,
     StateDurationRule,
@@ -54,78 +53,17 @@ from cloud.alerts.state import (
     GatewayState,
     ResidentState,
     RuleState,
-    active_deadline,
 )
 from cloud.alerts.sun import elevation_deg
+from cloud.alerts.timers import FALLBACK_INTERVAL_S, GATEWAY_UP, SEP, TimeChecks
 from cloud.ingest.envelope import ALARM, WireReading
 
 #: With the data clock, time-based checks run when a community's clock moved this far (1 min).
 CHECK_EVERY_US: Final = 60 * US
-#: Report interval of a device whose profile nobody declared.
-FALLBACK_INTERVAL_S: Final = 3600.0
-#: A cleared rule state is kept this long to recognise late data, then dropped.
-KEEP_CLEARED_US: Final = 86_400 * US
-_SEP: Final = "\x1f"
 _DOOR_EVENTS: Final = frozenset({"door_opened", "door_closed"})
-_GATEWAY_UP: Final = frozenset({"online"})
 
 
-@dataclass(slots=True)
-class _TypeRules:
-    thresholds: list[ThresholdRule] = field(default_factory=list)
-    composites: list[CompositeRule] = field(default_factory=list)
-    states: list[StateDurationRule] = field(default_factory=list)
-    events: dict[str, list[EventRule]] = field(default_factory=lambda: defaultdict(list))
-    clears: dict[str, list[EventRule]] = field(default_factory=lambda: defaultdict(list))
-
-
-@dataclass(slots=True)
-class _Compiled:
-    """One community's rules, indexed for the hot path."""
-
-    by_type: dict[str, _TypeRules]
-    by_id: dict[str, Rule]
-    absence: list[AbsenceRule]
-    gateway: list[AbsenceRule]
-    inactivity: list[InactivityRule]
-
-    @classmethod
-    def of(cls, rules: Iterable[Rule], device_types: Iterable[str]) -> _Compiled:
-        rules = list(rules)
-        out = cls(by_type={}, by_id={r.id: r for r in rules}, absence=[], gateway=[], inactivity=[])
-        for r in rules:
-            if isinstance(r, AbsenceRule):
-                (out.gateway if r.scope == "gateway" else out.absence).append(r)
-            elif isinstance(r, InactivityRule):
-                out.inactivity.append(r)
-        for device_type in device_types:
-            out.type_rules(device_type)
-        return out
-
-    def type_rules(self, device_type: str) -> _TypeRules:
-        found = self.by_type.get(device_type)
-        if found is not None:
-            return found
-        t = _TypeRules()
-        for r in self.by_id.values():
-            if not r.applies_to(device_type):
-                continue
-            if isinstance(r, ThresholdRule):
-                t.thresholds.append(r)
-            elif isinstance(r, CompositeRule):
-                t.composites.append(r)
-            elif isinstance(r, StateDurationRule):
-                t.states.append(r)
-            elif isinstance(r, EventRule):
-                for e in r.events:
-                    t.events[e].append(r)
-                for e in r.clear_events:
-                    t.clears[e].append(r)
-        self.by_type[device_type] = t
-        return t
-
-
-class Engine:
+class Engine(TimeChecks):
     """Rules over one partition's communities; see the module docstring."""
 
     def __init__(self, *, rules: RuleBook, directory: Directory, clock: Literal["wall", "data"]) -> None:
@@ -134,7 +72,7 @@ class Engine:
         self._data_clock = clock == "data"
         self._states: dict[str, CommunityState] = {}
         self._dirty: set[str] = set()
-        self._compiled: dict[int, _Compiled] = {}
+        self._compiled: dict[int, RuleIndex] = {}
         self._members: dict[str, list[str]] = defaultdict(list)
         for d in directory.devices.values():
             self._members[d.community_id].append(d.device_id)
@@ -163,12 +101,12 @@ class Engine:
             + sum(g.firing for s in states for g in s.gateways.values()),
         }
 
-    def _rules_of(self, community_id: str) -> _Compiled:
+    def _rules_of(self, community_id: str) -> RuleIndex:
         rules = self._rules.for_community(community_id)
         compiled = self._compiled.get(id(rules))
         if compiled is None:
             types = {d.device_type for d in self._dir.devices.values()}
-            compiled = self._compiled[id(rules)] = _Compiled.of(rules, types)
+            compiled = self._compiled[id(rules)] = RuleIndex.of(rules, types)
         return compiled
 
     def _community(self, community_id: str, now: int) -> CommunityState:
@@ -203,7 +141,7 @@ class Engine:
         for env in row.envelopes:
             telemetry = env.batch_class != ALARM
             gw = cs.gateways.get(env.gateway_id)
-            if gw is not None and gw.state not in _GATEWAY_UP and env.readings:
+            if gw is not None and gw.state not in GATEWAY_UP and env.readings:
                 self._gateway_up(cs, rules, cid, env.gateway_id, gw, cs.clock_us if data else wall_us)
             for r in env.readings:
                 if not data:
@@ -223,7 +161,7 @@ class Engine:
             at = now if data else obs.at_us
             gw = cs.gateways.get(obs.gateway_id)
             if gw is None or at >= gw.at_us:
-                if gw is not None and obs.state in _GATEWAY_UP and gw.state not in _GATEWAY_UP:
+                if gw is not None and obs.state in GATEWAY_UP and gw.state not in GATEWAY_UP:
                     self._gateway_up(cs, rules, cid, obs.gateway_id, gw, at)
                 firing = gw.firing if gw is not None else False
                 cs.gateways[obs.gateway_id] = GatewayState(state=obs.state, at_us=at, firing=firing)
@@ -245,7 +183,7 @@ class Engine:
         return out
 
     def _reading(
-        self, cs: CommunityState, rules: _Compiled, cid: str, gateway_id: str, r: WireReading, now: int
+        self, cs: CommunityState, rules: RuleIndex, cid: str, gateway_id: str, r: WireReading, now: int
     ) -> None:
         dev = cs.devices.get(r.device_id)
         if dev is None:
@@ -261,7 +199,7 @@ class Engine:
             if dev.last_us == 0 or ts > dev.last_us:
                 dev.last_us = ts
             for a in rules.absence:
-                key = a.id + _SEP + r.device_id
+                key = a.id + SEP + r.device_id
                 st = cs.rules.get(key)
                 if st is not None and st.firing:
                     del cs.rules[key]
@@ -309,7 +247,7 @@ class Engine:
         late: bool,
         now: int,
     ) -> None:
-        key = rule.id + _SEP + device
+        key = rule.id + SEP + device
         st = cs.rules.get(key)
         if st is not None and ts < st.seen:
             return
@@ -356,7 +294,7 @@ class Engine:
             if not some:
                 return
             holds = holds and any(some)
-        key = rule.id + _SEP + device
+        key = rule.id + SEP + device
         st = cs.rules.get(key)
         if st is not None and ts < st.seen:
             return
@@ -392,7 +330,7 @@ class Engine:
         late: bool,
         now: int,
     ) -> None:
-        key = rule.id + _SEP + device
+        key = rule.id + SEP + device
         st = cs.rules.get(key)
         if st is not None and ts < st.seen:
             return
@@ -431,7 +369,7 @@ class Engine:
         if rule.latched:
             self._emit("fire", rule, cid, device, "device", ts, max(now, ts), evidence, event=event)
             return
-        key = rule.id + _SEP + device
+        key = rule.id + SEP + device
         st = cs.rules.get(key)
         if st is not None and st.firing:
             if ts >= st.until:
@@ -446,7 +384,7 @@ class Engine:
     def _event_clear(
         self, cs: CommunityState, rule: EventRule, cid: str, device: str, event: str, ts: int, now: int
     ) -> None:
-        key = rule.id + _SEP + device
+        key = rule.id + SEP + device
         st = cs.rules.get(key)
         if st is None or ts < st.seen:
             return
@@ -465,7 +403,7 @@ class Engine:
             )
 
     def _activity(
-        self, cs: CommunityState, rules: _Compiled, cid: str, r: WireReading, late: bool, now: int
+        self, cs: CommunityState, rules: RuleIndex, cid: str, r: WireReading, late: bool, now: int
     ) -> None:
         info = self._dir.devices.get(r.device_id)
         if info is None or info.resident_id is None or not info.living_alone:
@@ -499,7 +437,7 @@ class Engine:
                 )
 
     def _gateway_up(
-        self, cs: CommunityState, rules: _Compiled, cid: str, gateway: str, gw: GatewayState, now: int
+        self, cs: CommunityState, rules: RuleIndex, cid: str, gateway: str, gw: GatewayState, now: int
     ) -> None:
         gw.state, gw.at_us = "online", max(gw.at_us, now)
         if gw.firing:
@@ -516,202 +454,6 @@ class Engine:
                     [Evidence(time_us=now, gateway_id=gateway, note="online")],
                     gateway=gateway,
                 )
-
-    # -- time ------------------------------------------------------------------------------------
-
-    def _check(self, cs: CommunityState, rules: _Compiled, cid: str, now: int) -> None:
-        """The time-based checks of one community at engine time `now`."""
-        cs.checked_us = now
-        for a in rules.absence:
-            for device_id, dev in cs.devices.items():
-                if not a.applies_to(dev.device_type):
-                    continue
-                last = dev.last_us or cs.since_us
-                if now - last > a.after_intervals * dev.interval_s * US:
-                    key = a.id + _SEP + device_id
-                    st = cs.rules.get(key)
-                    if st is None:
-                        st = cs.rules[key] = RuleState(since=last, started=last, seen=last)
-                        note = "never reported" if dev.last_us == 0 else "last report"
-                        self._fire(
-                            st,
-                            a,
-                            cid,
-                            device_id,
-                            now,
-                            [Evidence(time_us=last, device_id=device_id, note=note)],
-                            (now - last) / US,
-                        )
-        for g in rules.gateway:
-            for gateway_id, gw in cs.gateways.items():
-                if gw.state not in _GATEWAY_UP and not gw.firing and now - gw.at_us >= g.after * US:
-                    gw.firing = True
-                    self._emit(
-                        "fire",
-                        g,
-                        cid,
-                        gateway_id,
-                        "gateway",
-                        gw.at_us,
-                        now,
-                        [Evidence(time_us=gw.at_us, gateway_id=gateway_id, note=gw.state)],
-                        gateway=gateway_id,
-                    )
-        for key, st in list(cs.rules.items()):
-            rule_id, _, device = key.partition(_SEP)
-            rule = rules.by_id.get(rule_id)
-            if rule is None:
-                del cs.rules[key]  # the rule was removed or switched off
-                continue
-            self._timers(cs, key, st, rule, cid, device, now)
-        for resident_id, res in cs.residents.items():
-            for rule in rules.inactivity:
-                if res.firing:
-                    continue
-                start = res.last_us or cs.since_us
-                if res.deadline_us == 0:
-                    res.deadline_us = active_deadline(
-                        start, rule.hours * 3600, tz=self._zone(cid), window_s=rule.window_s
-                    )
-                if now >= res.deadline_us:
-                    res.firing = True
-                    note = (
-                        "no door activity since" if res.last_us else "no door activity since watching began"
-                    )
-                    self._emit(
-                        "fire",
-                        rule,
-                        cid,
-                        resident_id,
-                        "resident",
-                        start,
-                        now,
-                        [Evidence(time_us=start, device_id=res.device_id, note=note)],
-                        device=res.device_id,
-                    )
-
-    def _timers(
-        self, cs: CommunityState, key: str, st: RuleState, rule: Rule, cid: str, device: str, now: int
-    ) -> None:
-        dev = cs.devices.get(device)
-        last = dev.last_us if dev is not None else 0
-        interval = dev.interval_s if dev is not None else FALLBACK_INTERVAL_S
-        if isinstance(rule, ThresholdRule):
-            silent = now - last > (rule.no_data_after or 3 * interval) * US
-            if silent and rule.no_data == "clear":
-                self._stop(
-                    cs,
-                    key,
-                    st,
-                    rule,
-                    0.0,
-                    cid,
-                    device,
-                    now,
-                    now,
-                    [Evidence(time_us=last, device_id=device, note="no data")],
-                )
-                return
-            if silent and rule.no_data == "alert" and not st.firing:
-                self._fire(
-                    st,
-                    rule,
-                    cid,
-                    device,
-                    now,
-                    [Evidence(time_us=last, device_id=device, note="no data")],
-                    st.value,
-                )
-                return
-            self._pending(
-                cs, key, st, rule, rule.for_, rule.keep_firing_for, cid, device, now, last, interval
-            )
-        elif isinstance(rule, CompositeRule):
-            self._pending(
-                cs, key, st, rule, rule.for_, rule.keep_firing_for, cid, device, now, last, interval
-            )
-        elif isinstance(rule, StateDurationRule):
-            if st.value == 1.0 and rule.sun is not None:
-                if self._sun_ok(rule, cid, device, now):
-                    if st.since == 0:
-                        st.since = now
-                elif st.firing:
-                    self._stop(
-                        cs, key, st, rule, 0.0, cid, device, now, now, [Evidence(time_us=now, note="sun")]
-                    )
-                    return
-                else:
-                    st.since = 0
-            fresh = now - last <= (rule.fresh_for or 2 * interval) * US
-            if st.since and not st.firing and fresh and now - st.since >= rule.for_ * US:
-                self._fire(
-                    st,
-                    rule,
-                    cid,
-                    device,
-                    now,
-                    [Evidence(time_us=last, device_id=device, metric=rule.metric, value=rule.equals)],
-                    rule.equals,
-                )
-            elif not st.firing and not st.value and now - st.seen > KEEP_CLEARED_US:
-                del cs.rules[key]
-        elif isinstance(rule, EventRule):
-            if st.firing and rule.clear_after is not None and now - st.until >= rule.clear_after * US:
-                st.firing = False
-                st.seen = max(st.seen, now)
-                self._emit(
-                    "clear",
-                    rule,
-                    cid,
-                    device,
-                    "device",
-                    st.started,
-                    now,
-                    [Evidence(time_us=st.until, device_id=device, note="no event since")],
-                )
-            elif not st.firing and now - st.seen > KEEP_CLEARED_US:
-                del cs.rules[key]
-
-    def _pending(
-        self,
-        cs: CommunityState,
-        key: str,
-        st: RuleState,
-        rule: ThresholdRule | CompositeRule,
-        for_s: float,
-        keep_s: float,
-        cid: str,
-        device: str,
-        now: int,
-        last: int,
-        interval: float,
-    ) -> None:
-        if st.firing:
-            if st.until and now - st.until >= keep_s * US:
-                del cs.rules[key]
-                self._emit(
-                    "clear",
-                    rule,
-                    cid,
-                    device,
-                    "device",
-                    st.started,
-                    now,
-                    [Evidence(time_us=st.until, device_id=device, note="condition over")],
-                )
-            return
-        fresh = now - last <= 2 * interval * US
-        if fresh and st.since and now - st.since >= for_s * US:
-            metric = rule.metric if isinstance(rule, ThresholdRule) else None
-            self._fire(
-                st,
-                rule,
-                cid,
-                device,
-                now,
-                [Evidence(time_us=st.seen, device_id=device, metric=metric, value=st.value)],
-                st.value,
-            )
 
     def _stop(
         self,
@@ -773,45 +515,23 @@ class Engine:
     ) -> None:
         device_id = subject if subject_kind == "device" else device
         info = self._dir.devices.get(device_id) if device_id else None
-        cs = self._states[cid]
-        dev = cs.devices.get(device_id) if device_id else None
-        gateway_id = gateway or (info.gateway_id if info else dev.gateway_id if dev else None)
-        resident_id = subject if subject_kind == "resident" else (info.resident_id if info else None)
-        fields: dict[str, Any] = {
-            "rule": rule.id,
-            "device_id": device_id or "",
-            "device_type": (info.device_type if info else dev.device_type if dev else ""),
-            "resident_id": resident_id or "",
-            "gateway_id": gateway_id or "",
-            "community_id": cid,
-            "building": (info.building or "") if info else "",
-            "unit": (info.unit or "") if info else "",
-            "room": (info.room or "") if info else "",
-            "metric": _rule_metric(rule),
-            "value": "" if value is None else f"{value:g}",
-            "threshold": _threshold(rule),
-            "duration": _duration(rule),
-            "event": event or "",
-        }
+        dev = self._states[cid].devices.get(device_id) if device_id else None
         self._actions.append(
-            Action(
-                kind=kind,
-                rule=rule.id,
+            make_action(
+                kind,
+                rule,
+                community_id=cid,
                 subject=subject,
                 subject_kind=subject_kind,
-                severity=rule.severity,
-                latched=isinstance(rule, EventRule) and rule.latched,
-                community_id=cid,
-                gateway_id=gateway_id,
+                started=started,
+                at=at,
+                evidence=evidence,
                 device_id=device_id,
-                resident_id=resident_id,
-                title_zh=rule.title.zh.format_map(fields),
-                title_en=rule.title.en.format_map(fields),
-                detail_zh=rule.detail.zh.format_map(fields),
-                detail_en=rule.detail.en.format_map(fields),
-                started_us=started,
-                at_us=at,
-                evidence=tuple(evidence[:8]),
+                device_type=info.device_type if info else dev.device_type if dev else "",
+                gateway_id=gateway or (info.gateway_id if info else dev.gateway_id if dev else None),
+                info=info,
+                value=value,
+                event=event,
             )
         )
 
@@ -836,37 +556,3 @@ class Engine:
 
 def _metric(ts: int, device: str, metric: str, value: float) -> list[Evidence]:
     return [Evidence(time_us=ts, device_id=device, metric=metric, value=value)]
-
-
-def _rule_metric(rule: Rule) -> str:
-    if isinstance(rule, ThresholdRule | StateDurationRule):
-        return rule.metric
-    if isinstance(rule, CompositeRule):
-        return ", ".join(c.metric for c in (*rule.all, *rule.any))
-    return ""
-
-
-def _threshold(rule: Rule) -> str:
-    if isinstance(rule, ThresholdRule):
-        return f"{rule.value:g}"
-    if isinstance(rule, CompositeRule):
-        return ", ".join(f"{c.metric} {c.op} {c.value:g}" for c in (*rule.all, *rule.any))
-    return ""
-
-
-def _duration(rule: Rule) -> str:
-    if isinstance(rule, InactivityRule):
-        return f"{rule.hours:g} h"
-    if isinstance(rule, ThresholdRule | CompositeRule | StateDurationRule) and rule.for_:
-        return _human(rule.for_)
-    if isinstance(rule, AbsenceRule):
-        return f"{rule.after_intervals:g} x interval" if rule.scope == "device" else _human(rule.after)
-    return ""
-
-
-def _human(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
