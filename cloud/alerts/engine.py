@@ -58,8 +58,8 @@ from cloud.alerts.sun import elevation_deg
 from cloud.alerts.timers import FALLBACK_INTERVAL_S, GATEWAY_UP, SEP, TimeChecks
 from cloud.ingest.envelope import ALARM, WireReading
 
-#: With the data clock, time-based checks run when a community's clock moved this far (1 min).
-CHECK_EVERY_US: Final = 60 * US
+#: With the data clock, time-based checks run when a community's clock moved this far (2 min).
+CHECK_EVERY_US: Final = 120 * US
 _DOOR_EVENTS: Final = frozenset({"door_opened", "door_closed"})
 
 
@@ -77,6 +77,7 @@ class Engine(TimeChecks):
         for d in directory.devices.values():
             self._members[d.community_id].append(d.device_id)
         self._zones: dict[str, ZoneInfo] = {}
+        self._sun: dict[tuple[str, int], float] = {}
         self._actions: list[Action] = []
 
     # -- state ---------------------------------------------------------------------------------
@@ -187,6 +188,7 @@ class Engine(TimeChecks):
     ) -> None:
         dev = cs.devices.get(r.device_id)
         if dev is None:
+            cs.absence_due_us = 0  # a new device: its deadline may come first
             dev = cs.devices[r.device_id] = DeviceState(
                 device_type=r.device_type,
                 profile=r.profile,
@@ -356,10 +358,18 @@ class Engine(TimeChecks):
         self._stop(cs, key, st, rule, 0.0, cid, device, ts, now, _metric(ts, device, rule.metric, v))
 
     def _sun_ok(self, rule: StateDurationRule, cid: str, device: str, t_us: int) -> bool:
+        """The rule's sun condition at the community's place (the mean of its devices' positions:
+        within a community the sun's elevation differs by hundredths of a degree)."""
         if rule.sun is None:
             return True
-        lat, lon = self._place(cid, device)
-        elevation = elevation_deg(lat, lon, t_us)
+        # the sun moves a quarter of a degree a minute: one computation per community and minute
+        key = (cid, t_us // 60_000_000)
+        elevation = self._sun.get(key)
+        if elevation is None:
+            if len(self._sun) > 100_000:
+                self._sun.clear()
+            lat, lon = self._place(cid, device)
+            elevation = self._sun[key] = elevation_deg(lat, lon, t_us)
         return elevation > rule.sun_above_deg if rule.sun == "day" else elevation < rule.sun_below_deg
 
     def _event(
@@ -536,12 +546,12 @@ class Engine(TimeChecks):
         )
 
     def _place(self, cid: str, device: str) -> tuple[float, float]:
-        info = self._dir.devices.get(device)
-        if info is not None:
-            return info.lat, info.lon
         community = self._dir.communities.get(cid)
         if community is not None:
             return community.lat, community.lon
+        info = self._dir.devices.get(device)
+        if info is not None:
+            return info.lat, info.lon
         return 31.23, 121.47  # nowhere known: Shanghai, where the defaults are set
 
     def _zone(self, cid: str) -> ZoneInfo:

@@ -19,7 +19,6 @@ incident is lost or repeated.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -34,37 +33,42 @@ from cloud.errors import StoreUnavailable
 #: Notified (after commit) for every incident opened or fired again.
 INCIDENT_CHANNEL: Final = "linli_incident"
 
-_FIRE = """
-INSERT INTO incidents (rule, subject, subject_kind, severity, latched, community_id, gateway_id,
-    device_id, resident_id, title_zh, title_en, detail_zh, detail_en, started_at, detected_at,
-    last_occurrence_at, evidence, feed_seq)
-VALUES (%(rule)s, %(subject)s, %(subject_kind)s, %(severity)s, %(latched)s, %(community_id)s,
-    %(gateway_id)s, %(device_id)s, %(resident_id)s, %(title_zh)s, %(title_en)s, %(detail_zh)s,
-    %(detail_en)s, %(started)s, %(at)s, %(at)s, %(evidence)s, %(feed_seq)s)
-ON CONFLICT (rule, subject) WHERE closed_at IS NULL DO UPDATE SET
-    occurrences = incidents.occurrences + 1,
-    last_occurrence_at = greatest(incidents.last_occurrence_at, EXCLUDED.last_occurrence_at),
-    cleared_at = NULL,
-    severity = EXCLUDED.severity
-RETURNING incident_id, (xmax = 0) AS opened
-"""
-
-_REPEAT = """
-UPDATE incidents SET occurrences = occurrences + 1,
-    last_occurrence_at = greatest(last_occurrence_at, %(at)s)
-WHERE rule = %(rule)s AND subject = %(subject)s AND closed_at IS NULL
-RETURNING incident_id
+#: A fire or a repeat, one statement: open the incident or add an occurrence to the open one (a
+#: fire also un-clears it), write the occurrence, and notify when it fired (after commit).
+_UPSERT = """
+WITH inc AS (
+    INSERT INTO incidents (rule, subject, subject_kind, severity, latched, community_id, gateway_id,
+        device_id, resident_id, title_zh, title_en, detail_zh, detail_en, started_at, detected_at,
+        last_occurrence_at, evidence, feed_seq)
+    VALUES (%(rule)s, %(subject)s, %(subject_kind)s, %(severity)s, %(latched)s, %(community_id)s,
+        %(gateway_id)s, %(device_id)s, %(resident_id)s, %(title_zh)s, %(title_en)s, %(detail_zh)s,
+        %(detail_en)s, %(started)s, %(at)s, %(at)s, %(evidence)s, %(feed_seq)s)
+    ON CONFLICT (rule, subject) WHERE closed_at IS NULL DO UPDATE SET
+        occurrences = incidents.occurrences + 1,
+        last_occurrence_at = greatest(incidents.last_occurrence_at, EXCLUDED.last_occurrence_at),
+        cleared_at = CASE WHEN %(repeat)s THEN incidents.cleared_at END,
+        severity = EXCLUDED.severity
+    RETURNING incident_id, (xmax = 0) AS opened
+), occ AS (
+    INSERT INTO incident_occurrences (incident_id, at, kind, feed_seq, evidence)
+    SELECT incident_id, %(at)s, CASE WHEN %(repeat)s AND NOT opened THEN 'repeated' ELSE 'fired' END,
+        %(feed_seq)s, %(evidence)s
+    FROM inc
+)
+SELECT pg_notify(%(channel)s, json_build_object(
+    'incident_id', incident_id, 'rule', %(rule)s, 'subject', %(subject)s, 'severity', %(severity)s,
+    'community_id', %(community_id)s, 'started_at', %(started)s)::text)
+FROM inc WHERE NOT %(repeat)s OR opened
 """
 
 _CLEAR = """
-UPDATE incidents SET cleared_at = %(at)s
-WHERE rule = %(rule)s AND subject = %(subject)s AND closed_at IS NULL AND cleared_at IS NULL
-RETURNING incident_id
-"""
-
-_OCCURRENCE = """
+WITH upd AS (
+    UPDATE incidents SET cleared_at = %(at)s
+    WHERE rule = %(rule)s AND subject = %(subject)s AND closed_at IS NULL AND cleared_at IS NULL
+    RETURNING incident_id
+)
 INSERT INTO incident_occurrences (incident_id, at, kind, feed_seq, evidence)
-VALUES (%s, %s, %s, %s, %s)
+SELECT incident_id, %(at)s, 'cleared', %(feed_seq)s, %(evidence)s FROM upd
 """
 
 _STATE_UPSERT = """
@@ -78,8 +82,6 @@ _CHECKPOINT = """
 INSERT INTO alert_checkpoints (partition, feed_seq, updated_at) VALUES (%s, %s, now())
 ON CONFLICT (partition) DO UPDATE SET feed_seq = EXCLUDED.feed_seq, updated_at = now()
 """
-
-_OCCURRENCE_KIND: Final = {"fire": "fired", "repeat": "repeated", "clear": "cleared"}
 
 
 def to_datetime(us: int) -> datetime:
@@ -129,34 +131,21 @@ def commit(
     feed_seq: int,
     actions: Iterable[tuple[int, Action]],
     states: Mapping[str, bytes | None],
-) -> list[dict[str, Any]]:
+) -> int:
     """Write `actions` (each with the feed_seq that caused it), `states` and the checkpoint
-    `feed_seq` in one transaction; returns what was notified (one dict per incident fired).
+    `feed_seq` in one transaction; returns how many actions were written.
 
-    Raises `StoreUnavailable` when the database is gone (nothing was written then).
+    One statement per action, sent in pipeline mode (no round trip per action), in order. Raises
+    `StoreUnavailable` when the database is gone or refuses the transaction (nothing was written
+    then; the service retries from its committed state).
     """
     part = str(partition)
-    notified: list[dict[str, Any]] = []
+    n = 0
     try:
-        with conn.transaction(), conn.cursor() as cur:
+        with conn.transaction(), conn.pipeline(), conn.cursor() as cur:
             for seq, action in actions:
-                incident_id = _apply(cur, action, seq)
-                if incident_id is None:
-                    continue
-                evidence = Jsonb(evidence_json(action.evidence))
-                at = to_datetime(max(action.at_us, action.started_us))
-                cur.execute(_OCCURRENCE, (incident_id, at, _OCCURRENCE_KIND[action.kind], seq, evidence))
-                if action.kind == "fire":
-                    note = {
-                        "incident_id": incident_id,
-                        "rule": action.rule,
-                        "subject": action.subject,
-                        "severity": action.severity,
-                        "community_id": action.community_id,
-                        "started_at": to_datetime(action.started_us).isoformat(),
-                    }
-                    cur.execute("SELECT pg_notify(%s, %s)", (INCIDENT_CHANNEL, json.dumps(note)))
-                    notified.append(note)
+                cur.execute(_CLEAR if action.kind == "clear" else _UPSERT, _params(action, seq))
+                n += 1
             upserts = [(part, k, v) for k, v in states.items() if v is not None]
             deletes = [(part, k) for k, v in states.items() if v is None]
             if upserts:
@@ -166,39 +155,40 @@ def commit(
             cur.execute(_CHECKPOINT, (part, feed_seq))
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"database unavailable while committing incidents: {exc}") from exc
-    return notified
+    except psycopg.Error as exc:  # refused: nothing was written; logged and retried with backoff
+        raise StoreUnavailable(f"the database refused the incidents' transaction: {exc}") from exc
+    return n
 
 
-def _apply(cur: psycopg.Cursor[Any], action: Action, feed_seq: int) -> int | None:
-    """Apply one action to ``incidents``; the incident id, or None when there was nothing to clear."""
+def _params(action: Action, feed_seq: int) -> dict[str, Any]:
     at = to_datetime(max(action.at_us, action.started_us))  # never detected before it began
+    evidence = Jsonb(evidence_json(action.evidence))
     if action.kind == "clear":
-        row = cur.execute(_CLEAR, {"at": at, "rule": action.rule, "subject": action.subject}).fetchone()
-        return None if row is None else int(row[0])
-    if action.kind == "repeat":
-        row = cur.execute(_REPEAT, {"at": at, "rule": action.rule, "subject": action.subject}).fetchone()
-        if row is not None:
-            return int(row[0])
-    row = cur.execute(
-        _FIRE,
-        {
+        return {
+            "at": at,
             "rule": action.rule,
             "subject": action.subject,
-            "subject_kind": action.subject_kind,
-            "severity": action.severity,
-            "latched": action.latched,
-            "community_id": action.community_id,
-            "gateway_id": action.gateway_id,
-            "device_id": action.device_id,
-            "resident_id": action.resident_id,
-            "title_zh": action.title_zh,
-            "title_en": action.title_en,
-            "detail_zh": action.detail_zh,
-            "detail_en": action.detail_en,
-            "started": to_datetime(action.started_us),
-            "at": at,
-            "evidence": Jsonb(evidence_json(action.evidence)),
             "feed_seq": feed_seq,
-        },
-    ).fetchone()
-    return None if row is None else int(row[0])  # ON CONFLICT DO UPDATE always returns the row
+            "evidence": evidence,
+        }
+    return {
+        "rule": action.rule,
+        "subject": action.subject,
+        "subject_kind": action.subject_kind,
+        "severity": action.severity,
+        "latched": action.latched,
+        "community_id": action.community_id,
+        "gateway_id": action.gateway_id,
+        "device_id": action.device_id,
+        "resident_id": action.resident_id,
+        "title_zh": action.title_zh,
+        "title_en": action.title_en,
+        "detail_zh": action.detail_zh,
+        "detail_en": action.detail_en,
+        "started": to_datetime(action.started_us),
+        "at": at,
+        "evidence": evidence,
+        "feed_seq": feed_seq,
+        "repeat": action.kind == "repeat",
+        "channel": INCIDENT_CHANNEL,
+    }

@@ -65,6 +65,8 @@ class CommunityState(msgspec.Struct):
     since_us: int = 0
     #: engine time the time-based checks last ran
     checked_us: int = 0
+    #: engine time before which no device can be absent (0: go through them at the next check)
+    absence_due_us: int = 0
     devices: dict[str, DeviceState] = msgspec.field(default_factory=dict)
     rules: dict[str, RuleState] = msgspec.field(default_factory=dict)
     residents: dict[str, ResidentState] = msgspec.field(default_factory=dict)

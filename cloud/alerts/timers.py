@@ -26,6 +26,7 @@ FALLBACK_INTERVAL_S: Final = 3600.0
 #: A cleared rule state is kept this long to recognise late data, then dropped.
 KEEP_CLEARED_US: Final = 86_400 * US
 SEP: Final = "\x1f"
+NEVER_US: Final = 2**62
 GATEWAY_UP: Final = frozenset({"online"})
 
 
@@ -88,26 +89,8 @@ class TimeChecks:
     def _check(self, cs: CommunityState, rules: RuleIndex, cid: str, now: int) -> None:
         """The time-based checks of one community at engine time `now`."""
         cs.checked_us = now
-        for a in rules.absence:
-            for device_id, dev in cs.devices.items():
-                if not a.applies_to(dev.device_type):
-                    continue
-                last = dev.last_us or cs.since_us
-                if now - last > a.after_intervals * dev.interval_s * US:
-                    key = a.id + SEP + device_id
-                    st = cs.rules.get(key)
-                    if st is None:
-                        st = cs.rules[key] = RuleState(since=last, started=last, seen=last)
-                        note = "never reported" if dev.last_us == 0 else "last report"
-                        self._fire(
-                            st,
-                            a,
-                            cid,
-                            device_id,
-                            now,
-                            [Evidence(time_us=last, device_id=device_id, note=note)],
-                            (now - last) / US,
-                        )
+        if rules.absence and now >= cs.absence_due_us:
+            self._absence(cs, rules, cid, now)
         for g in rules.gateway:
             for gateway_id, gw in cs.gateways.items():
                 if gw.state not in GATEWAY_UP and not gw.firing and now - gw.at_us >= g.after * US:
@@ -155,6 +138,29 @@ class TimeChecks:
                         [Evidence(time_us=start, device_id=res.device_id, note=note)],
                         device=res.device_id,
                     )
+
+    def _absence(self, cs: CommunityState, rules: RuleIndex, cid: str, now: int) -> None:
+        """Fire for devices silent too long; remember when the next one can be due, so the
+        devices are not gone through again before then (a report only moves a deadline later;
+        a new device resets it)."""
+        due = NEVER_US
+        for a in rules.absence:
+            for device_id, dev in cs.devices.items():
+                if not a.applies_to(dev.device_type):
+                    continue
+                last = dev.last_us or cs.since_us
+                deadline = last + round(a.after_intervals * dev.interval_s * US)
+                key = a.id + SEP + device_id
+                if now <= deadline:
+                    due = min(due, deadline + 1)
+                    continue
+                if key in cs.rules:
+                    continue  # already firing
+                st = cs.rules[key] = RuleState(since=last, started=last, seen=last)
+                note = "never reported" if dev.last_us == 0 else "last report"
+                evidence = [Evidence(time_us=last, device_id=device_id, note=note)]
+                self._fire(st, a, cid, device_id, now, evidence, (now - last) / US)
+        cs.absence_due_us = due
 
     def _timers(
         self, cs: CommunityState, key: str, st: RuleState, rule: Rule, cid: str, device: str, now: int

@@ -57,6 +57,9 @@ from simulators.rand import RandomStream
 from simulators.services import MosquittoBroker, PostgresCluster, free_port
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+SOS = "tuya/ts0215a_sos"
+MANHOLE = "generic_lorawan/manhole_cover"
+LAMP = "generic_nbiot/streetlight"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -80,21 +83,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def mixed_envelopes(
     *, readings: int, communities: int, per_batch: int = 500, seed: int = 1
 ) -> list[tuple[str, bytes]]:
-    """Telemetry envelopes of ordinary values: 40 % door contacts, 20 % SOS heartbeats, 10 %
-    manhole covers, 30 % streetlights, 100 devices per community, readings a minute apart."""
+    """Telemetry envelopes of ordinary life: per community 100 devices (40 % door contacts, 20 %
+    SOS buttons, 10 % manhole covers, 30 % streetlights, on at night in Shanghai), each reporting
+    every 10 minutes; the communities' batches interleave, each community's clock runs on."""
     rng = random.Random(seed)  # noqa: S311 - load generation
     out: list[tuple[str, bytes]] = []
-    ts = T0_US
-    seqs: dict[str, int] = {}
+    step = 600_000_000 // 100  # 100 devices, one report each per 10 minutes
+    clocks = [T0_US] * communities
     for b in range(readings // per_batch):
-        community = f"c{b % communities:03d}"
-        gateway = f"{community}-gw"
-        seqs[gateway] = seqs.get(gateway, 0) + 1
+        c = b % communities
+        community, gateway = f"c{c:03d}", f"c{c:03d}-gw"
         batch = []
         for _ in range(per_batch):
-            ts += 60_000_000 // 100
-            d = rng.randrange(100)
+            clocks[c] += step
+            ts = clocks[c]
+            d = (ts // step) % 100
             device = f"{community}-d{d:03d}"
+            rid = f"{rng.getrandbits(128):032x}"
             kind = d % 10
             if kind < 4:
                 m: dict[str, float] = {
@@ -103,33 +108,9 @@ def mixed_envelopes(
                     "battery_pct": 80,
                     "link_quality": 120,
                 }
-                batch.append(
-                    [
-                        device,
-                        "door_contact",
-                        ts,
-                        ts,
-                        m,
-                        [],
-                        [],
-                        "aqara/mccgq11lm",
-                        f"{rng.getrandbits(128):032x}",
-                    ]
-                )
+                batch.append([device, "door_contact", ts, ts, m, [], [], "aqara/mccgq11lm", rid])
             elif kind < 6:
-                batch.append(
-                    [
-                        device,
-                        "sos_button",
-                        ts,
-                        ts,
-                        {"battery_pct": 90},
-                        ["heartbeat"],
-                        [],
-                        "tuya/ts0215a_sos",
-                        f"{rng.getrandbits(128):032x}",
-                    ]
-                )
+                batch.append([device, "sos_button", ts, ts, {"battery_pct": 90}, ["heartbeat"], [], SOS, rid])
             elif kind < 7:
                 m = {
                     "cover_open": 0,
@@ -137,57 +118,25 @@ def mixed_envelopes(
                     "water_level_mm": 200,
                     "h2s_ppm": 0.2,
                     "ch4_pct_lel": 1.0,
-                    "battery_pct": 70,
                 }
-                batch.append(
-                    [
-                        device,
-                        "manhole_cover",
-                        ts,
-                        ts,
-                        m,
-                        [],
-                        [],
-                        "generic_lorawan/manhole_cover",
-                        f"{rng.getrandbits(128):032x}",
-                    ]
-                )
+                batch.append([device, "manhole_cover", ts, ts, m | {"battery_pct": 70}, [], [], MANHOLE, rid])
             else:
-                m = {
-                    "lamp_on": 0,
-                    "dim_pct": 0,
-                    "voltage_v": 220,
-                    "current_a": 0,
-                    "power_w": 0,
-                    "energy_kwh": 1000,
-                    "lamp_fault": 0,
-                }
-                batch.append(
-                    [
-                        device,
-                        "streetlight",
-                        ts,
-                        ts,
-                        m,
-                        [],
-                        [],
-                        "generic_nbiot/streetlight",
-                        f"{rng.getrandbits(128):032x}",
-                    ]
-                )
-        payload = msgspec.msgpack.encode(
-            {
-                "v": 1,
-                "gateway_id": gateway,
-                "community_id": community,
-                "batch_seq": seqs[gateway],
-                "class": "telemetry",
-                "created_at_us": ts,
-                "counters": {},
-                "readings": batch,
-            }
-        )
-        out.append((f"linli/v1/{community}/{gateway}/up", payload))
+                hour = (ts // 3_600_000_000 + 8) % 24  # Shanghai, January: dark from 17:00 to 07:00
+                on = 1 if hour >= 17 or hour < 7 else 0
+                m = {"lamp_on": on, "dim_pct": 100 * on, "voltage_v": 220, "current_a": 0.5 * on}
+                m |= {"power_w": 100.0 * on, "energy_kwh": 1000, "lamp_fault": 0}
+                batch.append([device, "streetlight", ts, ts, m, [], [], LAMP, rid])
+        envelope = {
+            "v": 1,
+            "gateway_id": gateway,
+            "community_id": community,
+            "batch_seq": b // communities + 1,
+            "class": "telemetry",
+            "created_at_us": clocks[c],
+            "counters": {},
+            "readings": batch,
+        }
+        out.append((f"linli/v1/{community}/{gateway}/up", msgspec.msgpack.encode(envelope)))
     return out
 
 
