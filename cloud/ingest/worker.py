@@ -7,13 +7,14 @@ Threads, each with one owner:
   ``ingest.max_readings_per_txn`` readings or ``ingest.txn_max_latency_ms``, commits, then acknowledges;
 - the maintenance thread (owned here) runs retention, the rollup and pruning on a schedule.
 
-Alarm batches do not linger. A transaction closes as soon as it holds an alarm-class batch
-(``"class": "alarm"``: an SOS press, an open cover): it commits at once with whatever it had
-gathered before (telemetry included) and the acknowledgements follow that commit as for any
-other transaction. Messages still queued behind the alarm go to the next transaction. A
-transaction of telemetry, statuses and dead letters only keeps lingering to fill up. Claims,
-de-duplication and acknowledgements are the same for both, so a redelivered alarm batch is still
-stored once.
+Alarm batches do not linger. A group closes as soon as it holds an alarm-class batch
+(``"class": "alarm"``: an SOS press, an open cover) and commits at once, in two transactions:
+the alarm batch alone first (a small, fast commit, and a feed row the alert service evaluates at
+once), then the telemetry gathered before it. The acknowledgements follow both commits, in
+arrival order (MQTT wants PUBACKs in order), as for any other transaction. Messages still
+queued behind the alarm go to the next group. A group of telemetry, statuses and dead letters
+only keeps lingering to fill up. Claims, de-duplication and acknowledgements are the same for
+both, so a redelivered alarm batch is still stored once.
 
 When the database refuses a message's data (what envelope validation cannot foresee, such as a
 status document jsonb refuses), the group is split until that message is alone and it is
@@ -76,6 +77,15 @@ class _Item:
     def alarm(self) -> bool:
         """An alarm-class batch: its transaction commits without lingering."""
         return self.batch is not None and self.batch.batch_class == ALARM
+
+
+def _alarms_first(group: list[_Item]) -> list[list[_Item]]:
+    """The group's alarm batches in a transaction of their own, committed before the telemetry
+    gathered with them (acknowledgements still follow both commits, in arrival order)."""
+    alarms = [i for i in group if i.alarm]
+    if not alarms or len(alarms) == len(group):
+        return [group]
+    return [alarms, [i for i in group if not i.alarm]]
 
 
 def classify(msg: Inbound) -> _Item:
@@ -218,9 +228,10 @@ class IngestWorker:
             if not isinstance(first, _Item):  # the stop marker
                 break
             group, stop_seen = self._collect(first)
-            if not self._store(group):
-                log.warning("stopping with %d messages uncommitted (the broker keeps them)", len(group))
-                return
+            for part in _alarms_first(group):
+                if not self._store(part):
+                    log.warning("stopping with %d messages uncommitted (the broker keeps them)", len(group))
+                    return
             self.last_commit = self._monotonic()
             self.gathering = 0
             acked = self.consumer.ack(i.inbound for i in group)

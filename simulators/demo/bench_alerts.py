@@ -49,7 +49,7 @@ from cloud.bench import run_ingest
 from device_profiles import ProfileSet
 from device_profiles.inventory import Inventory
 from device_profiles.reading import Reading
-from simulators.demo.bench import _phase
+from simulators.demo.bench import _pg_pid, _phase
 from simulators.demo.children import Child
 from simulators.demo.configs import write_cloud_config, write_edge_config
 from simulators.fleet import load_fleet
@@ -296,6 +296,27 @@ class IncidentListener:
         self._conn.close()
 
 
+def _pin_as_deployed(*, gateway: list[int | None], cloud: list[int | None]) -> None:
+    """Gateway side (simulator, field broker, edge agent) on the first core, cloud side (cloud
+    broker, ingest, alert service, PostgreSQL and its backends) on the last: as deployed, on
+    separate machines, the two do not take CPU from each other."""
+    import psutil
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return
+    for pids, core in ((gateway, cores[0]), (cloud, cores[-1])):
+        for pid in pids:
+            if pid is None:
+                continue
+            proc = psutil.Process(pid)
+            for p in (proc, *proc.children(recursive=True)):
+                try:
+                    p.cpu_affinity([core])
+                except psutil.NoSuchProcess:
+                    continue
+
+
 def latency(root: Path, *, background: int, presses: int, outages: int, outage_s: float) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -362,6 +383,10 @@ def latency(root: Path, *, background: int, presses: int, outages: int, outage_s
         edge.start()
         _wait(lambda: "subscribed" in edge.log_tail(1_000_000), 60, "the edge agent", edge)
         _wait(lambda: "active from feed_seq" in alerts.log_tail(100_000), 60, "the alert service", alerts)
+        _pin_as_deployed(
+            gateway=[field.pid, edge.pid, os.getpid()],
+            cloud=[cloud.pid, ingest.pid, alerts.pid, _pg_pid(root / "pg2")],
+        )
         listener = IncidentListener(url)
         pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sos", protocol=mqtt.MQTTv5)
         pub.connect(field.host, field.port)

@@ -355,11 +355,12 @@ def _ingested_at(url: str) -> dict[int, object]:
     return {int(seq): at for seq, at in rows}
 
 
-def test_an_alarm_batch_commits_at_once_with_the_telemetry_gathered_before_it(
+def test_an_alarm_batch_commits_at_once_then_the_telemetry_gathered_before_it(
     migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
 ) -> None:
-    """With a linger of a minute, telemetry waits in the open transaction; the alarm batch that
-    joins it closes it at once, and both commit in that one transaction, then are acknowledged."""
+    """With a linger of a minute, telemetry waits in the open group; the alarm batch that joins it
+    closes it at once and commits first, in a transaction of its own, then the telemetry; both
+    are acknowledged after both commits."""
     broker, pub = publisher
     worker = start_worker(settings_for(migrated_url, broker, "ingest-alarm", txn_max_latency_ms=60_000))
     sos = envelope(
@@ -380,9 +381,12 @@ def test_an_alarm_batch_commits_at_once_with_the_telemetry_gathered_before_it(
             what="the alarm batch stored well before the linger ends",
         )
         wait_until(lambda: worker.counters["acks"] == 2, timeout=10, what="both acknowledged")
-        assert (worker.counters["transactions"], worker.counters["alarm_transactions"]) == (1, 1)
+        assert (worker.counters["transactions"], worker.counters["alarm_transactions"]) == (2, 1)
         at = _ingested_at(migrated_url)
-        assert at[1] == at[2]  # one transaction: now() is its start
+        assert at[2] < at[1]  # the alarm's transaction first: now() is a transaction's start
+        with psycopg.connect(migrated_url) as conn:
+            feed = conn.execute("SELECT readings FROM alert_feed ORDER BY feed_seq").fetchall()
+        assert [r[0] for r in feed] == [1, 20]  # the alert service reads the alarm first, alone
         assert count(migrated_url, "SELECT count(*) FROM readings") == 20 * 3 + 1
         assert count(migrated_url, "SELECT count(*) FROM events WHERE event = 'sos_pressed'") == 1
 
