@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -349,7 +350,7 @@ def test_plain_postgresql_without_timescaledb_works_with_a_warning(
     assert len(warnings) == 1
 
 
-def _ingested_at(url: str) -> dict[int, object]:
+def _ingested_at(url: str) -> dict[int, datetime]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT batch_seq, ingested_at FROM ingested_batches").fetchall()
     return {int(seq): at for seq, at in rows}
