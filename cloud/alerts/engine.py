@@ -144,10 +144,13 @@ class Engine(TimeChecks):
             gw = cs.gateways.get(env.gateway_id)
             if gw is not None and gw.state not in GATEWAY_UP and env.readings:
                 self._gateway_up(cs, rules, cid, env.gateway_id, gw, cs.clock_us if data else wall_us)
+            gclock = cs.gateway_clock_us.get(env.gateway_id, 0)
             for r in env.readings:
                 if not data:
                     self._reading(cs, rules, cid, env.gateway_id, r, wall_us)
                     continue
+                if telemetry and r.ts_us > gclock:
+                    gclock = cs.gateway_clock_us[env.gateway_id] = r.ts_us
                 # the data clock moves reading by reading, so an action's time is its reading's
                 # time, and time-based checks run as the clock passes them
                 if telemetry and r.ts_us > cs.clock_us:
@@ -449,6 +452,7 @@ class Engine(TimeChecks):
     def _gateway_up(
         self, cs: CommunityState, rules: RuleIndex, cid: str, gateway: str, gw: GatewayState, now: int
     ) -> None:
+        cs.absence_due_us = 0  # its devices are watched again
         gw.state, gw.at_us = "online", max(gw.at_us, now)
         if gw.firing:
             gw.firing = False

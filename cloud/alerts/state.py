@@ -67,6 +67,10 @@ class CommunityState(msgspec.Struct):
     checked_us: int = 0
     #: engine time before which no device can be absent (0: go through them at the next check)
     absence_due_us: int = 0
+    #: with the data clock, each gateway's own clock (its newest telemetry device time): a device
+    #: is absent when its gateway's time has moved on without it, not because another gateway's
+    #: backlog moved the community's clock
+    gateway_clock_us: dict[str, int] = msgspec.field(default_factory=dict)
     devices: dict[str, DeviceState] = msgspec.field(default_factory=dict)
     rules: dict[str, RuleState] = msgspec.field(default_factory=dict)
     residents: dict[str, ResidentState] = msgspec.field(default_factory=dict)

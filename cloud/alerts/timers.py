@@ -27,6 +27,9 @@ FALLBACK_INTERVAL_S: Final = 3600.0
 KEEP_CLEARED_US: Final = 86_400 * US
 SEP: Final = "\x1f"
 NEVER_US: Final = 2**62
+#: With the data clock, a gateway's devices are timed by the gateway's own clock while it lags the
+#: community's by at most this (a backlog draining); a gateway silent longer is silent.
+GATEWAY_LAG_US: Final = 3600 * US
 GATEWAY_UP: Final = frozenset({"online"})
 
 
@@ -140,18 +143,24 @@ class TimeChecks:
                     )
 
     def _absence(self, cs: CommunityState, rules: RuleIndex, cid: str, now: int) -> None:
-        """Fire for devices silent too long; remember when the next one can be due, so the
-        devices are not gone through again before then (a report only moves a deadline later;
-        a new device resets it)."""
+        """Fire for devices silent too long (with the data clock: by their gateway's clock);
+        remember when the next one can be due, so the devices are not gone through again before
+        then (a report only moves a deadline later; a new device, a gateway back, reset it)."""
         due = NEVER_US
+        # the devices of a gateway that said it is offline are `gateway_offline`'s, not one
+        # incident each (when the gateway is back, its devices are gone through again)
+        offline = {g for g, s in cs.gateways.items() if s.state not in GATEWAY_UP}
+        clocks = cs.gateway_clock_us
         for a in rules.absence:
             for device_id, dev in cs.devices.items():
-                if not a.applies_to(dev.device_type):
+                if not a.applies_to(dev.device_type) or dev.gateway_id in offline:
                     continue
                 last = dev.last_us or cs.since_us
                 deadline = last + round(a.after_intervals * dev.interval_s * US)
                 key = a.id + SEP + device_id
-                if now <= deadline:
+                gateway_now = clocks.get(dev.gateway_id, now)
+                ref = gateway_now if now - gateway_now <= GATEWAY_LAG_US else now
+                if ref <= deadline:
                     due = min(due, deadline + 1)
                     continue
                 if key in cs.rules:

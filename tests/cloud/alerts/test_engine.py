@@ -25,13 +25,15 @@ T0 = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp()) * S
 C = "c1"
 
 
-def device(device_id: str, device_type: str, *, interval: float = 3600.0, **extra: Any) -> DeviceInfo:
+def device(
+    device_id: str, device_type: str, *, interval: float = 3600.0, gateway: str = "gw1", **extra: Any
+) -> DeviceInfo:
     return DeviceInfo(
         device_id=device_id,
         device_type=device_type,
         profile=f"generic/{device_type}",
         community_id=C,
-        gateway_id="gw1",
+        gateway_id=gateway,
         report_interval_s=interval,
         lat=31.23,
         lon=121.47,
@@ -475,3 +477,33 @@ def test_restored_engine_continues_exactly(tmp_path: Path) -> None:
         "sos_pressed",
         "resident_inactive",
     }
+
+
+def test_a_gateway_offline_is_one_incident_not_one_per_device(tmp_path: Path) -> None:
+    """The devices of a gateway that said it is offline are not each `device_silent`; and with
+    the data clock a device is absent by its own gateway's time (while that lags by an hour at
+    most), so another gateway's data running ahead does not make it absent."""
+    h = Harness(
+        tmp_path,
+        rule("""
+id: silent
+kind: absence
+severity: minor
+after_intervals: 0.5
+"""),
+        device("d1", "door_contact"),
+        device("d2", "door_contact", gateway="gw2"),
+    )
+    h.feed("d1", T0, {"contact_open": 0}, gateway="gw1")
+    h.feed("d2", T0, {"contact_open": 0}, gateway="gw2")
+    h.feed("d1", T0 + 50 * MIN, {"contact_open": 0}, gateway="gw1")  # gw2's data is 50 min behind
+    assert h.actions == []
+    h.feed("d2", T0 + 20 * MIN, {"contact_open": 0}, gateway="gw2")
+    h.feed("d1", T0 + 55 * MIN, {"contact_open": 0}, gateway="gw1")
+    assert h.actions == []
+    # gw2 says it is offline: its devices are left to the gateway's own rule
+    offline = [GatewayObservation(C, "gw2", "offline", 1)]
+    h.feed("d1", T0 + 60 * MIN, {"contact_open": 0}, gateway="gw1", statuses=offline)
+    h.clock(T0 + 6 * H)
+    assert ("fire", "silent", "d2") not in kinds(h.actions)
+    assert ("fire", "silent", "d1") in kinds(h.actions)  # gw1 is not offline: d1 is silent
