@@ -283,13 +283,9 @@ class TimeChecks:
             return
         fresh = now - last <= 2 * interval * US
         if fresh and st.since and now - st.since >= for_s * US:
-            metric = rule.metric if isinstance(rule, ThresholdRule) else None
-            self._fire(
-                st,
-                rule,
-                cid,
-                device,
-                now,
-                [Evidence(time_us=st.seen, device_id=device, metric=metric, value=st.value)],
-                st.value,
-            )
+            if isinstance(rule, ThresholdRule):
+                last_seen = Evidence(time_us=st.seen, device_id=device, metric=rule.metric, value=st.value)
+            else:
+                last_seen = Evidence(time_us=st.seen, device_id=device, note="last reading: still holds")
+            began = Evidence(time_us=st.since, device_id=device, note="condition began")
+            self._fire(st, rule, cid, device, now, [began, last_seen], st.value)
