@@ -4,7 +4,10 @@ endpoint until told to stop."""
 from __future__ import annotations
 
 import logging
+import random
 import threading
+
+import psycopg
 
 from cloud.alerts.directory import load_directory
 from cloud.alerts.engine import Engine
@@ -12,7 +15,8 @@ from cloud.alerts.rules import RuleBook
 from cloud.alerts.service import AlertService
 from cloud.config import CloudSettings
 from cloud.endpoint import Endpoint
-from cloud.ingest.service import wait_for_store
+from cloud.ingest.worker import backoff_delay
+from cloud.store.migrate import migrate
 
 log = logging.getLogger("linli.cloud.alerts")
 
@@ -29,12 +33,29 @@ def build_service(settings: CloudSettings) -> AlertService:
     return AlertService(database_url=settings.database_url, config=config, make_engine=make_engine)
 
 
+def wait_for_schema(settings: CloudSettings, stop: threading.Event, rng: random.Random) -> bool:
+    """Migrate the database (under the migration lock: safe beside ingest workers doing the same),
+    retried with backoff while it is unreachable; False if stopped first. The storage mode's
+    views and jobs are the ingest's business, not prepared here."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
+                migrate(conn)
+            return True
+        except psycopg.OperationalError as exc:
+            if attempt == 0:
+                log.error("database unavailable at start, retrying: %s", exc)
+            config = settings.alerts
+            stop.wait(backoff_delay(attempt, base=config.backoff_base_s, cap=config.backoff_cap_s, rng=rng))
+            attempt += 1
+    return False
+
+
 def run_alerts(settings: CloudSettings, stop: threading.Event) -> int:
     """Migrate (as the ingest does), then run one partition until `stop`."""
-    import random
-
     service = build_service(settings)
-    if wait_for_store(settings, stop, random.Random()) is None:  # noqa: S311 - backoff jitter
+    if not wait_for_schema(settings, stop, random.Random()):  # noqa: S311 - backoff jitter
         return 0
     endpoint = None
     if settings.alerts.http.address:
