@@ -66,11 +66,20 @@ def run_alerts(settings: CloudSettings, stop: threading.Event) -> int:
     log.info("alert service running: partition %s, clock %s", service.partition, settings.alerts.clock)
     thread = threading.Thread(target=service.run, args=(stop,), name="linli-alerts")
     thread.start()
+    told = False
     try:
-        stop.wait()
+        # the service thread ends only when told to, or on a bug (its traceback is logged): then
+        # exit non-zero, so the supervisor restarts the service from its committed state
+        while thread.is_alive() and not stop.wait(0.5):
+            pass
+        told = stop.is_set()
     finally:
         log.info("stopping: finish the transaction in progress, disconnect")
+        stop.set()
         thread.join()
         if endpoint is not None:
             endpoint.close()
+    if not told:
+        log.error("the alert service stopped unexpectedly")
+        return 1
     return 0
