@@ -193,7 +193,9 @@ class ThresholdRule(_Rule):
             and self.op in (">", ">=", "<", "<=")
             and compare(self.op, self.clear, self.value)
         ):
-            raise ValueError(f"clear {self.clear} would itself fire ({self.metric} {self.op} {self.value})")
+            raise ValueError(
+                f"clear {self.clear:g} would itself fire ({self.metric} {self.op} {self.value:g})"
+            )
         return self
 
     @property
@@ -468,7 +470,8 @@ def _validate(
                 if loc and loc[0] in KINDS:
                     loc = loc[1:]
                 key = ".".join("for" if x == "for_" else x for x in loc)
-                problems.append(RuleProblem(file=path, rule=rid, key=key, detail=err["msg"]))
+                detail = err["msg"].removeprefix("Value error, ")
+                problems.append(RuleProblem(file=path, rule=rid, key=key, detail=detail))
     return out
 
 
