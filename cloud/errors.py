@@ -12,7 +12,9 @@ One root, everything below it::
     ├── PartitionError         an alert partition is not ``K/N`` with 0 <= K < N
     ├── FeedError              an ``alert_feed`` row does not decode
     ├── AlertRuleError         rule files are invalid; ``problems`` lists each with file, rule, key
-    └── DeviceNotFound         ``linli alerts explain`` names a device the registry does not know
+    ├── DeviceNotFound         ``linli alerts explain`` names a device the registry does not know
+    ├── IncidentNotFound       no incident has the id given
+    └── TransitionRefused      a workflow action is not allowed now, to this person, or lacks a field
 
 Lower-layer errors (``psycopg.Error``, ``msgspec.DecodeError``, ``pydantic.ValidationError``) are
 translated where they are met, with ``raise ... from exc``.
@@ -148,3 +150,33 @@ class DeviceNotFound(CloudError):
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
         super().__init__(f"no device {device_id!r} in the device registry")
+
+
+class IncidentNotFound(CloudError):
+    """No incident has this id."""
+
+    def __init__(self, incident_id: int) -> None:
+        self.incident_id = incident_id
+        super().__init__(f"no incident {incident_id}")
+
+
+class TransitionRefused(CloudError):
+    """A workflow action is not allowed now, or not to this person, or lacks what it requires.
+
+    Attributes:
+        incident_id: the incident.
+        action: the action refused (``accept``, ``dispatch``, ...).
+        state: the incident's current state.
+        allowed: the actions its current state allows.
+        reason: what is wrong, for a person.
+    """
+
+    def __init__(
+        self, *, incident_id: int, action: str, state: str, allowed: tuple[str, ...], reason: str
+    ) -> None:
+        self.incident_id = incident_id
+        self.action = action
+        self.state = state
+        self.allowed = allowed
+        self.reason = reason
+        super().__init__(f"incident {incident_id}: cannot {action}: {reason}")

@@ -1,0 +1,240 @@
+"""The one way to change an incident's state: a function per workflow action.
+
+Each call is one transaction: the incident is locked, the action checked against the workflow
+(`cloud.incidents.workflow`: the current state, the actor's role and community, what the action
+requires), the row updated, the audit entry appended and the notifications it causes added to
+the outbox, all together. A refused action raises `TransitionRefused` naming the current state
+and the actions it allows, and changes nothing. The API and the console call these.
+
+    incident = accept(conn, 42, actor="w-zhang", ctx=ctx)
+    dispatch(conn, 42, actor="k-li", handler="w-zhang", note="上门查看", ctx=ctx)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from cloud.errors import IncidentNotFound, StoreUnavailable, TransitionRefused
+from cloud.incidents.people import Staff
+from cloud.incidents.record import Context, IncidentRow, Owed, audit, enqueue, lock_incident
+from cloud.incidents.workflow import STAMPS, SUPERVISORS, TRANSITIONS, Action, allowed_from
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def apply(
+    conn: psycopg.Connection[Any],
+    incident_id: int,
+    action: Action,
+    *,
+    actor: str,
+    ctx: Context,
+    note: str = "",
+    handler: str | None = None,
+    score: int | None = None,
+    comment: str | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+) -> IncidentRow:
+    """Do `action` on the incident as staff member `actor`; returns the incident as it is after.
+
+    Raises `IncidentNotFound`, `TransitionRefused` (nothing changed), or `StoreUnavailable`.
+    """
+    try:
+        with conn.transaction():
+            incident = lock_incident(conn, incident_id)
+            if incident is None:
+                raise IncidentNotFound(incident_id)
+            now = clock()
+            member, role = _check(
+                incident, action, actor, ctx, note=note, handler=handler, score=score, comment=comment
+            )
+            owed = _effects(
+                conn,
+                incident,
+                action,
+                member,
+                role,
+                ctx,
+                now,
+                note=note,
+                handler=handler,
+                score=score,
+                comment=comment,
+            )
+            enqueue(conn, incident.incident_id, owed, at=now)
+            after = lock_incident(conn, incident_id)
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"database unavailable while changing incident {incident_id}: {exc}") from exc
+    assert after is not None  # noqa: S101 - locked in this transaction
+    return after
+
+
+def _refuse(incident: IncidentRow, action: str, reason: str) -> TransitionRefused:
+    return TransitionRefused(
+        incident_id=incident.incident_id,
+        action=action,
+        state=incident.state,
+        allowed=allowed_from(incident.state),
+        reason=reason,
+    )
+
+
+def _check(
+    incident: IncidentRow,
+    action: Action,
+    actor: str,
+    ctx: Context,
+    *,
+    note: str,
+    handler: str | None,
+    score: int | None,
+    comment: str | None,
+) -> tuple[Staff, str]:
+    t = TRANSITIONS.get(action)
+    if t is None:
+        raise _refuse(incident, action, f"no such action (the workflow has {', '.join(TRANSITIONS)})")
+    if incident.state not in t.sources:
+        allowed = allowed_from(incident.state)
+        now_ok = ", ".join(allowed) if allowed else "nothing (it is final)"
+        raise _refuse(incident, action, f"the incident is {incident.state}; allowed now: {now_ok}")
+    member = ctx.people.member(actor)
+    if member is None:
+        raise _refuse(incident, action, f"{actor!r} is not a staff member")
+    if not member.serves(incident.community_id):
+        raise _refuse(incident, action, f"{actor!r} does not serve community {incident.community_id}")
+    roles = [r for r in member.roles if r in t.roles]
+    if not roles:
+        raise _refuse(
+            incident,
+            action,
+            f"{action} needs one of the roles {', '.join(sorted(t.roles))};"
+            f" {actor!r} has {', '.join(member.roles)}",
+        )
+    if t.handler_or_supervisor and actor != incident.handler and not SUPERVISORS.intersection(member.roles):
+        raise _refuse(incident, action, f"only the handler ({incident.handler}) or a supervisor may {action}")
+    if t.note_required and not note.strip():
+        raise _refuse(incident, action, f"{action} needs a note")
+    if t.handler_required:
+        target = ctx.people.member(handler) if handler else None
+        if target is None:
+            raise _refuse(incident, action, f"{action} needs a handler: a staff id ({handler!r} is not one)")
+        if not target.serves(incident.community_id):
+            raise _refuse(incident, action, f"{handler!r} does not serve community {incident.community_id}")
+    if t.rating_required:
+        if score is None or not 1 <= score <= 5:
+            raise _refuse(incident, action, f"{action} needs a satisfaction score from 1 to 5 (got {score})")
+        if not (comment or "").strip():
+            raise _refuse(incident, action, f"{action} needs a comment")
+    return member, roles[0]
+
+
+def _effects(
+    conn: psycopg.Connection[Any],
+    incident: IncidentRow,
+    action: Action,
+    member: Staff,
+    role: str,
+    ctx: Context,
+    now: datetime,
+    *,
+    note: str,
+    handler: str | None,
+    score: int | None,
+    comment: str | None,
+) -> list[Owed]:
+    t = TRANSITIONS[action]
+    sets: dict[str, Any] = {"state": t.target, STAMPS[t.target]: now}
+    detail: dict[str, Any] = {}
+    owed: list[Owed] = []
+    if action == "accept":
+        sets.update(accepted_by=member.id, next_escalation_at=None)
+        # the levels already told learn that someone has it (the first level saw its own member accept)
+        for level in range(2, incident.escalation_level + 1):
+            owed.extend(ctx.to_level(incident, level, "accepted", actor=member.name))
+    elif action == "dispatch":
+        sets["handler"] = handler
+        detail["handler"] = handler
+        assert handler is not None  # noqa: S101 - checked
+        owed.extend(ctx.to_staff(incident, [handler], "dispatch", actor=handler))
+    elif action == "reject":
+        sets.update(reject_reason=note, closed_at=now, next_escalation_at=None)
+    elif action == "assess":
+        sla = sla_figures(incident, ctx, now)
+        sets["sla"] = Jsonb(sla)
+        detail["sla"] = sla
+    elif action == "rate":
+        sets.update(rating=score, rating_comment=comment)
+        detail.update(score=score, comment=comment)
+    if action == "reopen":
+        sets.update(handled_at=None, verified_at=None)
+    columns = ", ".join(f"{name} = %({name})s" for name in sets)
+    conn.execute(
+        f"UPDATE incidents SET {columns}, version = version + 1 WHERE incident_id = %(incident_id)s",  # noqa: S608 - names from this module
+        {**sets, "incident_id": incident.incident_id},
+    )
+    audit(
+        conn,
+        incident,
+        at=now,
+        actor=member.id,
+        actor_role=role,
+        action=action,
+        to_state=t.target,
+        note=note,
+        detail=detail,
+    )
+    return owed
+
+
+def sla_figures(incident: IncidentRow, ctx: Context, now: datetime) -> dict[str, Any]:
+    """Times from detection (the incident's commit) to accept, handle and close, in seconds, and
+    whether each was over the community's target for the severity (None: not reached)."""
+    start = incident.created_at
+
+    def since(at: datetime | None) -> float | None:
+        return None if at is None else round((at - start).total_seconds(), 3)
+
+    figures: dict[str, Any] = {
+        "to_accept_s": since(incident.accepted_at),
+        "to_handle_s": since(incident.handled_at),
+        "to_close_s": since(incident.closed_at),
+        "escalation_level": incident.escalation_level,
+    }
+    targets = ctx.people.targets(incident.community_id, incident.severity)
+    for name, target in (
+        ("accept", targets.accept_s if targets else None),
+        ("handle", targets.handle_s if targets else None),
+        ("close", targets.close_s if targets else None),
+    ):
+        took = figures[f"to_{name}_s"]
+        figures[f"{name}_target_s"] = target
+        figures[f"{name}_overdue"] = None if took is None or target is None else took > target
+    figures["overdue"] = any(figures[f"{n}_overdue"] for n in ("accept", "handle", "close"))
+    return figures
+
+
+def _one(action: Action) -> Callable[..., IncidentRow]:
+    def run(conn: psycopg.Connection[Any], incident_id: int, **kw: Any) -> IncidentRow:
+        return apply(conn, incident_id, action, **kw)
+
+    run.__name__ = action
+    run.__doc__ = f"`apply` with action {action!r}."
+    return run
+
+
+accept = _one("accept")
+dispatch = _one("dispatch")
+handle = _one("handle")
+verify = _one("verify")
+reopen = _one("reopen")
+close = _one("close")
+assess = _one("assess")
+rate = _one("rate")
+reject = _one("reject")
