@@ -1,6 +1,9 @@
-"""``linli cloud ...``: the cloud services: run an ingest worker, check a configuration.
+"""``linli cloud ...``: the cloud services, each until SIGTERM or Ctrl-C, and a configuration check.
 
-``linli cloud ingest --config cloud.toml`` runs one ingest worker until SIGTERM or Ctrl-C;
+``linli cloud ingest --config cloud.toml``: one ingest worker;
+``linli cloud alerts --config cloud.toml``: the alert rules (one partition);
+``linli cloud incidents --config cloud.toml``: the escalation ladder and auto-close;
+``linli cloud notify --config cloud.toml``: the push sender;
 ``linli cloud check-config --config cloud.toml`` validates a configuration and exits.
 """
 
@@ -17,7 +20,7 @@ from cloud.errors import CloudError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    cloud = subparsers.add_parser("cloud", help="the cloud side: ingest, alerts")
+    cloud = subparsers.add_parser("cloud", help="the cloud side: ingest, alerts, incidents, notify")
     commands = cloud.add_subparsers(dest="cloud_command", required=True, metavar="COMMAND")
     ingest = commands.add_parser("ingest", help="consume uplink batches into the database until SIGTERM")
     ingest.add_argument(
@@ -34,6 +37,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="evaluate the communities whose hash modulo N is K ([alerts] partition)",
     )
     alerts.set_defaults(handler=_alerts)
+    incidents = commands.add_parser(
+        "incidents", help="run the escalation ladder and auto-close until SIGTERM"
+    )
+    incidents.add_argument(
+        "--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it"
+    )
+    incidents.set_defaults(handler=_service, service="incidents")
+    notify = commands.add_parser("notify", help="deliver the notification outbox until SIGTERM")
+    notify.add_argument(
+        "--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it"
+    )
+    notify.set_defaults(handler=_service, service="notify")
     check = commands.add_parser("check-config", help="validate a configuration and exit")
     check.add_argument("--config", type=Path, required=True)
     check.set_defaults(handler=_check)
@@ -73,6 +88,22 @@ def _alerts(args: argparse.Namespace) -> int:
         return 2
     except ValueError as exc:  # pydantic's ValidationError: a bad --partition
         print(f"linli cloud: --partition: {exc}", file=sys.stderr)
+        return 2
+
+
+def _service(args: argparse.Namespace) -> int:
+    from cloud.config import load_settings
+    from cloud.incidents.main import run_incidents, run_notify
+    from cloud.logs import configure
+
+    try:
+        settings = load_settings(args.config)
+        configure(settings.log_level, fmt=settings.log_format)
+        stop = _stop_on_signals()
+        run = run_incidents if args.service == "incidents" else run_notify
+        return run(settings, stop)
+    except CloudError as exc:
+        print(f"linli cloud: {exc}", file=sys.stderr)
         return 2
 
 

@@ -26,6 +26,8 @@ from pydantic import (
 )
 
 from cloud.errors import ConfigError
+from cloud.incidents.config import IncidentsConfig
+from cloud.notify.config import NotifyConfig
 from device_profiles.config_sources import (
     ConfigProblem,
     HttpConfig,
@@ -180,7 +182,7 @@ class AlertsConfig(_Section):
 
 
 class CloudSettings(BaseModel):
-    """Everything ``linli cloud ingest`` and ``linli cloud alerts`` need."""
+    """Everything the cloud services (``linli cloud ingest|alerts|incidents|notify``) need."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -189,6 +191,8 @@ class CloudSettings(BaseModel):
     ingest: IngestConfig = IngestConfig()
     retention: RetentionConfig = RetentionConfig()
     alerts: AlertsConfig = AlertsConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
+    notify: NotifyConfig = NotifyConfig()
     http: HttpConfig = HttpConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "text"
@@ -299,7 +303,10 @@ def _resolve_paths(settings: CloudSettings, base: Path) -> CloudSettings:
             "inventory": _resolve(base, alerts.inventory),
         }
     )
-    settings = settings.model_copy(update={"alerts": alerts})
+    people = _resolve(base, settings.incidents.people)
+    settings = settings.model_copy(
+        update={"alerts": alerts, "incidents": settings.incidents.model_copy(update={"people": people})}
+    )
     tls = settings.mqtt.tls
     if tls is None:
         return settings
@@ -317,6 +324,8 @@ def check_paths(settings: CloudSettings, *, source: Callable[[Key], str] = lambd
     named += [(("alerts", "profiles", str(i)), p) for i, p in enumerate(alerts.profiles)]
     if alerts.inventory is not None:
         named.append((("alerts", "inventory"), alerts.inventory))
+    if settings.incidents.people is not None:
+        named.append((("incidents", "people"), settings.incidents.people))
     for key, p in named:
         if not p.exists():
             problems.append(ConfigProblem(".".join(key), f"no such file or folder: {p}", source(key)))

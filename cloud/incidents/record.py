@@ -154,7 +154,8 @@ def enqueue(
                 for o in owed
             ],
         )
-        cur.execute("SELECT pg_notify(%s, %s)", (OUTBOX_CHANNEL, str(incident_id or 0)))
+        # the payload names the channels, so the sender wakes only their workers
+        cur.execute("SELECT pg_notify(%s, %s)", (OUTBOX_CHANNEL, ",".join(sorted({o.channel for o in owed}))))
     return len(owed)
 
 

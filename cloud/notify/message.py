@@ -56,7 +56,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 def mask_resident(resident_id: str | None, pii: Pii) -> str | None:
-    """The resident as a channel may show it: in full, masked (``c01-r****07``), or not at all."""
+    """The resident as a channel may show it: in full, masked (``c0****07``), or not at all."""
     if resident_id is None or pii == "none":
         return None
     if pii == "full" or len(resident_id) <= 4:
@@ -86,11 +86,12 @@ def headline(message: Message) -> str:
     return f"【{sev}】{message.title_zh} · {_REASON_ZH[message.reason]}"
 
 
-def text(message: Message, pii: Pii, *, mentions: tuple[str, ...] = ()) -> str:
-    """Plain text (WeCom/DingTalk/Feishu text, email's text part, SMS)."""
+def text(message: Message, pii: Pii, *, mentions: tuple[str, ...] = (), max_bytes: int | None = None) -> str:
+    """Plain text (WeCom/DingTalk/Feishu text, email's text part, SMS). A digest lists as many of
+    its incidents as `max_bytes` (UTF-8) leaves room for and counts the rest."""
     lines = [headline(message)]
     if message.reason == "digest":
-        lines.extend(message.lines)
+        lines.extend(_digest_lines(message, pii, mentions, max_bytes))
     else:
         lines.append(f"地点：{place(message, pii)}")
         if message.device_id:
@@ -113,9 +114,31 @@ def text(message: Message, pii: Pii, *, mentions: tuple[str, ...] = ()) -> str:
     return "\n".join(lines)
 
 
-def markdown(message: Message, pii: Pii) -> str:
+def _digest_lines(message: Message, pii: Pii, mentions: tuple[str, ...], max_bytes: int | None) -> list[str]:
+    if max_bytes is None:
+        return list(message.lines)
+    fixed = text(
+        Message(reason="digest", severity=message.severity, title_zh=message.title_zh, link=message.link),
+        pii,
+        mentions=mentions,
+    )
+    budget = max_bytes - len(fixed.encode()) - 64  # the "and N more" line
+    shown: list[str] = []
+    for line in message.lines:
+        cost = len(line.encode()) + 1
+        if cost > budget:
+            break
+        shown.append(line)
+        budget -= cost
+    rest = len(message.lines) - len(shown)
+    if rest:
+        shown.append(f"……另有 {rest} 条，请在控制台查看")
+    return shown
+
+
+def markdown(message: Message, pii: Pii, *, max_bytes: int | None = None) -> str:
     """Markdown (WeCom markdown, DingTalk markdown, email's HTML is built from `text`)."""
-    body = text(message, pii).split("\n")
+    body = text(message, pii, max_bytes=None if max_bytes is None else max_bytes - 256).split("\n")
     head, rest = body[0], body[1:]
     if message.link:
         rest = [line if line != message.link else f"[查看事件]({message.link})" for line in rest]

@@ -59,6 +59,12 @@ def test_example_config_loads(capsys: pytest.CaptureFixture[str]) -> None:
     assert settings.http.address == "127.0.0.1:9108"
     assert (settings.log_level, settings.log_format) == ("info", "text")
     assert capsys.readouterr().err == ""  # no deprecated name in the example
+    # the example people file and the example channels fit together
+    from cloud.incidents.main import load_context
+
+    context = load_context(settings)
+    assert context.people.communities["c01"].name == "阳光小区"
+    assert set(settings.notify.channels) == context.people.channel_names()
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
