@@ -56,9 +56,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from cloud.config import load_settings
+    from cloud.incidents.main import load_context
 
     try:
-        load_settings(args.config)
+        settings = load_settings(args.config)
+        if settings.incidents.people is not None:  # the people file, and its channels configured
+            load_context(settings)
     except CloudError as exc:
         print(f"linli cloud: {exc}", file=sys.stderr)
         return 2

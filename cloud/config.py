@@ -304,8 +304,16 @@ def _resolve_paths(settings: CloudSettings, base: Path) -> CloudSettings:
         }
     )
     people = _resolve(base, settings.incidents.people)
+    channels = {
+        name: ch.model_copy(update={"ca_cert": _resolve(base, ch.ca_cert)})
+        for name, ch in settings.notify.channels.items()
+    }
     settings = settings.model_copy(
-        update={"alerts": alerts, "incidents": settings.incidents.model_copy(update={"people": people})}
+        update={
+            "alerts": alerts,
+            "incidents": settings.incidents.model_copy(update={"people": people}),
+            "notify": settings.notify.model_copy(update={"channels": channels}),
+        }
     )
     tls = settings.mqtt.tls
     if tls is None:
@@ -326,6 +334,9 @@ def check_paths(settings: CloudSettings, *, source: Callable[[Key], str] = lambd
         named.append((("alerts", "inventory"), alerts.inventory))
     if settings.incidents.people is not None:
         named.append((("incidents", "people"), settings.incidents.people))
+    for name, channel in settings.notify.channels.items():
+        if channel.ca_cert is not None:
+            named.append((("notify", "channels", name, "ca_cert"), channel.ca_cert))
     for key, p in named:
         if not p.exists():
             problems.append(ConfigProblem(".".join(key), f"no such file or folder: {p}", source(key)))

@@ -64,6 +64,12 @@ class Outcome:
 Recipients = Sequence[dict[str, str]]
 
 
+def tls_context(config: ChannelConfig) -> ssl.SSLContext:
+    """Server authentication against the system's CAs, or the channel's own `ca_cert`."""
+    cafile = str(config.ca_cert) if config.ca_cert is not None else None
+    return ssl.create_default_context(cafile=cafile)
+
+
 def fit(body: str, limit: int, *, keep_tail: int = 0) -> str:
     """`body` cut to at most `limit` UTF-8 bytes at a character boundary, with "…" where it was
     cut; its last `keep_tail` lines (the link, the mentions) are kept whole."""
@@ -109,7 +115,9 @@ class HttpChannel(Channel):
     def __init__(self, *, name: str, config: ChannelConfig, clock: Callable[[], float] = time.time) -> None:
         super().__init__(name=name, config=config)
         self.clock = clock
-        self._client = httpx.Client(timeout=config.timeout_s, follow_redirects=False)
+        self._client = httpx.Client(
+            timeout=config.timeout_s, follow_redirects=False, verify=tls_context(config)
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -376,14 +384,12 @@ class EmailChannel(Channel):
         try:
             smtp: smtplib.SMTP
             if cfg.smtp_security == "tls":
-                smtp = smtplib.SMTP_SSL(
-                    host, port, timeout=cfg.timeout_s, context=ssl.create_default_context()
-                )
+                smtp = smtplib.SMTP_SSL(host, port, timeout=cfg.timeout_s, context=tls_context(cfg))
             else:
                 smtp = smtplib.SMTP(host, port, timeout=cfg.timeout_s)
             with smtp:
                 if cfg.smtp_security == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=tls_context(cfg))
                 if cfg.username and cfg.password is not None:
                     smtp.login(cfg.username, cfg.password.get_secret_value())
                 refused = smtp.send_message(mail)

@@ -10,6 +10,7 @@ docs/notify.md has every key and each vendor's set-up.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -53,6 +54,9 @@ class ChannelConfig(_Section):
     #: into digests, so an SOS never waits behind them
     reserve_critical: Annotated[int, Field(ge=0)] = 5
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    #: a private CA to trust for this destination (an intranet receiver or mail relay); the
+    #: system's CAs otherwise
+    ca_cert: Path | None = None
     # email
     smtp_host: str | None = None
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587

@@ -194,3 +194,129 @@ def test_a_burst_of_200_minor_incidents_reaches_a_20_a_minute_robot_as_digests(
         assert digests
         assert len(pushes.received) < 40
     assert sender.counters["notify_digested_total"] >= 200 - 15
+
+
+def test_email_over_starttls_with_login(migrated_url: str, test_pki: Any, tmp_path: Any) -> None:
+    """A real SMTP server that requires STARTTLS before AUTH, and checks the password."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from simulators.services import free_port
+    from tests.cloud.notify.conftest import Mailbox
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+            b"linli",
+            b"pw",
+        )
+        return AuthResult(success=ok, handled=False)  # not handled: the server answers 535
+
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(test_pki.server_cert, test_pki.server_key)
+    box, port = Mailbox(), free_port("127.0.0.1")
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_tls,
+        require_starttls=True,
+        auth_require_tls=True,
+        authenticator=authenticator,
+        auth_exclude_mechanism=["CRAM-MD5"],
+    )
+    controller.start()
+    try:
+        mail = {
+            "kind": "email",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "sender": "linli@example.org",
+            "to": ["duty@example.org"],
+            "ca_cert": str(test_pki.ca_cert),
+            "username": "linli",
+        }
+        sender = sender_for(
+            migrated_url,
+            {
+                "good": {**mail, "password": "pw"},
+                "bad": {**mail, "password": "wrong"},
+                "untrusted": {**mail, "password": "pw", "ca_cert": None},
+            },
+        )
+        good = owe(migrated_url, "good", recipients=[ZHANG])[0]
+        bad = owe(migrated_url, "bad")[0]
+        untrusted = owe(migrated_url, "untrusted")[0]
+        with psycopg.connect(migrated_url, autocommit=True) as conn:
+            for name in ("good", "bad", "untrusted"):
+                sender.deliver_due(conn, name)
+        assert box.wait(1)
+    finally:
+        controller.stop()
+    found = states(migrated_url)
+    assert found[good] == ("sent", 1, "250")
+    assert found[bad] == ("refused", 1, "535")  # authentication failed: retrying cannot help
+    assert found[untrusted][0] == "retrying"  # a certificate it cannot verify: never sent in clear
+    assert len(box.messages) == 1
+    assert box.envelopes[0][1] == ["duty@example.org", "zhang@example.org"]
+
+
+def _notify_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    import argparse
+
+    from cloud import cli
+    from cloud.notify import cli as notify_cli
+
+    parser = argparse.ArgumentParser(prog="linli")
+    commands = parser.add_subparsers(dest="command", required=True)
+    notify_cli.register(commands)
+    cli.register(commands)
+    args = parser.parse_args(argv)
+    code = int(args.handler(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_notify_test_prints_the_apis_answer(
+    tmp_path: Any, pushes: PushServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = pushes.add_wecom("good")
+    toml = tmp_path / "cloud.toml"
+    toml.write_text(
+        'database_url = "postgresql://x@127.0.0.1/x"\n'
+        f'[notify.channels.grid]\nkind = "wecom"\nurl = "{good}"\n'
+        f'[notify.channels.bad]\nkind = "wecom"\nurl = "{pushes.url}/cgi-bin/webhook/send?key=nope"\n'
+    )
+    code, out, _ = _notify_cli(
+        capsys, "notify", "test", "--config", str(toml), "--channel", "grid", "--mobile", "13800000001"
+    )
+    assert (code, out) == (0, "grid (wecom): sent code=0 ok\n")
+    (got,) = pushes.received
+    assert got.mentions == ("13800000001",)
+    assert "linli 推送测试" in got.text
+    code, out, _ = _notify_cli(capsys, "notify", "test", "--config", str(toml), "--channel", "bad")
+    assert (code, out) == (1, "bad (wecom): refused code=93000 invalid webhook url\n")
+    code, _, err = _notify_cli(capsys, "notify", "test", "--config", str(toml), "--channel", "nope")
+    assert code == 2
+    assert "no channel 'nope' in [notify.channels] (configured: bad, grid)" in err
+
+
+def test_check_config_checks_the_people_file_against_the_channels(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import msgspec.yaml
+
+    from tests.cloud.incidents.conftest import PEOPLE
+
+    (tmp_path / "people.yaml").write_bytes(msgspec.yaml.encode(PEOPLE))
+    toml = tmp_path / "cloud.toml"
+    toml.write_text(
+        'database_url = "postgresql://x@127.0.0.1/x"\n[incidents]\npeople = "people.yaml"\n'
+        '[notify.channels.grid]\nkind = "webhook"\nurl = "http://127.0.0.1:1/h"\nsecret = "s"\n'
+    )
+    code, _, err = _notify_cli(capsys, "cloud", "check-config", "--config", str(toml))
+    assert code == 2
+    for missing in ("committee", "district", "doctor-mail", "family-sms", "street"):
+        assert f"the people file uses channel {missing!r}, not configured here" in err
+    assert "'grid'" not in err
