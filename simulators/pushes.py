@@ -489,6 +489,9 @@ class _Handler(BaseHTTPRequestHandler):
     """Reads one request, routes it to the `PushServer`, writes its reply (HTTP/1.1, keep-alive)."""
 
     protocol_version = "HTTP/1.1"
+    # headers and body go out as separate writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (40 ms a request), which the vendors' servers do not make anyone wait
+    disable_nagle_algorithm = True
     server_version = "linli-push-sim/1"
     timeout = 30  # an idle keep-alive connection is dropped after this many seconds
 

@@ -16,7 +16,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from simulators.demo.incidents import OpenIncidents, incidents_table, read_open_incidents
+from simulators.demo.incidents import (
+    LATEST_PUSHES,
+    OpenIncidents,
+    PushLine,
+    incidents_table,
+    push_lines,
+    pushes_table,
+    read_open_incidents,
+)
 from simulators.demo.pipeline import DemoPipeline
 
 
@@ -41,6 +49,8 @@ class Snapshot:
     devices_known: int = 0
     gateways: list[GatewayView] = field(default_factory=list)
     incidents: OpenIncidents = field(default_factory=OpenIncidents)
+    pushes: list[PushLine] = field(default_factory=list)
+    pushes_total: int = 0
     error: str = ""
 
 
@@ -94,6 +104,9 @@ class Watcher:
                 snap.incidents = read_open_incidents(conn)
         except psycopg.Error as exc:
             snap.error = f"database: {exc}".splitlines()[0]
+        if self.pipeline.pushes is not None:
+            snap.pushes = push_lines(self.pipeline.pushes.recent(LATEST_PUSHES))
+            snap.pushes_total = len(self.pipeline.pushes.received)
         while len(self.history) > 1 and snap.at - self.history[1].at >= self.WINDOW_S:
             self.history.popleft()
         prev = self.history[0] if self.history else None
@@ -160,7 +173,11 @@ def render(pipeline: DemoPipeline, snap: Snapshot, started: float, until: float 
         ("\n" + snap.error, "red") if snap.error else "",
     )
     return Panel(
-        Group(head, gw, incidents_table(snap.incidents), footer), title="linli demo", border_style="cyan"
+        Group(
+            head, gw, incidents_table(snap.incidents), pushes_table(snap.pushes, snap.pushes_total), footer
+        ),
+        title="linli demo",
+        border_style="cyan",
     )
 
 
@@ -174,6 +191,7 @@ def plain_line(snap: Snapshot) -> str:
         f"{snap.rows:,} rows stored",
         depth,
         f"open incidents {snap.incidents.counts_text()}",
+        f"pushes {snap.pushes_total}",
     ]
     return "; ".join(part for part in parts if part)
 

@@ -13,8 +13,9 @@ every service is the real command as a subprocess.
    partition becoming active (``/healthz``) to its checkpoint reaching the end of the feed, so
    it includes reading, decompressing and decoding the feed and committing incidents and state.
    ``engine_only_readings_per_s`` is the engine alone over the same rows, in this process.
-2. **latency**: the whole chain: a field broker, ``linli edge run`` for one gateway, the cloud
-   broker, one ingest worker, ``linli cloud alerts`` on the wall clock. A simulator publishes
+2. **latency**: the whole chain (`simulators.demo.chain`): a field broker, ``linli edge run`` for
+   one gateway, the cloud broker, one ingest worker, ``linli cloud alerts`` on the wall clock,
+   pinned as deployed (gateway side and cloud side on separate cores). A simulator publishes
    ``--background`` readings/s of ordinary telemetry through the edge agent while one SOS button
    is pressed `--presses` times, each after a random pause; per press, the time from the
    ``publish`` call at the field broker to the ``NOTIFY linli_incident`` of its incident, which
@@ -35,8 +36,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,14 +45,9 @@ import numpy as np
 import psycopg
 
 from cloud.bench import run_ingest
-from device_profiles import ProfileSet
-from device_profiles.inventory import Inventory
-from device_profiles.reading import Reading
-from simulators.demo.bench import _pg_pid, _phase
+from simulators.demo.chain import running_chain, wait_until
 from simulators.demo.children import Child
-from simulators.demo.configs import write_cloud_config, write_edge_config
-from simulators.fleet import load_fleet
-from simulators.rand import RandomStream
+from simulators.demo.configs import write_cloud_config
 from simulators.services import MosquittoBroker, PostgresCluster, free_port
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
@@ -153,17 +147,6 @@ def _scalar(conn: psycopg.Connection[Any], query: str) -> Any:
     return None if row is None else row[0]
 
 
-def _wait(cond: Callable[[], bool], timeout: float, what: str, *children: Child) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        for child in children:
-            if not child.running:
-                raise RuntimeError(f"{child.name} exited ({child.returncode()}):\n{child.log_tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.02)  # polling a measurement, not synchronising a test
-
-
 def throughput(root: Path, *, readings: int, communities: int) -> dict[str, Any]:
     envelopes = mixed_envelopes(readings=readings, communities=communities)
     total = len(envelopes) * 500
@@ -201,9 +184,9 @@ def throughput(root: Path, *, readings: int, communities: int) -> dict[str, Any]
             if pid is not None and hasattr(os, "sched_setaffinity"):
                 os.sched_setaffinity(pid, {max(os.sched_getaffinity(0))})
             with psycopg.connect(url, autocommit=True) as conn:
-                _wait(lambda: _healthz(port).get("role") == "active", 60, "the alert service", alerts)
+                wait_until(lambda: _healthz(port).get("role") == "active", 60, "the alert service", alerts)
                 start = time.perf_counter()
-                _wait(
+                wait_until(
                     lambda: (
                         (_scalar(conn, "SELECT coalesce(max(feed_seq), 0) FROM alert_checkpoints") or 0)
                         >= horizon
@@ -296,185 +279,45 @@ class IncidentListener:
         self._conn.close()
 
 
-def _pin_as_deployed(*, gateway: list[int | None], cloud: list[int | None]) -> None:
-    """Gateway side (simulator, field broker, edge agent) on the first core, cloud side (cloud
-    broker, ingest, alert service, PostgreSQL and its backends) on the last: as deployed, on
-    separate machines, the two do not take CPU from each other."""
-    import psutil
-
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        return
-    for pids, core in ((gateway, cores[0]), (cloud, cores[-1])):
-        for pid in pids:
-            if pid is None:
-                continue
-            proc = psutil.Process(pid)
-            for p in (proc, *proc.children(recursive=True)):
-                try:
-                    p.cpu_affinity([core])
-                except psutil.NoSuchProcess:
-                    continue
-
-
 def latency(root: Path, *, background: int, presses: int, outages: int, outage_s: float) -> dict[str, Any]:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    with running_chain(root) as chain:
+        listener = IncidentListener(chain.url)
+        try:
+            button = chain.button.device_id
 
-    profiles = ProfileSet.shipped()
-    fleet = root / "fleet.yaml"
-    fleet.write_text(
-        "communities:\n  - id: bench\n    lat: 31.2304\n    lon: 121.4737\n    gateways: 1\n"
-        "    devices: {door_contact: 800, sos_button: 400, manhole_cover: 200, streetlight: 600}\n"
-    )
-    inventory = load_fleet(str(fleet), rs=RandomStream(np.random.default_rng(11)), profiles=profiles)
-    button = next(d for d in inventory.devices if d.profile == "generic_lorawan/sos_button")
-    background_fleet = Inventory([d for d in inventory.devices if d.device_id != button.device_id])
-    inv = root / "inventory.json"
-    inventory.dump(inv)
-    gateway = inventory.devices[0].gateway_id
-    field = MosquittoBroker(workdir=root / "field")
-    cloud = MosquittoBroker(workdir=root / "cloud", port=free_port("127.0.0.1"))
-    pg = PostgresCluster(datadir=root / "pg2", durable=True)
-    children: list[Child] = []
-    listener: IncidentListener | None = None
-    pub: mqtt.Client | None = None
-    try:
-        field.start()
-        cloud.start()
-        pg.start()
-        url = pg.dsn("postgres")
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        toml = write_cloud_config(
-            root / "cloud2.toml",
-            database_url=url,
-            mqtt_url=cloud.url,
-            overrides={"alerts": {"http": {"address": ""}}},
-        )
-        ingest = Child.python(
-            name="ingest",
-            module="cloud",
-            args=["cloud", "ingest", "--config", str(toml)],
-            log=root / "ingest2.log",
-        )
-        alerts = Child.python(
-            name="alerts",
-            module="cloud",
-            args=["cloud", "alerts", "--config", str(toml)],
-            log=root / "alerts2.log",
-        )
-        edge_toml = write_edge_config(
-            root / "edge.toml",
-            gateway_id=gateway,
-            community_id="bench",
-            inventory=inv,
-            field_url=field.url,
-            cloud_url=cloud.url,
-            buffer=root / "buffer.db",
-        )
-        edge = Child.python(
-            name="edge", module="edge", args=["run", "--config", str(edge_toml)], log=root / "edge.log"
-        )
-        children += [ingest, alerts, edge]
-        ingest.start()
-        _wait(lambda: "subscribed to" in ingest.log_tail(100_000), 60, "the ingest", ingest)
-        alerts.start()
-        edge.start()
-        _wait(lambda: "subscribed" in edge.log_tail(1_000_000), 60, "the edge agent", edge)
-        _wait(lambda: "active from feed_seq" in alerts.log_tail(100_000), 60, "the alert service", alerts)
-        _pin_as_deployed(
-            gateway=[field.pid, edge.pid, os.getpid()],
-            cloud=[cloud.pid, ingest.pid, alerts.pid, _pg_pid(root / "pg2")],
-        )
-        listener = IncidentListener(url)
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sos", protocol=mqtt.MQTTv5)
-        pub.connect(field.host, field.port)
-        pub.loop_start()
-        client = pub
+            def press() -> tuple[float, int]:
+                mark = len(listener.got)
+                return chain.press(), mark
 
-        def press() -> tuple[float, int]:
-            now = datetime.now(UTC)
-            reading = Reading(
-                device_id=button.device_id,
-                device_type="sos_button",
-                ts=now,
-                received_at=now,
-                metrics={"battery_pct": 90.0},
-                events=("sos_pressed",),
-                profile=button.profile,
-                reading_id=str(uuid.uuid4()),
-            )
-            topic, payload = profiles.encode(reading)
-            assert listener is not None  # noqa: S101 - set above
-            mark = len(listener.got)
-            start = time.perf_counter()
-            client.publish(topic, payload, qos=1)
-            return start, mark
-
-        rng = random.Random(5)  # noqa: S311 - pacing
-        samples: list[float] = []
-        # background telemetry through the same agent: the simulator, paced (its own thread)
-        rate_fleet = len(background_fleet)
-        speed = background / max(1e-9, rate_fleet / 1800)  # ~2 messages per device per hour
-        stop_bg = threading.Event()
-
-        def run_background() -> None:
-            seed = 20
-            while not stop_bg.is_set():
-                seed += 1
-                _phase(
-                    inventory=background_fleet,
-                    profiles=profiles,
-                    seed=seed,
-                    start=datetime.now(UTC),
-                    speed=speed,
-                    count=background * 10,
-                    broker_url=field.url,
-                    truth_path=root / f"truth-{seed}.jsonl",
-                )
-
-        bg = threading.Thread(target=run_background, name="bench-background", daemon=True)
-        bg.start()
-        time.sleep(3.0)  # let the background reach its pace before the first press
-        for _ in range(presses):
-            time.sleep(rng.uniform(0.2, 0.6))  # pacing the presses at random phases
-            start, mark = press()
-            samples.append((listener.wait_for(button.device_id, mark, 30) - start) * 1000)
-        stop_bg.set()
-        after: list[float] = []
-        for _ in range(outages):
-            cloud.stop()
-            time.sleep(outage_s / 2)  # the outage itself
-            _, mark = press()
-            time.sleep(outage_s / 2)
-            cloud.start()
-            back = time.perf_counter()
-            after.append((listener.wait_for(button.device_id, mark, 120) - back) * 1000)
-        bg.join(120)
-        for child in children:
-            if not child.running:
-                raise RuntimeError(f"{child.name} exited ({child.returncode()}):\n{child.log_tail()}")
-        return {
-            "sos_to_incident_p50_ms": round(float(np.percentile(samples, 50)), 1),
-            "sos_to_incident_p99_ms": round(float(np.percentile(samples, 99)), 1),
-            "sos_to_incident_max_ms": round(max(samples), 1),
-            "sos_presses": len(samples),
-            "background_readings_per_s": background,
-            "sos_after_outage_ms": [round(x, 1) for x in after],
-            "outage_s": outage_s,
-        }
-    finally:
-        if pub is not None:
-            pub.disconnect()
-            pub.loop_stop()
-        if listener is not None:
+            rng = random.Random(5)  # noqa: S311 - pacing
+            samples: list[float] = []
+            with chain.background(background):
+                time.sleep(3.0)  # let the background reach its pace before the first press
+                for _ in range(presses):
+                    time.sleep(rng.uniform(0.2, 0.6))  # pacing the presses at random phases
+                    start, mark = press()
+                    samples.append((listener.wait_for(button, mark, 30) - start) * 1000)
+            after: list[float] = []
+            for _ in range(outages):
+                chain.cloud.stop()
+                time.sleep(outage_s / 2)  # the outage itself
+                _, mark = press()
+                time.sleep(outage_s / 2)
+                chain.cloud.start()
+                back = time.perf_counter()
+                after.append((listener.wait_for(button, mark, 120) - back) * 1000)
+            chain.check()
+        finally:
             listener.close()
-        for child in reversed(children):
-            child.stop(timeout=30)
-        field.stop()
-        cloud.stop()
-        pg.stop()
+    return {
+        "sos_to_incident_p50_ms": round(float(np.percentile(samples, 50)), 1),
+        "sos_to_incident_p99_ms": round(float(np.percentile(samples, 99)), 1),
+        "sos_to_incident_max_ms": round(max(samples), 1),
+        "sos_presses": len(samples),
+        "background_readings_per_s": background,
+        "sos_after_outage_ms": [round(x, 1) for x in after],
+        "outage_s": outage_s,
+    }
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""The demo screen's open incidents: counts by severity and the latest few, read from ``incidents``.
+"""The demo screen's open incidents (counts by severity and the latest few, read from
+``incidents``) and the latest pushes (what the local robots and webhooks received).
 
 The alert service (``linli cloud alerts``) writes the table; the demo only reads it, and shows zeros
 while it is empty. A database migrated before the ``incidents`` table existed reads as empty too.
@@ -6,6 +7,7 @@ while it is empty. A database migrated before the ``incidents`` table existed re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -13,6 +15,8 @@ from typing import Any, Final
 import psycopg
 import psycopg.errors
 from rich.table import Table
+
+from simulators.pushes import Received
 
 #: Most severe first; the order of the counts on the screen and in the summary line.
 SEVERITIES: Final = ("critical", "major", "minor", "info")
@@ -88,5 +92,52 @@ def incidents_table(incidents: OpenIncidents) -> Table:
             line.title,
             line.subject,
             style=_SEVERITY_STYLE.get(line.severity),
+        )
+    return table
+
+
+#: How many of the latest pushes the screen lists.
+LATEST_PUSHES: Final = 5
+_KIND_LABEL: Final = {"wecom": "WeCom", "dingtalk": "DingTalk", "feishu": "Feishu", "webhook": "webhook"}
+
+
+@dataclass(frozen=True, slots=True)
+class PushLine:
+    at: datetime
+    kind: str
+    robot: str
+    headline: str
+    mentions: tuple[str, ...]
+
+
+def push_lines(received: Sequence[Received]) -> list[PushLine]:
+    """What the screen shows of each push: when, where, its first line, whom it mentions."""
+    return [
+        PushLine(
+            at=datetime.fromtimestamp(r.at, tz=UTC),
+            kind=_KIND_LABEL.get(r.kind, r.kind),
+            robot=r.robot,
+            headline=(r.text.splitlines() or [""])[0],
+            mentions=r.mentions,
+        )
+        for r in received
+    ]
+
+
+def pushes_table(lines: Sequence[PushLine], total: int) -> Table:
+    """The latest pushes, newest first (one row saying "none" while there are none)."""
+    table = Table(title=f"pushes ({total:,} received; latest {LATEST_PUSHES})", expand=True)
+    for col in ("time (UTC)", "channel", "robot", "message", "@"):
+        table.add_column(col)
+    if not lines:
+        table.add_row("none", "", "", "", "")
+    for line in reversed(lines):
+        table.add_row(
+            line.at.strftime("%H:%M:%S"),
+            line.kind,
+            line.robot,
+            line.headline,
+            " ".join(line.mentions),
+            style="bold red" if "【紧急】" in line.headline else None,
         )
     return table

@@ -1,4 +1,5 @@
-"""The whole pipeline under one folder: brokers, database, ingest, alerts, edge agents, simulators.
+"""The whole pipeline under one folder: brokers, database, ingest, alerts, incidents, pushes, edge
+agents, simulators.
 
 `DemoPipeline` lays everything out under `root` (``./var/demo`` for ``linli demo``):
 
@@ -9,13 +10,17 @@ root/mqtt/cloud, mqtt/<gateway>   Mosquitto config, persistence and log
 root/pg/data, pg/data.log  the PostgreSQL cluster (initdb on the first run)
 root/edge/<gateway>/       edge.toml, buffer.db
 root/cloud.toml, alerts.toml   the ingest's and the alert service's configuration
+root/incidents.toml, people.yaml   the escalator's and the push sender's configuration, the staff
 root/logs/                 every child's log
 root/sim/<gateway>/truth.jsonl   ground truth of the latest run
 ```
 
 A second run finds the cluster, the buffers, the broker sessions and the inventory and reuses them.
+Pushes go to a local server that behaves like the WeCom, DingTalk and Feishu robots and a webhook
+receiver (`simulators.pushes.PushServer`, in this process); the screen shows the latest.
 `stop()` stops in order: simulators (SIGINT: they flush their ground truth), edge agents (SIGTERM:
-they drain), ingest, alerts, brokers, database, and checks that no child is left.
+they drain), ingest, alerts, incidents, notify, the push server, brokers, database, and checks that
+no child is left.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec.yaml
 import numpy as np
 import psycopg
 from psycopg import sql
@@ -42,6 +48,7 @@ from simulators.demo.children import Child
 from simulators.demo.configs import write_cloud_config, write_edge_config
 from simulators.errors import DemoError, SimulatorsError
 from simulators.fleet import load_fleet
+from simulators.pushes import PushServer
 from simulators.rand import RandomStream
 from simulators.services import MosquittoBroker, PostgresCluster, free_port
 
@@ -134,6 +141,9 @@ class DemoPipeline:
         self.pg: PostgresCluster | None = None
         self.ingest: Child | None = None
         self.alerts: Child | None = None
+        self.incidents: Child | None = None
+        self.notify: Child | None = None
+        self.pushes: PushServer | None = None
         self.gateways: list[GatewayParts] = []
         self.inventory: Inventory | None = None
         self.rows_at_start = 0
@@ -229,6 +239,7 @@ class DemoPipeline:
             log=logs / "alerts.log",
         )
         self.alerts.start()
+        self._start_pushes(ports, logs)
 
         for gw in gateway_ids:
             mine = self.inventory.for_gateway(gw)
@@ -292,6 +303,66 @@ class DemoPipeline:
             parts.sim.start()
         self.log(f"simulating {len(self.inventory.devices)} devices at {self.speed:g}x real time")
 
+    def _start_pushes(self, ports: _Ports, logs: Path) -> None:
+        """The push server, the escalator and the sender, with a ladder of every robot kind."""
+        assert self.inventory is not None  # noqa: S101 - loaded first
+        pushes = self.pushes = PushServer(port=ports.get("pushes"))
+        secret = "SEC" + secrets.token_hex(16)  # the robots' signing secret, new each run
+        channels = {
+            "grid": {"kind": "wecom", "url": pushes.add_wecom("demo-grid")},
+            "committee": {
+                "kind": "dingtalk",
+                "url": pushes.add_dingtalk("demo-committee", secret, keyword="linli"),
+                "secret": secret,
+                "keyword": "linli",
+            },
+            "street": {
+                "kind": "feishu",
+                "url": pushes.add_feishu("demo-street", secret),
+                "secret": secret,
+            },
+            "district": {
+                "kind": "webhook",
+                "url": pushes.add_webhook("demo-district", secret),
+                "secret": secret,
+            },
+            "family": {
+                "kind": "webhook",
+                "url": pushes.add_webhook("demo-family", secret),
+                "secret": secret,
+            },
+        }
+        pushes.start()
+        people = self.root / "people.yaml"
+        people.write_bytes(msgspec.yaml.encode(demo_people(self.community, self.inventory)))
+        toml = write_cloud_config(
+            self.root / "incidents.toml",
+            database_url=self.database_url,
+            mqtt_url=self.cloud.url if self.cloud is not None else "mqtt://127.0.0.1:1",
+            overrides={
+                "incidents": {
+                    "people": str(people),
+                    "http": {"address": f"127.0.0.1:{ports.get('incidents_metrics')}"},
+                },
+                "notify": {
+                    "channels": channels,
+                    "http": {"address": f"127.0.0.1:{ports.get('notify_metrics')}"},
+                },
+            },
+        )
+        self.incidents, self.notify = (
+            Child.python(
+                name=name,
+                module="cloud",
+                args=["cloud", name, "--config", str(toml)],
+                log=logs / f"{name}.log",
+            )
+            for name in ("incidents", "notify")
+        )
+        self.incidents.start()
+        self.notify.start()
+        self.log(f"pushes: WeCom, DingTalk, Feishu robots and webhooks emulated at {pushes.url}")
+
     def _scenarios_for(self, inventory: Inventory, *, first: bool) -> list[str]:
         """The scenarios run by the first gateway's simulator, when its devices allow them."""
         needs = {"sos-press": "sos_button", "manhole-lifted": "manhole_cover", "lamp-failure": "streetlight"}
@@ -351,8 +422,7 @@ class DemoPipeline:
         out: list[Child] = [c for p in self.gateways for c in (p.sim, p.edge)]
         if self.ingest is not None:
             out.append(self.ingest)
-        if self.alerts is not None:
-            out.append(self.alerts)
+        out += [c for c in (self.alerts, self.incidents, self.notify) if c is not None]
         return out
 
     def failed(self) -> list[str]:
@@ -381,10 +451,13 @@ class DemoPipeline:
             code = self.ingest.stop(timeout=30)
             if code not in (None, 0):
                 problems.append(f"ingest exited with {code}")
-        if self.alerts is not None:
-            code = self.alerts.stop(timeout=30)
-            if code not in (None, 0):
-                problems.append(f"alerts exited with {code}")
+        for child in (self.alerts, self.incidents, self.notify):
+            if child is not None:
+                code = child.stop(timeout=30)
+                if code not in (None, 0):
+                    problems.append(f"{child.name} exited with {code}")
+        if self.pushes is not None:
+            self.pushes.close()
         self.rows_at_stop = self._count_rows()
         for parts in self.gateways:
             parts.field.stop()
@@ -404,3 +477,54 @@ class DemoPipeline:
         if left:
             problems.append("still running: " + ", ".join(left))
         return problems
+
+
+def demo_people(community: str, inventory: Inventory) -> dict[str, object]:
+    """Staff for the demo community: a four-level ladder over the four robot kinds, a doctor, and
+    a family contact for every resident living alone."""
+    staff = [
+        {
+            "id": "w-zhang",
+            "name": "张伟",
+            "roles": ["grid_worker"],
+            "communities": [community],
+            "mobile": "13800000001",
+        },
+        {
+            "id": "k-li",
+            "name": "李强",
+            "roles": ["committee"],
+            "communities": [community],
+            "mobile": "13800000002",
+        },
+        {"id": "s-wang", "name": "王芳", "roles": ["street"], "communities": ["*"], "mobile": "13800000003"},
+        {"id": "q-sun", "name": "孙洁", "roles": ["district"], "communities": ["*"]},
+        {
+            "id": "d-chen",
+            "name": "陈医生",
+            "roles": ["doctor"],
+            "communities": [community],
+            "channel": "family",
+        },
+    ]
+    residents = sorted({d.resident_id for d in inventory.devices if d.resident_id and d.living_alone})
+    return {
+        "version": 1,
+        "staff": staff,
+        "communities": {
+            community: {
+                "name": "阳光小区",
+                "ladder": [
+                    {"name": "网格员", "staff": ["w-zhang"], "channels": ["grid"]},
+                    {"name": "居委会", "staff": ["k-li"], "channels": ["committee"]},
+                    {"name": "街道办", "staff": ["s-wang"], "channels": ["street"]},
+                    {"name": "区级", "staff": ["q-sun"], "channels": ["district"]},
+                ],
+                "doctors": ["d-chen"],
+            }
+        },
+        "contacts": {
+            r: [{"name": "家属", "relation": "family", "mobile": f"139{i:08d}", "channel": "family"}]
+            for i, r in enumerate(residents)
+        },
+    }

@@ -63,7 +63,7 @@ def test_an_empty_table_shows_none(migrated_url: str, tmp_path: Path) -> None:
         found = read_open_incidents(conn)
     assert (found.total, found.latest) == (0, [])
     snap = Snapshot(at=0.0, incidents=found)
-    assert plain_line(snap).endswith("open incidents critical 0, major 0, minor 0, info 0")
+    assert plain_line(snap).endswith("open incidents critical 0, major 0, minor 0, info 0; pushes 0")
     text = screen(snap, tmp_path)
     assert "open incidents  none" in text
     assert "open incidents (latest 5)" in text
@@ -80,7 +80,7 @@ def test_open_incidents_by_severity_and_the_latest(migrated_url: str, tmp_path: 
     assert found.by_severity == {"critical": 1, "major": 1, "minor": LATEST, "info": 0}
     assert [line.rule for line in found.latest] == [f"lamp_failure_{i}" for i in reversed(range(LATEST))]
     snap = Snapshot(at=0.0, incidents=found)
-    assert plain_line(snap).endswith(f"open incidents critical 1, major 1, minor {LATEST}, info 0")
+    assert f"open incidents critical 1, major 1, minor {LATEST}, info 0" in plain_line(snap)
     text = screen(snap, tmp_path)
     assert f"open incidents  {LATEST + 2} (critical 1, major 1, minor {LATEST}, info 0)" in text
     assert "2025-06-01 01:04:00" in text
@@ -93,3 +93,28 @@ def test_a_database_without_the_table_reads_as_empty(database_url: str) -> None:
         found = read_open_incidents(conn)
         assert found.total == 0
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is still usable
+
+
+def test_the_latest_pushes_newest_first(tmp_path: Path) -> None:
+    from simulators.demo.incidents import push_lines
+    from simulators.pushes import Kind, Received
+
+    def got(at: float, kind: Kind, text: str, mentions: tuple[str, ...] = ()) -> Received:
+        return Received(kind=kind, robot="r", at=at, body={}, text=text, mentions=mentions,
+                        idempotency_key=None, duplicate=False)  # fmt: skip
+
+    t0 = T0.timestamp()
+    lines = push_lines(
+        [
+            got(t0, "wecom", "【紧急】SOS 求助 · 请立即受理\n地点：阳光小区", ("13800000001",)),
+            got(t0 + 60, "feishu", "【一般】12 条新事件（阳光小区） · 汇总\n..."),
+        ]
+    )
+    snap = Snapshot(at=0.0, pushes=lines, pushes_total=7)
+    text = screen(snap, tmp_path)
+    assert "pushes (7 received; latest 5)" in text
+    first, second = text.index("12 条新事件"), text.index("SOS 求助")
+    assert first < second  # newest first
+    assert "13800000001" in text
+    assert "WeCom" in text
+    assert plain_line(snap).endswith("pushes 7")

@@ -350,7 +350,7 @@ def test_unreadable_inputs_exit_2(migrated_url: str, database_url: str, tmp_path
     assert code == 2
     assert "alien_landing" in printed["stderr"]
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("DROP TABLE incident_occurrences, incidents")
+        conn.execute("DROP TABLE incident_occurrences, incidents CASCADE")
     code, printed = run_cli(truth, database_url)
     assert code == 2
     assert "incidents" in printed["stderr"]

@@ -1,0 +1,201 @@
+"""``linli bench notify --json``: from an SOS press to the push, under load and during a drain,
+and the sender's throughput.
+
+The chain of `simulators.demo.chain` with pushes: field broker, edge agent, cloud broker, ingest,
+alert service, ``linli cloud incidents`` and ``linli cloud notify`` delivering to a local webhook
+receiver (`simulators.pushes.PushServer`) that is the first level of the ladder.
+
+1. **under load**: ``--background`` readings/s of ordinary telemetry through the edge agent while
+   one SOS button is pressed ``--presses`` times at random pauses; per press, the time from the
+   ``publish`` call at the field broker to the receiver accepting the push
+   (``sos_to_push_p50_ms``, ``_p99_ms``). Between presses the incident is rejected through the
+   workflow (a false alarm), so each press opens a new incident and owes a new push.
+2. **during a drain**: the cloud broker is stopped, ``--backlog`` readings are published through
+   the edge agent (they wait in its buffer), the broker is started again, and while the agent
+   drains the backlog the button is pressed every 0.4 s (``sos_to_push_p99_ms_during_drain``;
+   ``drain_s``: from the restart to the backlog stored).
+3. **throughput**: ``--notifications`` critical notifications are put in the outbox in one
+   transaction; ``notifications_per_s`` is their number divided by the time from that commit to
+   the receiver accepting the last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from cloud.incidents import transitions
+from cloud.incidents.people import People
+from cloud.incidents.record import Context
+from cloud.notify.message import Message
+from simulators.demo.chain import Chain, running_chain
+from simulators.pushes import PushServer
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "notify", help="SOS press to push, under load and during a drain; sender throughput"
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON figures")
+    parser.add_argument("--background", type=int, default=10_000, help="telemetry readings/s during presses")
+    parser.add_argument("--presses", type=int, default=60)
+    parser.add_argument("--backlog", type=int, default=100_000, help="readings buffered during the outage")
+    parser.add_argument("--drain-presses", type=int, default=10, help="presses during each drain")
+    parser.add_argument("--drains", type=int, default=2)
+    parser.add_argument("--notifications", type=int, default=3000, help="for the throughput part")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--workdir", type=Path, help="keep everything here instead of a temporary folder")
+    parser.set_defaults(handler=_run)
+
+
+def _push_for(server: PushServer, device_id: str, mark: int, timeout: float) -> tuple[float, int]:
+    """Arrival (the server's perf_counter) and incident id of the first escalation push about
+    `device_id` after `mark` received messages."""
+    found: list[tuple[float, int]] = []
+
+    def arrived(p: PushServer) -> bool:
+        for r in p.received[mark:]:
+            if r.body.get("reason") == "escalate" and f"设备：{device_id}" in r.text:
+                found.append((r.at, int(r.body["incident_id"])))
+                return True
+        return False
+
+    if not server.wait_for(arrived, timeout):
+        raise RuntimeError(f"no push for {device_id} within {timeout} s")
+    return found[0]
+
+
+class _Presser:
+    def __init__(self, chain: Chain) -> None:
+        assert chain.pushes is not None  # noqa: S101 - a chain with pushes
+        self.chain = chain
+        self.server = chain.pushes
+        self.conn = psycopg.connect(chain.url, autocommit=True)
+        people = People.model_validate(msgspec.yaml.decode((chain.root / "people.yaml").read_bytes()))
+        self.ctx = Context(people=people)
+        #: the receiver stamps arrivals with the wall clock; presses are timed with perf_counter
+        self.offset = time.time() - time.perf_counter()
+
+    def once(self) -> float:
+        """Press, wait for the push, reject the incident; milliseconds from press to push."""
+        mark = len(self.server.received)
+        start = self.chain.press()
+        at, incident = _push_for(self.server, self.chain.button.device_id, mark, 60)
+        transitions.reject(self.conn, incident, actor="w1", note="benchmark press", ctx=self.ctx)
+        return (at - self.offset - start) * 1000
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _stored(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT coalesce(sum(readings), 0) FROM ingested_batches").fetchone()
+    return int(row[0]) if row else 0
+
+
+def measure(root: Path, *, background: int, presses: int, backlog: int, drains: int, drain_presses: int,
+            notifications: int) -> dict[str, Any]:  # fmt: skip
+    with running_chain(root, pushes=True) as chain:
+        presser = _Presser(chain)
+        try:
+            rng = random.Random(5)  # noqa: S311 - pacing
+            samples: list[float] = []
+            presser.once()  # warm: the first incident of a community loads its state
+            with chain.background(background):
+                time.sleep(3.0)  # the background reaches its pace before the first press
+                for _ in range(presses):
+                    time.sleep(rng.uniform(0.2, 0.6))  # presses at random phases of the background
+                    samples.append(presser.once())
+            chain.check()
+            during: list[float] = []
+            drain_s: list[float] = []
+            for _ in range(drains):
+                before = _stored(presser.conn)
+                chain.cloud.stop()
+                readings = chain.backlog(backlog)
+                time.sleep(1.0)  # the agent buffers the tail of the backlog
+                chain.cloud.start()
+                restarted = time.perf_counter()
+                time.sleep(0.2)
+                for _ in range(drain_presses):
+                    during.append(presser.once())
+                    time.sleep(0.4)
+                while _stored(presser.conn) < before + readings:
+                    if time.perf_counter() - restarted > 300:
+                        raise RuntimeError("the backlog did not drain within 300 s")
+                    time.sleep(0.1)
+                drain_s.append(time.perf_counter() - restarted)
+            chain.check()
+            rate = _throughput(chain, presser.server, notifications)
+        finally:
+            presser.close()
+    return {
+        "sos_to_push_p50_ms": round(float(np.percentile(samples, 50)), 1),
+        "sos_to_push_p99_ms": round(float(np.percentile(samples, 99)), 1),
+        "sos_to_push_max_ms": round(max(samples), 1),
+        "sos_to_push_p99_ms_during_drain": round(float(np.percentile(during, 99)), 1),
+        "sos_to_push_max_ms_during_drain": round(max(during), 1),
+        "notifications_per_s": round(rate, 1),
+        "presses": len(samples),
+        "presses_during_drain": len(during),
+        "background_readings_per_s": background,
+        "backlog_readings": backlog,
+        "drain_s": [round(x, 1) for x in drain_s],
+    }
+
+
+def _throughput(chain: Chain, server: PushServer, n: int) -> float:
+    message = Message(reason="escalate", severity="critical", title_zh="吞吐测试", community_id="bench")
+    body = Jsonb(msgspec.to_builtins(message))
+    mark = len(server.received)
+    with psycopg.connect(chain.url, autocommit=True) as conn:
+        now = datetime.now(UTC)
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO notify_outbox (created_at, reason, channel, severity, message, next_attempt_at)"
+                " VALUES (%s, 'escalate', 'grid', 'critical', %s, %s)",
+                [(now, body, now)] * n,
+            )
+            cur.execute("SELECT pg_notify('linli_outbox', 'grid')")
+        start = time.time()
+    if not server.wait_for(lambda p: len(p.received) >= mark + n, 600):
+        raise RuntimeError(f"the sender did not deliver {n} notifications within 600 s")
+    return n / (server.received[mark + n - 1].at - start)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.quick:
+        args.background, args.presses, args.backlog, args.drains, args.drain_presses = 2000, 8, 20_000, 1, 3
+        args.notifications = 300
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="linli-bench-notify-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        load_before = os.getloadavg()[0]
+        figures = measure(
+            root,
+            background=args.background,
+            presses=args.presses,
+            backlog=args.backlog,
+            drains=args.drains,
+            drain_presses=args.drain_presses,
+            notifications=args.notifications,
+        )
+        figures["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(figures))
+    return 0
