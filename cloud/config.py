@@ -154,6 +154,9 @@ class AlertsConfig(_Section):
     tick_interval_s: float = Field(default=5.0, gt=0)
     #: Feed rows (one ingest transaction of one community each) evaluated per alert transaction.
     max_feed_rows_per_txn: int = Field(default=200, ge=1)
+    #: ... and readings: a transaction's evaluation stays short (about 0.3 s), so an alarm committed
+    #: meanwhile does not wait behind a drained backlog (the first row always fits).
+    max_readings_per_txn: int = Field(default=20_000, ge=1)
     #: Feed rows every partition has passed are deleted this long after their commit.
     feed_retention_hours: float = Field(default=24.0, gt=0)
     backoff_base_s: float = Field(default=0.5, gt=0)

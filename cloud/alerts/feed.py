@@ -89,10 +89,18 @@ _batches: Final = msgspec.msgpack.Decoder(list[Envelope])
 _statuses: Final = msgspec.json.Decoder(list[_Status])
 
 _READ = """
-SELECT feed_seq, community_id, committed_at, batches, statuses::text FROM alert_feed
-WHERE feed_seq > {after} AND feed_seq < {before} AND {partition}
+SELECT feed_seq, community_id, committed_at, batches, statuses::text FROM (
+    SELECT feed_seq, community_id, committed_at, batches, statuses,
+        sum(readings) OVER (ORDER BY feed_seq) - readings AS before_row
+    FROM (
+        SELECT feed_seq, community_id, committed_at, batches, statuses, readings FROM alert_feed
+        WHERE feed_seq > {after} AND feed_seq < {before} AND {partition}
+        ORDER BY feed_seq
+        LIMIT {limit}
+    ) head
+) counted
+WHERE before_row < {limit_readings}
 ORDER BY feed_seq
-LIMIT {limit}
 """
 
 _PRUNE = """
@@ -109,9 +117,11 @@ def read_feed(
     after: int,
     partition: Partition,
     limit_rows: int,
+    limit_readings: int = 2**62,
     before: int = 2**63 - 1,
 ) -> list[FeedRow]:
-    """Up to `limit_rows` rows of `partition` with ``after < feed_seq < before``, in feed_seq order.
+    """Up to `limit_rows` rows of `partition` with ``after < feed_seq < before``, in feed_seq order,
+    and no more rows once `limit_readings` readings are reached (the first row always comes).
 
     Raises `StoreUnavailable` when the database is gone and `FeedError` when a row does not decode.
     """
@@ -120,6 +130,7 @@ def read_feed(
         before=pgsql.Literal(before),
         partition=partition.sql,
         limit=pgsql.Literal(limit_rows),
+        limit_readings=pgsql.Literal(limit_readings),
     )
     try:
         rows = conn.execute(query).fetchall()

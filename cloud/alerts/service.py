@@ -8,7 +8,9 @@ One `AlertService` runs one partition (``K/N``) in a loop of sessions. A session
    session advisory lock: a second process for the same partition waits as a hot standby;
 2. loads the partition's checkpoint and engine state (`cloud.alerts.ledger.load`) and builds a
    fresh engine restored from it;
-3. reads the feed after the checkpoint, up to ``max_feed_rows_per_txn`` rows at a time, steps the
+3. reads the feed after the checkpoint, up to ``max_feed_rows_per_txn`` rows and
+   ``max_readings_per_txn`` readings at a time (a critical incident ends the transaction early,
+   so it commits at once), steps the
    engine through them, runs its time-based checks every ``tick_interval_s``, and commits the
    actions, the changed state and the new checkpoint in one transaction
    (`cloud.alerts.ledger.commit`). When it has read all its rows, the checkpoint moves on to
@@ -198,27 +200,44 @@ class AlertService:
     def _evaluate(self, conn: psycopg.Connection[Any], engine: EngineLike, *, tick: bool) -> bool:
         """One transaction's worth: feed rows (and a tick); True if more rows may be waiting."""
         limit = self._config.max_feed_rows_per_txn
+        max_readings = self._config.max_readings_per_txn
         skipped: int | None = None
         horizon = feed_horizon(conn)  # read first: every row up to it is committed and visible below
+        part = self._partition
         try:
-            rows = read_feed(conn, after=self.checkpoint, partition=self._partition, limit_rows=limit)
+            rows = read_feed(
+                conn, after=self.checkpoint, partition=part, limit_rows=limit, limit_readings=max_readings
+            )
         except FeedError as exc:
             log.error("alert feed row %d does not decode, skipped: %s", exc.feed_seq, exc)
             skipped = exc.feed_seq
             rows = read_feed(
-                conn, after=self.checkpoint, partition=self._partition, limit_rows=limit, before=exc.feed_seq
+                conn,
+                after=self.checkpoint,
+                partition=part,
+                limit_rows=limit,
+                limit_readings=max_readings,
+                before=exc.feed_seq,
             )
         wall_us = self._clock_us()
         actions: list[tuple[int, Action]] = []
         readings = 0
+        full = len(rows) >= limit
+        evaluated = 0
         for row in rows:
-            for action in engine.step(row, wall_us=wall_us):
-                actions.append((row.feed_seq, action))
+            fired = engine.step(row, wall_us=wall_us)
+            actions.extend((row.feed_seq, action) for action in fired)
             readings += sum(len(env.readings) for env in row.envelopes)
+            evaluated += 1
+            if evaluated < len(rows) and any(a.kind == "fire" and a.severity == "critical" for a in fired):
+                full = True  # commit a critical incident now; the rows after it come next
+                break
+        rows = rows[:evaluated]
+        full = full or readings >= max_readings
         checkpoint = rows[-1].feed_seq if rows else self.checkpoint
-        if skipped is not None and len(rows) < limit:
+        if skipped is not None and not full:
             checkpoint = skipped
-        elif skipped is None and len(rows) < limit:
+        elif skipped is None and not full:
             checkpoint = max(checkpoint, horizon)  # the other partitions' rows: none of ours there
         if tick:
             actions.extend((checkpoint, a) for a in engine.tick(wall_us=wall_us))
@@ -237,7 +256,7 @@ class AlertService:
             c[_ACTION_COUNTER[a.kind]] += 1
         if rows:
             self._last_commit_lag_s = max(0.0, wall_us / 1e6 - rows[-1].committed_at.timestamp())
-        return len(rows) >= limit or (skipped is not None and checkpoint == skipped)
+        return full or (skipped is not None and checkpoint == skipped)
 
     def _wait(self, listener: psycopg.Connection[Any], timeout: float) -> None:
         if timeout <= 0:

@@ -8,7 +8,9 @@ receiver (`simulators.pushes.PushServer`) that is the first level of the ladder.
 1. **under load**: ``--background`` readings/s of ordinary telemetry through the edge agent while
    one SOS button is pressed ``--presses`` times at random pauses; per press, the time from the
    ``publish`` call at the field broker to the receiver accepting the push
-   (``sos_to_push_p50_ms``, ``_p99_ms``). Between presses the incident is rejected through the
+   (``sos_to_push_p50_ms``, ``_p99_ms``; ``background_stored_readings_per_s``: what the ingest
+   stored meanwhile). The simulated devices run at the lowest CPU priority: deployed, they are
+   not on the gateway. Between presses the incident is rejected through the
    workflow (a false alarm), so each press opens a new incident and owes a new push.
 2. **during a drain**: the cloud broker is stopped, ``--backlog`` readings are published through
    the edge agent (they wait in its buffer), the broker is started again, and while the agent
@@ -116,9 +118,11 @@ def measure(root: Path, *, background: int, presses: int, backlog: int, drains: 
             presser.once()  # warm: the first incident of a community loads its state
             with chain.background(background):
                 time.sleep(3.0)  # the background reaches its pace before the first press
+                stored, began = _stored(presser.conn), time.perf_counter()
                 for _ in range(presses):
                     time.sleep(rng.uniform(0.2, 0.6))  # presses at random phases of the background
                     samples.append(presser.once())
+                achieved = (_stored(presser.conn) - stored) / (time.perf_counter() - began)
             chain.check()
             during: list[float] = []
             drain_s: list[float] = []
@@ -152,6 +156,7 @@ def measure(root: Path, *, background: int, presses: int, backlog: int, drains: 
         "presses": len(samples),
         "presses_during_drain": len(during),
         "background_readings_per_s": background,
+        "background_stored_readings_per_s": round(achieved),
         "backlog_readings": backlog,
         "drain_s": [round(x, 1) for x in drain_s],
     }

@@ -276,3 +276,18 @@ def test_a_polling_reader_sees_every_batch_exactly_once(migrated_url: str) -> No
     assert len(seen) == 2 * transactions * 3
     assert stored == (rows_seen,)
     assert reads >= rows_seen // 5  # the checkpoint moved in steps of at most 5 rows
+
+
+def test_a_read_stops_at_the_readings_limit_but_takes_at_least_one_row(migrated_url: str) -> None:
+    writer = BatchWriter(database_url=migrated_url)
+    for seq, n in enumerate((30, 50, 40, 10), start=1):
+        writer.write([batch(door_readings(n, prefix=f"s{seq}-"), seq)])
+    writer.close()
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        sizes = [
+            [sum(len(e.readings) for e in r.envelopes) for r in read_feed(
+                conn, after=0, partition=ALL, limit_rows=10, limit_readings=limit
+            )]
+            for limit in (1, 30, 31, 80, 81, 10_000)
+        ]  # fmt: skip
+    assert sizes == [[30], [30], [30, 50], [30, 50], [30, 50, 40], [30, 50, 40, 10]]

@@ -299,3 +299,28 @@ def test_kill_9_never_loses_or_repeats_an_incident(migrated_url: str, tmp_path: 
     got = incidents(migrated_url, rule="sos_pressed")
     assert len(got) == presses
     assert set(got.values()) == {1}
+
+
+def test_a_critical_incident_ends_the_transaction_early(migrated_url: str) -> None:
+    """Rows after a critical fire wait for the next transaction: the incident commits at once,
+    not after the evaluation of everything read with it."""
+    from tests.cloud.conftest import door_readings
+
+    def doors(seq: int) -> Envelope:
+        return decode(up_topic(), envelope(door_readings(5, prefix=f"d{seq}-"), batch_seq=seq))
+
+    writer = BatchWriter(database_url=migrated_url)
+    seqs = [
+        writer.write([b]).feed_seq
+        for b in (doors(1), sos_batch(1, 2), doors(3), doors(4), sos_batch(1, 5, first=1), doors(6))
+    ]
+    writer.close()
+    with running(migrated_url, config(max_feed_rows_per_txn=50)) as service:
+        wait_checkpoint(migrated_url, "0/1", seqs[-1])
+        # doors+sos | doors+doors+sos | doors: three transactions, not one
+        assert service.counters["alerts_transactions_total"] == 3
+        assert service.counters["alerts_feed_rows_total"] == 6
+    with psycopg.connect(migrated_url) as conn:
+        fired_at = [r[0] for r in conn.execute("SELECT feed_seq FROM incident_occurrences ORDER BY feed_seq")]
+    assert fired_at == [seqs[1], seqs[4]]
+    assert incidents(migrated_url) == Counter({"sos00000": 1, "sos00001": 1})
