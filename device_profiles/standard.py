@@ -199,3 +199,21 @@ def metric_names(device_type: str) -> frozenset[str] | None:
     """The canonical metric names of a device type, or None for a type the standard does not know."""
     table = METRICS.get(device_type)
     return None if table is None else frozenset(table)
+
+
+#: The uplink topics, edge -> cloud broker: ``linli/v1/<community>/<gateway>/<kind>``. Alarm
+#: batches have a topic of their own, so the ingest reads them on a connection of their own and an
+#: SOS never queues behind a telemetry backlog at the broker.
+TOPIC_TELEMETRY: Final = "up"
+TOPIC_ALARM: Final = "alarm"
+TOPIC_STATUS: Final = "status"
+
+
+def uplink_topic(community_id: str, gateway_id: str, kind: str) -> str:
+    """``linli/v1/<community>/<gateway>/<kind>`` (`TOPIC_TELEMETRY`, `TOPIC_ALARM`, `TOPIC_STATUS`)."""
+    return f"linli/v1/{community_id}/{gateway_id}/{kind}"
+
+
+def uplink_filter(kind: str) -> str:
+    """The subscription filter of one kind of uplink topic, every community and gateway."""
+    return uplink_topic("+", "+", kind)

@@ -191,6 +191,7 @@ class Agent:
             link=self.cloud,
             buffer=self.buffer,
             topic=cfg.up_topic,
+            alarm_topic=cfg.alarm_topic,
             gateway_id=cfg.gateway_id,
             community_id=cfg.community_id,
             batch_max_readings=cfg.uplink.batch_max_readings,

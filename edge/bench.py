@@ -213,7 +213,9 @@ class _Counter:
         self.last_at = 0.0
         self.ready = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-cloud", protocol=mqtt.MQTTv5)
-        self.client.on_connect = lambda c, *a: c.subscribe("linli/v1/+/+/up", qos=1)
+        self.client.on_connect = lambda c, *a: c.subscribe(
+            [("linli/v1/+/+/up", 1), ("linli/v1/+/+/alarm", 1)]
+        )
         self.client.on_subscribe = lambda *a: self.ready.set()
         self.client.on_message = self._on_message
         self.client.connect(host, port)

@@ -35,6 +35,7 @@ from device_profiles.config_sources import (
     read_layers,
     read_toml,
 )
+from device_profiles.standard import TOPIC_ALARM, TOPIC_STATUS, TOPIC_TELEMETRY, uplink_topic
 from edge.errors import ConfigError
 
 #: MQTT topic levels must not contain wildcards or separators.
@@ -235,11 +236,15 @@ class EdgeConfig(BaseModel):
 
     @property
     def up_topic(self) -> str:
-        return f"linli/v1/{self.community_id}/{self.gateway_id}/up"
+        return uplink_topic(self.community_id, self.gateway_id, TOPIC_TELEMETRY)
+
+    @property
+    def alarm_topic(self) -> str:
+        return uplink_topic(self.community_id, self.gateway_id, TOPIC_ALARM)
 
     @property
     def status_topic(self) -> str:
-        return f"linli/v1/{self.community_id}/{self.gateway_id}/status"
+        return uplink_topic(self.community_id, self.gateway_id, TOPIC_STATUS)
 
     @property
     def field_client_id(self) -> str:

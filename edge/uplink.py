@@ -64,6 +64,7 @@ class Uplink:
         buffer: Buffer,
         topic: str,
         gateway_id: str,
+        alarm_topic: str | None = None,
         community_id: str,
         batch_max_readings: int = 500,
         batch_max_latency_s: float = 1.0,
@@ -77,6 +78,8 @@ class Uplink:
         self.link = link
         self.buffer = buffer
         self.topic = topic
+        #: alarm batches go here (their own topic: the ingest reads them on their own connection)
+        self.alarm_topic = alarm_topic or topic
         self.gateway_id = gateway_id
         self.community_id = community_id
         self.batch_max = batch_max_readings
@@ -224,7 +227,8 @@ class Uplink:
                 self._send(batch)
 
     def _send(self, batch: Batch) -> None:
-        future = self.link.publish(self.topic, batch.payload, qos=1)
+        topic = self.alarm_topic if batch.batch_class == ALARM else self.topic
+        future = self.link.publish(topic, batch.payload, qos=1)
         self._inflight[batch.seq] = _InFlight(batch, future)
 
     def _count(self, batch_class: int) -> int:

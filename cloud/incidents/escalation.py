@@ -8,6 +8,9 @@ and, per incident and in one transaction with its audit entry and its notificati
 - level k -> k+1 at level k's deadline: tells level k+1 and reminds levels 1..k;
 - at the top level, after its deadline: reminds the top level every ``remind_every_s``.
 
+A non-latched incident that cleared stops climbing (it stays open, and auto-closes after the
+quiet time unless someone accepts it); a latched one (SOS) climbs until accepted.
+
 Accepting (`cloud.incidents.transitions`) clears ``next_escalation_at`` in its own transaction,
 so no step starts after it commits; a step already running holds the row lock, and the accept
 waits for it. Rows are taken ``FOR UPDATE SKIP LOCKED``: several escalators may run at once,
@@ -58,7 +61,8 @@ def step_due(
             with conn.cursor(row_factory=class_row(IncidentRow)) as cur:
                 incident = cur.execute(
                     SELECT_INCIDENT
-                    + " WHERE i.state = 'detected' AND (i.escalation_level = 0 OR i.next_escalation_at <= %s)"
+                    + " WHERE i.state = 'detected' AND (i.escalation_level = 0 OR (i.next_escalation_at <= %s"
+                    " AND (i.latched OR i.cleared_at IS NULL)))"
                     " ORDER BY i.escalation_level = 0 DESC, i.severity = 'critical' DESC, i.incident_id"
                     " LIMIT 1 FOR UPDATE OF i SKIP LOCKED",
                     (now,),
@@ -195,5 +199,8 @@ def auto_close_due(
 
 def next_due(conn: psycopg.Connection[Any]) -> datetime | None:
     """When the next step is due (None: nothing waits)."""
-    row = conn.execute("SELECT min(next_escalation_at) FROM incidents WHERE state = 'detected'").fetchone()
+    row = conn.execute(
+        "SELECT min(next_escalation_at) FROM incidents"
+        " WHERE state = 'detected' AND (latched OR cleared_at IS NULL)"
+    ).fetchone()
     return row[0] if row else None

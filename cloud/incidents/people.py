@@ -32,7 +32,16 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self, TypeVar
 
 import msgspec.yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cloud.alerts.model import Severity
 from cloud.errors import ConfigError
@@ -129,6 +138,15 @@ class Defaults(_Model):
     targets: dict[Severity, Targets] = Field(default_factory=_default_targets)
     #: a cleared, non-latched incident nobody accepted closes itself after this quiet time
     auto_close_quiet_s: _Seconds = 1800.0
+
+    @field_validator("deadline_s", "targets", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, value: object, info: ValidationInfo) -> object:
+        """A partial table changes the severities it names; the others keep their defaults."""
+        if not isinstance(value, dict):
+            return value
+        base = _default_deadlines() if info.field_name == "deadline_s" else _default_targets()
+        return {**base, **value}
 
 
 class People(_Model):

@@ -23,7 +23,7 @@ from cloud.incidents.people import People, Staff
 from cloud.notify.message import Message, Reason
 
 #: Notified (after commit) for every change of an incident's state or ladder level (JSON:
-#: incident_id, state, level, action); the console's live feed and the escalator listen.
+#: incident_id, state, action); the console's live feed and the escalator listen.
 CHANGE_CHANNEL: Final = "linli_incident_change"
 #: Notified (after commit) when notifications were added to the outbox; the sender listens.
 OUTBOX_CHANNEL: Final = "linli_outbox"

@@ -155,14 +155,18 @@ def _effects(
     owed: list[Owed] = []
     if action == "accept":
         sets.update(accepted_by=member.id, next_escalation_at=None)
-        # the levels already told learn that someone has it (the first level saw its own member accept)
-        for level in range(2, incident.escalation_level + 1):
+        # every level already told learns that someone has it, but the accepter's own
+        community = ctx.people.communities.get(incident.community_id)
+        for level in range(1, incident.escalation_level + 1):
+            if community is not None and member.id in community.ladder[level - 1].staff:
+                continue
             owed.extend(ctx.to_level(incident, level, "accepted", actor=member.name))
     elif action == "dispatch":
         sets["handler"] = handler
         detail["handler"] = handler
         assert handler is not None  # noqa: S101 - checked
-        owed.extend(ctx.to_staff(incident, [handler], "dispatch", actor=handler))
+        target = ctx.people.member(handler)
+        owed.extend(ctx.to_staff(incident, [handler], "dispatch", actor=target.name if target else handler))
     elif action == "reject":
         sets.update(reject_reason=note, closed_at=now, next_escalation_at=None)
     elif action == "assess":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,11 +30,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.config import MqttConfig
+from device_profiles.standard import TOPIC_ALARM, TOPIC_STATUS, TOPIC_TELEMETRY, uplink_filter
 
 log = logging.getLogger("linli.cloud.mqtt")
 
-UP_FILTER = "linli/v1/+/+/up"
-STATUS_FILTER = "linli/v1/+/+/status"
+UP_FILTER = uplink_filter(TOPIC_TELEMETRY)
+ALARM_FILTER = uplink_filter(TOPIC_ALARM)
+STATUS_FILTER = uplink_filter(TOPIC_STATUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +63,14 @@ class Consumer:
         config: MqttConfig,
         on_message: Callable[[Inbound], None],
         on_state: Callable[[bool], None] | None = None,
+        filters: Sequence[str] | None = None,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
+        #: the uplink batches (shared among the workers) and the gateways' statuses, by default
+        self._filters = (
+            list(filters) if filters else [f"$share/{config.share_group}/{UP_FILTER}", STATUS_FILTER]
+        )
         self._on_message = on_message
         self._on_state = on_state
         self._wall = wall
@@ -78,7 +85,7 @@ class Consumer:
 
     @property
     def filters(self) -> list[str]:
-        return [f"$share/{self.config.share_group}/{UP_FILTER}", STATUS_FILTER]
+        return list(self._filters)
 
     def _new_client(self) -> paho.Client:
         c = self.config

@@ -1,14 +1,21 @@
 """One ingest worker: broker -> decode -> bounded queue -> transaction -> PUBACK.
 
-Threads, each with one owner:
+Two lanes, each a broker connection, a bounded queue, a database connection and a writer thread:
+telemetry and gateway statuses (``linli/v1/+/+/up`` shared among the workers, ``.../status``), and
+alarms (``linli/v1/+/+/alarm``, shared, on a client id ending in ``-alarm``). So an SOS never
+waits behind a telemetry backlog, neither in the broker's queue for this worker nor in a
+transaction of 50,000 readings being written. Threads, each with one owner:
 
-- paho's network thread (owned by `Consumer`) decodes each message and puts it on the queue;
-- the writer thread (owned here) groups queued messages into transactions of up to
-  ``ingest.max_readings_per_txn`` readings or ``ingest.txn_max_latency_ms``, commits, then acknowledges;
+- paho's network thread of each lane (owned by its `Consumer`) decodes each message and puts it
+  on the lane's queue;
+- each lane's writer thread (owned here) groups queued messages into transactions of up to
+  ``ingest.max_readings_per_txn`` readings or ``ingest.txn_max_latency_ms``, commits, then
+  acknowledges (in arrival order on that connection);
 - the maintenance thread (owned here) runs retention, the rollup and pruning on a schedule.
 
-Alarm batches do not linger. A group closes as soon as it holds an alarm-class batch
-(``"class": "alarm"``: an SOS press, an open cover) and commits at once, in two transactions:
+Alarm batches do not linger, on either lane (an older edge sends them on ``up``). A group closes
+as soon as it holds an alarm-class batch (``"class": "alarm"``: an SOS press, an open cover) and
+commits at once, in two transactions:
 the alarm batch alone first (a small, fast commit, and a feed row the alert service evaluates at
 once), then the telemetry gathered before it. The acknowledgements follow both commits, in
 arrival order (MQTT wants PUBACKs in order), as for any other transaction. Messages still
@@ -42,10 +49,10 @@ from typing import Any, Final
 
 import msgspec
 
-from cloud.config import CloudSettings
+from cloud.config import CloudSettings, MqttConfig
 from cloud.endpoint import Snapshot
 from cloud.errors import BatchRejected, EnvelopeError, StoreUnavailable
-from cloud.ingest.consumer import Consumer, Inbound
+from cloud.ingest.consumer import ALARM_FILTER, Consumer, Inbound
 from cloud.ingest.envelope import ALARM, Envelope, decode, topic_ids
 from cloud.store.maintenance import Maintenance
 from cloud.store.mode import ModeInfo
@@ -109,89 +116,35 @@ def classify(msg: Inbound) -> _Item:
         return _Item(msg, dead=DeadLetter(msg.topic, msg.payload, exc.reason, msg.received_at))
 
 
-class IngestWorker:
-    """Runs until `stop`. Build with settings; `start` returns once the threads run."""
+class _Lane:
+    """One broker connection, its bounded queue, and its writer (a database connection and the
+    thread that owns it). The worker has two: telemetry and statuses (``up``, ``status``), and
+    alarms (``alarm``): an alarm never queues behind a telemetry backlog, at the broker or here."""
 
     def __init__(
-        self,
-        *,
-        settings: CloudSettings,
-        mode: ModeInfo | None = None,
-        rng: random.Random | None = None,
-        maintenance: bool = True,
-        monotonic: Callable[[], float] = time.monotonic,
+        self, *, worker: IngestWorker, name: str, config: MqttConfig, filters: list[str] | None
     ) -> None:
-        self.settings = settings
-        self.mode = mode
-        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter
-        self._monotonic = monotonic
-        cfg = settings.mqtt
-        self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=cfg.receive_maximum + 1024)
-        self._intake = threading.Event()
-        self._intake.set()
-        self._stopping = threading.Event()
-        self.counters: Counter[str] = Counter()
-        self.db_up: bool | None = None
-        self.last_commit: float | None = None
+        self.worker = worker
+        self.name = name
+        self.queue: queue.Queue[_Item | object] = queue.Queue(maxsize=config.receive_maximum + 1024)
         #: Messages of the transaction being gathered or written (0 once it committed).
         self.gathering = 0
-        self.consumer = Consumer(config=cfg, on_message=self._on_message, on_state=self._on_broker_state)
-        self.writer = BatchWriter(database_url=settings.database_url)
-        self._writer_thread = threading.Thread(
-            target=self._write_loop, name="linli-ingest-writer", daemon=True
+        self.last_commit: float | None = None
+        self.consumer = Consumer(
+            config=config, on_message=self._on_message, on_state=worker._on_broker_state, filters=filters
         )
-        self.maintenance = Maintenance(settings=settings) if maintenance else None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._writer_thread.start()
-        if self.maintenance is not None:
-            self.maintenance.start()
-        self.consumer.start()
-
-    def stop(self, *, timeout: float = 30.0) -> None:
-        """Stop intake, commit and acknowledge what is queued, disconnect, stop maintenance."""
-        self._intake.clear()
-        self._stopping.set()
-        self._queue.put(_STOP)
-        self._writer_thread.join(timeout)
-        if self._writer_thread.is_alive():
-            log.warning("writer did not finish in %.0f s; its messages stay unacknowledged", timeout)
-        self.consumer.stop()
-        self.writer.close()
-        if self.maintenance is not None:
-            self.maintenance.stop()
-
-    @property
-    def queue_depth(self) -> int:
-        return self._queue.qsize()
-
-    @property
-    def broker_up(self) -> bool:
-        return self.consumer.connected
+        self.writer = BatchWriter(database_url=worker.settings.database_url)
+        self.thread = threading.Thread(target=self._write_loop, name=f"linli-ingest-{name}", daemon=True)
 
     # -- paho thread ---------------------------------------------------------------------------
 
     def _on_message(self, msg: Inbound) -> None:
-        self.counters["messages_received"] += 1
-        if not self._intake.is_set():
+        self.worker.count("messages_received")
+        if not self.worker._intake.is_set():
             return  # not acknowledged: the broker keeps it for our next session
-        self._queue.put(classify(msg))
-
-    def _on_broker_state(self, up: bool) -> None:
-        self.counters["broker_connects" if up else "broker_disconnects"] += 1
+        self.queue.put(classify(msg))
 
     # -- writer thread -------------------------------------------------------------------------
-
-    def _set_db_state(self, up: bool, detail: str = "") -> None:
-        if up == self.db_up:
-            return
-        if up:
-            log.info("database available%s", " again" if self.db_up is False else "")
-        else:
-            log.error("database unavailable, holding acknowledgements and retrying: %s", detail)
-        self.db_up = up
 
     def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
         """The next transaction's messages, and whether the stop marker was seen.
@@ -199,16 +152,17 @@ class IngestWorker:
         Closes at ``max_readings_per_txn`` readings, ``txn_max_latency_ms`` after `first`, or
         as soon as it holds an alarm-class batch.
         """
+        w = self.worker
         group = [first]
         self.gathering = 1
         size = first.size
-        limit = self.settings.ingest.max_readings_per_txn
-        deadline = self._monotonic() + self.settings.ingest.txn_max_latency_ms / 1000
+        limit = w.settings.ingest.max_readings_per_txn
+        deadline = w._monotonic() + w.settings.ingest.txn_max_latency_ms / 1000
         alarm = first.alarm
         while size < limit and not alarm:
-            remaining = deadline - self._monotonic()
+            remaining = deadline - w._monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
             except queue.Empty:
                 break
             if not isinstance(item, _Item):  # the stop marker
@@ -218,13 +172,13 @@ class IngestWorker:
             size += item.size
             alarm = item.alarm
         if alarm:
-            self.counters["alarm_transactions"] += 1
+            w.count("alarm_transactions")
         return group, False
 
     def _write_loop(self) -> None:
         stop_seen = False
         while not stop_seen:
-            first = self._queue.get()
+            first = self.queue.get()
             if not isinstance(first, _Item):  # the stop marker
                 break
             group, stop_seen = self._collect(first)
@@ -232,11 +186,11 @@ class IngestWorker:
                 if not self._store(part):
                     log.warning("stopping with %d messages uncommitted (the broker keeps them)", len(group))
                     return
-            self.last_commit = self._monotonic()
+            self.last_commit = self.worker._monotonic()
             self.gathering = 0
             acked = self.consumer.ack(i.inbound for i in group)
-            self.counters["messages"] += len(group)
-            self.counters["acks"] += acked
+            self.worker.count("messages", len(group))
+            self.worker.count("acks", acked)
 
     def _store(self, group: list[_Item]) -> bool:
         """Commit `group` (in one transaction when the database takes it); False when stopping
@@ -253,7 +207,7 @@ class IngestWorker:
                 mid = len(group) // 2
                 return self._store(group[:mid]) and self._store(group[mid:])
             item = group[0]
-            self.counters["db_rejected"] += 1
+            self.worker.count("db_rejected")
             if item.dead is not None:
                 log.error(
                     "the database refused a dead letter from %s, dropping it: %s", item.inbound.topic, exc
@@ -268,13 +222,14 @@ class IngestWorker:
             )
         if result is None:
             return False
-        self._count(result)
+        self.worker._count(result)
         return True
 
     def _write_retrying(self, group: list[_Item]) -> WriteResult | None:
         """One transaction, retried with capped jittered backoff while the database is
         unavailable; None when told to stop meanwhile. Raises `BatchRejected`."""
-        ing = self.settings.ingest
+        w = self.worker
+        ing = w.settings.ingest
         attempt = 0
         while True:
             try:
@@ -284,19 +239,122 @@ class IngestWorker:
                     statuses=[i.status for i in group if i.status is not None],
                 )
             except StoreUnavailable as exc:
-                self._set_db_state(False, str(exc))
-                self.counters["db_errors"] += 1
-                if self._stopping.is_set():
+                w._set_db_state(False, str(exc))
+                w.count("db_errors")
+                if w._stopping.is_set():
                     return None
-                delay = backoff_delay(attempt, base=ing.backoff_base_s, cap=ing.backoff_cap_s, rng=self._rng)
+                delay = backoff_delay(attempt, base=ing.backoff_base_s, cap=ing.backoff_cap_s, rng=w._rng)
                 attempt += 1
-                if self._stopping.wait(delay):
+                if w._stopping.wait(delay):
                     return None
                 continue
-            self._set_db_state(True)
+            w._set_db_state(True)
             return result
 
+
+class IngestWorker:
+    """Runs until `stop`. Build with settings; `start` returns once the threads run."""
+
+    def __init__(
+        self,
+        *,
+        settings: CloudSettings,
+        mode: ModeInfo | None = None,
+        rng: random.Random | None = None,
+        maintenance: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.mode = mode
+        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter
+        self._monotonic = monotonic
+        self._intake = threading.Event()
+        self._intake.set()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.counters: Counter[str] = Counter()
+        self.db_up: bool | None = None
+        cfg = settings.mqtt
+        self.lane = _Lane(worker=self, name="writer", config=cfg, filters=None)
+        self.alarm_lane = _Lane(
+            worker=self,
+            name="alarms",
+            config=cfg.model_copy(update={"client_id": f"{cfg.client_id}-alarm"}),
+            filters=[f"$share/{cfg.share_group}/{ALARM_FILTER}"],
+        )
+        self.lanes = (self.alarm_lane, self.lane)
+        self.consumer = self.lane.consumer
+        self.writer = self.lane.writer
+        self.maintenance = Maintenance(settings=settings) if maintenance else None
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[name] += n
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for lane in self.lanes:
+            lane.thread.start()
+        if self.maintenance is not None:
+            self.maintenance.start()
+        for lane in self.lanes:
+            lane.consumer.start()
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        """Stop intake, commit and acknowledge what is queued, disconnect, stop maintenance."""
+        self._intake.clear()
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        for lane in self.lanes:
+            lane.queue.put(_STOP)
+        for lane in self.lanes:
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
+            if lane.thread.is_alive():
+                log.warning(
+                    "%s did not finish in %.0f s; its messages stay unacknowledged", lane.name, timeout
+                )
+        for lane in self.lanes:
+            lane.consumer.stop()
+            lane.writer.close()
+        if self.maintenance is not None:
+            self.maintenance.stop()
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(lane.queue.qsize() for lane in self.lanes)
+
+    @property
+    def broker_up(self) -> bool:
+        return all(lane.consumer.connected for lane in self.lanes)
+
+    @property
+    def last_commit(self) -> float | None:
+        done = [lane.last_commit for lane in self.lanes if lane.last_commit is not None]
+        return max(done) if done else None
+
+    @property
+    def gathering(self) -> int:
+        return sum(lane.gathering for lane in self.lanes)
+
+    def _on_broker_state(self, up: bool) -> None:
+        self.count("broker_connects" if up else "broker_disconnects")
+
+    def _set_db_state(self, up: bool, detail: str = "") -> None:
+        with self._lock:
+            if up == self.db_up:
+                return
+            was, self.db_up = self.db_up, up
+        if up:
+            log.info("database available%s", " again" if was is False else "")
+        else:
+            log.error("database unavailable, holding acknowledgements and retrying: %s", detail)
+
     def _count(self, result: WriteResult) -> None:
+        with self._lock:
+            self._count_locked(result)
+
+    def _count_locked(self, result: WriteResult) -> None:
         c = self.counters
         c["transactions"] += 1
         c["batches_stored"] += result.batches

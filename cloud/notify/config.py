@@ -102,8 +102,6 @@ class NotifyConfig(_Section):
     """``[notify]``: ``linli cloud notify`` delivers the outbox through these channels."""
 
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
-    #: channels sent to at once (a slow vendor holds only its own worker)
-    workers: Annotated[int, Field(ge=1, le=64)] = 4
     #: retries after a failure: capped, jittered exponential backoff
     retry_base_s: Annotated[float, Field(gt=0)] = 1.0
     retry_cap_s: Annotated[float, Field(gt=0)] = 60.0

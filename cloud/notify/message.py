@@ -93,7 +93,9 @@ def text(message: Message, pii: Pii, *, mentions: tuple[str, ...] = (), max_byte
     if message.reason == "digest":
         lines.extend(_digest_lines(message, pii, mentions, max_bytes))
     else:
-        lines.append(f"地点：{place(message, pii)}")
+        where = place(message, pii)
+        if where:
+            lines.append(f"地点：{where}")
         if message.device_id:
             lines.append(f"设备：{message.device_id}")
         resident = mask_resident(message.resident_id, pii)

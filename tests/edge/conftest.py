@@ -223,11 +223,11 @@ class Collector:
         assert self.subscribed.wait(10)
 
     def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe([("linli/v1/+/+/up", 1), ("linli/v1/+/+/status", 1)])
+        client.subscribe([("linli/v1/+/+/up", 1), ("linli/v1/+/+/alarm", 1), ("linli/v1/+/+/status", 1)])
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            if msg.topic.endswith("/up"):
+            if msg.topic.endswith(("/up", "/alarm")):
                 self.raw.append(bytes(msg.payload))
                 self.envelopes.append(decode_envelope(bytes(msg.payload)))
                 self.arrivals.append(time.monotonic())

@@ -81,10 +81,10 @@ def test_the_full_ladder_escalates_reminds_and_stops_on_accept(
     tr.accept(conn, iid, actor="s-wang", ctx=ctx, clock=lambda: at(610))
     assert next_due(conn) is None
     assert step_due(conn, ctx, now=at(10_000)) == []
-    # the levels told learn that it is taken; the first level is not told twice
+    # the levels told learn that it is taken, but the accepter's own (s-wang, street)
     assert outbox(conn, mark) == [
+        ("accepted", "grid", ("w-zhang",)),
         ("accepted", "committee", ("k-li",)),
-        ("accepted", "street", ("s-wang",)),
         ("accepted", "district", ("q-sun",)),
     ]
     trail = conn.execute(
@@ -105,7 +105,7 @@ def test_a_severity_without_deadline_tells_the_first_level_only(
     migrated_url: str, conn: Any, ctx: Context
 ) -> None:
     fire(
-        migrated_url, rule="lamp_failure", subject="lamp-1", severity="minor", latched=False, resident_id=None
+        migrated_url, rule="lamp_failure", subject="lamp-1", severity="info", latched=False, resident_id=None
     )
     assert [s.level for s in step_due(conn, ctx, now=at(0))] == [1]
     assert outbox(conn) == [("escalate", "grid", ("w-zhang",))]  # no family, no doctor: not an SOS
@@ -158,3 +158,23 @@ def test_auto_close_only_cleared_unlatched_unaccepted_after_the_quiet_time(
     assert conn.execute(
         "SELECT actor, action, to_state FROM incident_audit WHERE incident_id = %s", (quiet,)
     ).fetchall() == [("system", "auto_close", "closed")]
+
+
+def test_a_cleared_incident_stops_climbing_a_latched_one_does_not(
+    migrated_url: str, conn: Any, ctx: Context
+) -> None:
+    door = fire(migrated_url, rule="door_left_open", subject="door-1", severity="critical", latched=False)
+    sos = fire(migrated_url, subject="sos-2")
+    assert sorted(s.incident_id for s in step_due(conn, ctx, now=at(0))) == sorted([door, sos])
+    fire(
+        migrated_url,
+        rule="door_left_open",
+        subject="door-1",
+        severity="critical",
+        latched=False,
+        kind="clear",
+    )
+    conn.execute("UPDATE incidents SET cleared_at = %s WHERE incident_id = %s", (T0, sos))
+    assert [s.incident_id for s in step_due(conn, ctx, now=at(120))] == [sos]
+    levels = dict(conn.execute("SELECT incident_id, escalation_level FROM incidents").fetchall())
+    assert (levels[door], levels[sos]) == (1, 2)

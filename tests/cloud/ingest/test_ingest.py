@@ -81,7 +81,7 @@ def publisher(make_broker: Callable[..., MosquittoBroker]) -> Iterator[tuple[Mos
 def start_worker(settings: CloudSettings) -> IngestWorker:
     worker = IngestWorker(settings=settings, maintenance=False)
     worker.start()
-    wait_until(worker.consumer.subscribed.is_set, what="the SUBACK")
+    wait_until(lambda: all(lane.consumer.subscribed.is_set() for lane in worker.lanes), what="the SUBACKs")
     return worker
 
 
@@ -399,6 +399,32 @@ def test_an_alarm_batch_commits_at_once_then_the_telemetry_gathered_before_it(
         assert count(migrated_url, "SELECT count(*) FROM events WHERE event = 'sos_pressed'") == 1
     finally:
         worker.stop()
+
+
+def test_an_alarm_on_its_own_topic_commits_while_telemetry_lingers(
+    migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    """Alarm batches on ``.../alarm`` (what the edge sends) come on a connection and a writer of
+    their own: stored and acknowledged while the telemetry transaction stays open."""
+    broker, pub = publisher
+    worker = start_worker(settings_for(migrated_url, broker, "ingest-lanes", txn_max_latency_ms=60_000))
+    sos = envelope(
+        [R("sos-1", T0_US + 5 * 10**9, {"battery_pct": 80}, ["sos_pressed"], device_type="sos_button")],
+        batch_seq=2,
+        batch_class="alarm",
+    )
+    try:
+        pub.publish(up_topic(), envelope(door_readings(20), batch_seq=1))
+        wait_until(lambda: worker.lane.gathering == 1, what="the telemetry batch in the open transaction")
+        pub.publish(up_topic().replace("/up", "/alarm"), sos)
+        wait_until(lambda: worker.counters["acks"] == 1, timeout=10, what="the alarm acknowledged")
+        assert count(migrated_url, "SELECT count(*) FROM events WHERE event = 'sos_pressed'") == 1
+        assert worker.lane.gathering == 1  # the telemetry transaction is still open
+        assert count(migrated_url, "SELECT count(*) FROM ingested_batches") == 1
+        assert worker.counters["alarm_transactions"] == 1
+    finally:
+        worker.stop()
+    assert count(migrated_url, "SELECT count(*) FROM ingested_batches") == 2  # committed at stop
 
 
 def test_telemetry_keeps_lingering_until_the_size_limit(
