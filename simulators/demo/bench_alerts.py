@@ -291,7 +291,7 @@ def latency(root: Path, *, background: int, presses: int, outages: int, outage_s
 
             rng = random.Random(5)  # noqa: S311 - pacing
             samples: list[float] = []
-            with chain.background(background):
+            with chain.background(background, seconds=10 + presses * 1.0):
                 time.sleep(3.0)  # let the background reach its pace before the first press
                 for _ in range(presses):
                     time.sleep(rng.uniform(0.2, 0.6))  # pacing the presses at random phases

@@ -9,9 +9,10 @@ receiver (`simulators.pushes.PushServer`) that is the first level of the ladder.
    one SOS button is pressed ``--presses`` times at random pauses; per press, the time from the
    ``publish`` call at the field broker to the receiver accepting the push
    (``sos_to_push_p50_ms``, ``_p99_ms``; ``background_stored_readings_per_s``: what the ingest
-   stored meanwhile). The simulated devices run at the lowest CPU priority: deployed, they are
-   not on the gateway. Between presses the incident is rejected through the
-   workflow (a false alarm), so each press opens a new incident and owes a new push.
+   stored meanwhile). The devices' messages are generated beforehand and sent by a lean publisher
+   pinned with the gateway side: deployed, the devices are not on the gateway. Between presses
+   the incident is rejected through the workflow (a false alarm), so each press opens a new
+   incident and owes a new push.
 2. **during a drain**: the cloud broker is stopped, ``--backlog`` readings are published through
    the edge agent (they wait in its buffer), the broker is started again, and while the agent
    drains the backlog the button is pressed every 0.4 s (``sos_to_push_p99_ms_during_drain``;
@@ -116,7 +117,7 @@ def measure(root: Path, *, background: int, presses: int, backlog: int, drains: 
             rng = random.Random(5)  # noqa: S311 - pacing
             samples: list[float] = []
             presser.once()  # warm: the first incident of a community loads its state
-            with chain.background(background):
+            with chain.background(background, seconds=10 + presses * 1.2):
                 time.sleep(3.0)  # the background reaches its pace before the first press
                 stored, began = _stored(presser.conn), time.perf_counter()
                 for _ in range(presses):

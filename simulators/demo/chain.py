@@ -12,7 +12,6 @@ and the cloud side to the last: deployed, they are separate machines.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import psycopg
 
@@ -104,36 +104,57 @@ class Chain:
         return start
 
     @contextmanager
-    def background(self, rate: int) -> Iterator[None]:
-        """Ordinary telemetry of the fleet at about `rate` readings/s while inside."""
-        speed = rate / max(1e-9, len(self.fleet) / 1800)  # ~2 messages per device per hour
-        stop = threading.Event()
+    def background(self, rate: int, seconds: float = 120.0) -> Iterator[None]:
+        """Ordinary telemetry of the fleet at `rate` messages/s while inside (at most `seconds`).
 
-        def run() -> None:
-            # the devices are not the gateway: their simulation takes only the CPU the gateway
-            # side leaves (deployed, they are separate hardware)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            seed = 20
-            while not stop.is_set():
-                seed += 1
-                _phase(
-                    inventory=self.fleet,
-                    profiles=self.profiles,
-                    seed=seed,
-                    start=datetime.now(UTC),
-                    speed=speed,
-                    count=rate * 10,
-                    broker_url=self.field.url,
-                    truth_path=self.root / f"truth-{seed}.jsonl",
-                )
+        The messages are generated beforehand (the simulation is the devices, not the gateway:
+        its CPU must not be charged to the gateway side), then a lean publisher in a process of
+        its own, pinned with the gateway side, sends them paced."""
+        import multiprocessing as mp
 
-        thread = threading.Thread(target=run, name="bench-background", daemon=True)
-        thread.start()
+        messages = self.root / "background.msgpack"
+        messages.write_bytes(msgspec.msgpack.encode(self._generate(int(rate * seconds))))
+        ctx = mp.get_context("spawn")
+        stop = ctx.Event()
+        started = ctx.Event()
+        proc = ctx.Process(
+            target=_publish_paced,
+            args=(self.field.host, self.field.port, str(messages), rate, stop, started),
+            name="bench-background",
+        )
+        proc.start()
         try:
+            if not started.wait(60):
+                raise RuntimeError("the background publisher did not start")
+            pin_as_deployed(gateway=[proc.pid], cloud=[])
             yield
         finally:
             stop.set()
-            thread.join(120)
+            proc.join(60)
+
+    def _generate(self, n: int) -> list[tuple[str, bytes]]:
+        from simulators.clock import SimClock
+        from simulators.faults import FaultOptions
+        from simulators.runner import run_simulation
+        from simulators.simulation import Simulation
+        from simulators.truth import TruthWriter
+
+        sink = _Collect()
+        start = datetime.now(UTC)
+        sim = Simulation(
+            inventory=self.fleet,
+            start=start,
+            seed=20,
+            profiles=self.profiles,
+            rs=RandomStream(np.random.default_rng(20)),
+            scenarios=[],
+            faults=FaultOptions(),
+        )
+        run_simulation(
+            sim, sink=sink, truth=TruthWriter(self.root / "truth-background.jsonl"),
+            clock=SimClock(start_ms=sim.start_ms, speed=None), count=n,
+        )  # fmt: skip
+        return sink.messages
 
     def backlog(self, messages: int) -> int:
         """Publish `messages` of telemetry as fast as the field broker takes them; the readings."""
@@ -153,6 +174,45 @@ class Chain:
         for child in self.children.values():
             if not child.running:
                 raise RuntimeError(f"{child.name} exited ({child.returncode()}):\n{child.log_tail()}")
+
+
+class _Collect:
+    """A simulation sink that keeps the messages."""
+
+    def __init__(self) -> None:
+        self.target = "memory"
+        self.errors = 0
+        self.messages: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.messages.append((topic, payload))
+
+    def idle(self, seconds: float) -> None:
+        """Generation runs as fast as it can: no pacing."""
+
+    def close(self, *, timeout: float = 10.0) -> None:
+        """Nothing to deliver."""
+
+
+def _publish_paced(host: str, port: int, path: str, rate: int, stop: Any, started: Any) -> None:
+    """(A process of its own.) Publish the messages in `path` at `rate` a second, QoS 1."""
+    from simulators.mqtt import MqttPublisher
+
+    messages = msgspec.msgpack.decode(Path(path).read_bytes(), type=list[tuple[str, bytes]])
+    pub = MqttPublisher(host=host, port=port, client_id=f"bench-background-{os.getpid()}", qos=1)
+    started.set()
+    began = time.monotonic()
+    try:
+        for i, (topic, payload) in enumerate(messages):
+            if stop.is_set():
+                break
+            ahead = began + i / rate - time.monotonic()
+            if ahead > 0.002:
+                pub.idle(ahead)  # pacing: the publisher is ahead of the rate
+            pub.publish(topic, payload)
+        pub.drain(10)
+    finally:
+        pub.close()
 
 
 def _child(root: Path, name: str, module: str, args: list[str]) -> Child:
