@@ -4,6 +4,7 @@
 ``linli cloud alerts --config cloud.toml``: the alert rules (one partition);
 ``linli cloud incidents --config cloud.toml``: the escalation ladder and auto-close;
 ``linli cloud notify --config cloud.toml``: the push sender;
+``linli cloud api --config cloud.toml``: the HTTP API (docs/api.md);
 ``linli cloud check-config --config cloud.toml`` validates a configuration and exits.
 """
 
@@ -49,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it"
     )
     notify.set_defaults(handler=_service, service="notify")
+    api = commands.add_parser("api", help="serve the HTTP API until SIGTERM")
+    api.add_argument("--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it")
+    api.set_defaults(handler=_api)
     check = commands.add_parser("check-config", help="validate a configuration and exit")
     check.add_argument("--config", type=Path, required=True)
     check.set_defaults(handler=_check)
@@ -105,6 +109,20 @@ def _service(args: argparse.Namespace) -> int:
         stop = _stop_on_signals()
         run = run_incidents if args.service == "incidents" else run_notify
         return run(settings, stop)
+    except CloudError as exc:
+        print(f"linli cloud: {exc}", file=sys.stderr)
+        return 2
+
+
+def _api(args: argparse.Namespace) -> int:
+    from cloud.api.cli import serve
+    from cloud.config import load_settings
+    from cloud.logs import configure
+
+    try:
+        settings = load_settings(args.config)
+        configure(settings.log_level, fmt=settings.log_format)
+        return serve(settings)
     except CloudError as exc:
         print(f"linli cloud: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from cloud.api.config import ApiConfig
 from cloud.errors import ConfigError
 from cloud.incidents.config import IncidentsConfig
 from cloud.notify.config import NotifyConfig
@@ -196,6 +197,7 @@ class CloudSettings(BaseModel):
     alerts: AlertsConfig = AlertsConfig()
     incidents: IncidentsConfig = IncidentsConfig()
     notify: NotifyConfig = NotifyConfig()
+    api: ApiConfig = ApiConfig()
     http: HttpConfig = HttpConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "text"
@@ -311,9 +313,11 @@ def _resolve_paths(settings: CloudSettings, base: Path) -> CloudSettings:
         name: ch.model_copy(update={"ca_cert": _resolve(base, ch.ca_cert)})
         for name, ch in settings.notify.channels.items()
     }
+    api = settings.api.model_copy(update={"token_key_file": _resolve(base, settings.api.token_key_file)})
     settings = settings.model_copy(
         update={
             "alerts": alerts,
+            "api": api,
             "incidents": settings.incidents.model_copy(update={"people": people}),
             "notify": settings.notify.model_copy(update={"channels": channels}),
         }

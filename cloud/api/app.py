@@ -1,0 +1,194 @@
+"""The FastAPI application: `create_app(settings)` builds it, its lifespan opens the connection
+pool and reads the token key and the people file; ``linli cloud api`` serves it with uvicorn.
+
+Errors never become a 500: validation errors are 422 (FastAPI's shape: where and why), a missing
+or foreign row 404, a refused workflow action 409 naming the state and what it allows, and a
+database that is down or saturated 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cloud.api.deps import ApiState, utcnow
+from cloud.api.security import load_or_create_key
+from cloud.config import CloudSettings
+from cloud.errors import DeviceNotFound, IncidentNotFound, StoreUnavailable, TransitionRefused
+from cloud.incidents.record import Context
+from device_profiles.metrics_text import CONTENT_TYPE, exposition
+
+log = logging.getLogger("linli.cloud.api")
+
+API_PREFIX = "/api/v1"
+RETRY_AFTER_S = 5
+
+
+class _Counts:
+    """Requests answered, by status class: ``/metrics`` reads them."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {}
+
+
+class _CountResponses:
+    """A pure ASGI middleware (it does not buffer streamed answers such as the live feed)."""
+
+    def __init__(self, app: ASGIApp, counts: _Counts) -> None:
+        self.app = app
+        self.counts = counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        counters = self.counts.counters
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                name = f"api_responses_{message['status'] // 100}xx"
+                counters[name] = counters.get(name, 0) + 1
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+def create_app(
+    settings: CloudSettings,
+    *,
+    context: Context | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    """The API for `settings`; `context` (the people file and message settings) is loaded from
+    ``[incidents] people`` when not given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from cloud.incidents.main import load_context
+
+        api = settings.api
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            settings.database_url,
+            min_size=api.pool_min,
+            max_size=max(api.pool_min, api.pool_max),
+            kwargs={"autocommit": True, "application_name": "linli-api"},
+            timeout=api.pool_timeout_s,
+            open=False,
+            name="linli-api",
+        )
+        pool.open(wait=False)  # a database that is down is answered 503 until it is back
+        app.state.linli = ApiState(
+            settings=settings,
+            pool=pool,
+            token_key=load_or_create_key(api.token_key_file),
+            context=context if context is not None else load_context(settings),
+            clock=clock,
+        )
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="linli API",
+        version="1",
+        summary="Sensor history, devices and incidents of linli's communities.",
+        lifespan=lifespan,
+    )
+    from cloud.api.routes import auth, communities, devices, events, incidents, live, readings
+
+    for module in (auth, communities, devices, readings, events, incidents, live):
+        app.include_router(module.router, prefix=API_PREFIX)
+    _register_errors(app)
+    counts = _Counts()
+    _register_health(app, counts)
+    app.add_middleware(_CountResponses, counts=counts)
+    return app
+
+
+def _unavailable(detail: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=503,
+        content={"detail": detail},
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def _register_errors(app: FastAPI) -> None:
+    @app.exception_handler(PoolTimeout)
+    async def _pool(_request: Request, _exc: PoolTimeout) -> JSONResponse:
+        return _unavailable("no database connection available in time; try again")
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _down(_request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return _unavailable("the database is unavailable; try again")
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("%s", exc)
+        return _unavailable("the database is unavailable; try again")
+
+    @app.exception_handler(IncidentNotFound)
+    async def _incident(_request: Request, exc: IncidentNotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(DeviceNotFound)
+    async def _device(_request: Request, exc: DeviceNotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(TransitionRefused)
+    async def _refused(_request: Request, exc: TransitionRefused) -> JSONResponse:
+        return JSONResponse(
+            status_code=409,
+            content={
+                "detail": str(exc),
+                "state": exc.state,
+                "allowed": list(exc.allowed),
+                "reason": exc.reason,
+            },
+        )
+
+
+def _register_health(app: FastAPI, counts: _Counts) -> None:
+    @app.get("/healthz", tags=["health"], responses={503: {"description": "the database is unreachable"}})
+    def healthz(request: Request) -> JSONResponse:
+        """Whether the API can reach its database (no authentication)."""
+        state: ApiState = request.app.state.linli
+        try:
+            with state.pool.connection(timeout=1.0) as conn:
+                conn.execute("SELECT 1")
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            return JSONResponse(
+                status_code=503,
+                content={"healthy": False, "database": "down", "detail": f"database=down ({exc})"},
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        return JSONResponse(content={"healthy": True, "database": "up", "detail": "database=up"})
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def metrics(request: Request) -> Response:
+        """Prometheus text format: responses by status class, the connection pool (no authentication)."""
+        state: ApiState = request.app.state.linli
+        stats = state.pool.get_stats()
+        gauges = {
+            "api_pool_size": float(stats.get("pool_size", 0)),
+            "api_pool_available": float(stats.get("pool_available", 0)),
+            "api_pool_waiting": float(stats.get("requests_waiting", 0)),
+        }
+        body = exposition(
+            prefix="linli_cloud_",
+            help_prefix="linli cloud api: ",
+            counters=dict(counts.counters),
+            gauges=gauges,
+        )
+        return Response(content=body, media_type=CONTENT_TYPE)

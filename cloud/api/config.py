@@ -1,0 +1,53 @@
+"""``[api]``: how ``linli cloud api`` listens, signs its tokens and bounds its answers.
+deploy/cloud.example.toml and docs/api.md have every key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from device_profiles.config_sources import HttpConfig
+
+
+def _api_http() -> HttpConfig:
+    return HttpConfig(address="127.0.0.1:8080")
+
+
+class ApiConfig(BaseModel):
+    """``[api]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: where the API (and its ``/healthz``, ``/metrics``, ``/docs``) listens
+    http: HttpConfig = Field(default_factory=_api_http)
+    #: the key that signs access tokens: a file of at least 32 random bytes, created (mode 0600)
+    #: at the first start when missing; every API process of one deployment reads the same file
+    token_key_file: Path = Path("api-token.key")
+    access_token_ttl_s: Annotated[int, Field(ge=60, le=86_400)] = 900
+    refresh_token_ttl_s: Annotated[int, Field(ge=600, le=90 * 86_400)] = 7 * 86_400
+    #: failed logins allowed per account and per address within the window, then 429
+    login_max_failures: Annotated[int, Field(ge=1)] = 5
+    login_window_s: Annotated[int, Field(ge=10)] = 300
+    #: most points (rows or buckets x metrics) one history answer holds; more is a 422 saying how
+    #: to narrow the request
+    max_points: Annotated[int, Field(ge=10, le=1_000_000)] = 10_000
+    #: IANA time zone of daily buckets when the request does not name one
+    timezone: str = "Asia/Shanghai"
+    #: database connections of one API process
+    pool_min: Annotated[int, Field(ge=1)] = 2
+    pool_max: Annotated[int, Field(ge=1)] = 10
+    #: a request waits at most this long for a database connection, then 503 with Retry-After
+    pool_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from exc
+        return value
