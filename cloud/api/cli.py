@@ -202,6 +202,7 @@ def serve(settings: Any) -> int:
     sock = socket.create_server((host, port), family=family, reuse_port=False)
     bound = sock.getsockname()
     logging.getLogger("linli.cloud.api").info("api listening on http://%s:%d", host, bound[1])
+    server_class = _server_class()
     config = uvicorn.Config(
         create_app(settings),
         log_config=None,
@@ -209,5 +210,28 @@ def serve(settings: Any) -> int:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server_class(config).run(sockets=[sock])
     return 0
+
+
+def _server_class() -> type[Any]:
+    import contextlib
+    import signal
+    from collections.abc import Iterator
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that SIGTERM or Ctrl-C ends it with status 0 once it has shut
+        down gracefully (uvicorn raises the signal again at the end: status -15 for a clean stop)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+    return Server

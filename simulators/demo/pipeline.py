@@ -10,16 +10,19 @@ root/mqtt/cloud, mqtt/<gateway>   Mosquitto config, persistence and log
 root/pg/data, pg/data.log  the PostgreSQL cluster (initdb on the first run)
 root/edge/<gateway>/       edge.toml, buffer.db
 root/cloud.toml, alerts.toml   the ingest's and the alert service's configuration
-root/incidents.toml, people.yaml   the escalator's and the push sender's configuration, the staff
+root/incidents.toml, people.yaml   the escalator's, the push sender's and the API's configuration, the staff
+root/api-token.key         the key that signs the API's tokens
 root/logs/                 every child's log
 root/sim/<gateway>/truth.jsonl   ground truth of the latest run
 ```
 
 A second run finds the cluster, the buffers, the broker sessions and the inventory and reuses them.
 Pushes go to a local server that behaves like the WeCom, DingTalk and Feishu robots and a webhook
-receiver (`simulators.pushes.PushServer`, in this process); the screen shows the latest.
+receiver (`simulators.pushes.PushServer`, in this process); the screen shows the latest. The HTTP
+API serves the same database; the committee member ``k-li`` logs in with a password made for each
+run (`DemoPipeline.api_login`).
 `stop()` stops in order: simulators (SIGINT: they flush their ground truth), edge agents (SIGTERM:
-they drain), ingest, alerts, incidents, notify, the push server, brokers, database, and checks that
+they drain), ingest, alerts, incidents, notify, the API, the push server, brokers, database, and checks that
 no child is left.
 """
 
@@ -143,6 +146,10 @@ class DemoPipeline:
         self.alerts: Child | None = None
         self.incidents: Child | None = None
         self.notify: Child | None = None
+        self.api: Child | None = None
+        self.api_url = ""
+        #: (staff id, password) of the demo's API login, made at start
+        self.api_login: tuple[str, str] | None = None
         self.pushes: PushServer | None = None
         self.gateways: list[GatewayParts] = []
         self.inventory: Inventory | None = None
@@ -335,6 +342,7 @@ class DemoPipeline:
         pushes.start()
         people = self.root / "people.yaml"
         people.write_bytes(msgspec.yaml.encode(demo_people(self.community, self.inventory)))
+        api_port = ports.get("api")
         toml = write_cloud_config(
             self.root / "incidents.toml",
             database_url=self.database_url,
@@ -348,20 +356,41 @@ class DemoPipeline:
                     "channels": channels,
                     "http": {"address": f"127.0.0.1:{ports.get('notify_metrics')}"},
                 },
+                "api": {
+                    "http": {"address": f"127.0.0.1:{api_port}"},
+                    "token_key_file": str(self.root / "api-token.key"),
+                },
             },
         )
-        self.incidents, self.notify = (
+        self.incidents, self.notify, self.api = (
             Child.python(
                 name=name,
                 module="cloud",
                 args=["cloud", name, "--config", str(toml)],
                 log=logs / f"{name}.log",
             )
-            for name in ("incidents", "notify")
+            for name in ("incidents", "notify", "api")
         )
         self.incidents.start()
         self.notify.start()
+        self.api_login = self._demo_login(people)
+        self.api.start()
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        self.log(f"API: {self.api_url}/docs, log in as {self.api_login[0]} with {self.api_login[1]}")
         self.log(f"pushes: WeCom, DingTalk, Feishu robots and webhooks emulated at {pushes.url}")
+
+    def _demo_login(self, people: Path) -> tuple[str, str]:
+        """A password for the committee member, new each run (set again when the account exists)."""
+        from cloud.api.accounts import AccountError, add_user, set_password
+        from cloud.incidents.people import load_people
+
+        staff_id, password = "k-li", secrets.token_urlsafe(9)
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            try:
+                add_user(conn, load_people(people), staff_id, password)
+            except AccountError:  # an earlier run made it
+                set_password(conn, staff_id, password)
+        return staff_id, password
 
     def _scenarios_for(self, inventory: Inventory, *, first: bool) -> list[str]:
         """The scenarios run by the first gateway's simulator, when its devices allow them."""
@@ -422,7 +451,7 @@ class DemoPipeline:
         out: list[Child] = [c for p in self.gateways for c in (p.sim, p.edge)]
         if self.ingest is not None:
             out.append(self.ingest)
-        out += [c for c in (self.alerts, self.incidents, self.notify) if c is not None]
+        out += [c for c in (self.alerts, self.incidents, self.notify, self.api) if c is not None]
         return out
 
     def failed(self) -> list[str]:
@@ -451,7 +480,7 @@ class DemoPipeline:
             code = self.ingest.stop(timeout=30)
             if code not in (None, 0):
                 problems.append(f"ingest exited with {code}")
-        for child in (self.alerts, self.incidents, self.notify):
+        for child in (self.alerts, self.incidents, self.notify, self.api):
             if child is not None:
                 code = child.stop(timeout=30)
                 if code not in (None, 0):

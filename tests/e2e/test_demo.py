@@ -14,11 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROWS = re.compile(r"([\d,]+) rows stored")
+API = re.compile(r"API: (http://[\d.:]+)/docs, log in as (\S+) with (\S+)")
 
 
 class Demo:
@@ -96,6 +98,12 @@ def test_demo_runs_stops_on_sigint_and_reuses_its_data(root: Path) -> None:
             assert first.proc.poll() is None, first.text
             assert time.monotonic() < deadline, first.text
             time.sleep(0.5)
+        api = next(m for line in first.lines for m in [API.search(line)] if m)
+        with httpx.Client(base_url=api.group(1), timeout=10) as c:
+            token = c.post("/api/v1/auth/token", data={"username": api.group(2), "password": api.group(3)})
+            assert token.status_code == 200, token.text
+            me = c.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+            assert me.json()["roles"] == ["committee"]
         first.proc.send_signal(signal.SIGINT)
         assert first.wait(timeout=90) == 0, first.text
     finally:
