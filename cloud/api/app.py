@@ -18,6 +18,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.api.deps import ApiState, utcnow
@@ -106,13 +107,33 @@ def create_app(
     )
     from cloud.api.routes import auth, communities, devices, events, incidents, live, readings
 
-    for module in (auth, communities, devices, readings, events, incidents, live):
-        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(auth.router, prefix=API_PREFIX, responses=_documented(400, 503))
+    for module in (communities, devices, readings, events, incidents, live):
+        app.include_router(module.router, prefix=API_PREFIX, responses=_documented(400, 401, 403, 404, 503))
     _register_errors(app)
     counts = _Counts()
     _register_health(app, counts)
     app.add_middleware(_CountResponses, counts=counts)
     return app
+
+
+class Problem(BaseModel):
+    """What every refusal says: why, for a person (422s carry FastAPI's list of problems)."""
+
+    detail: str
+
+
+_MEANINGS: dict[int, str] = {
+    400: "a body that cannot be parsed (not JSON, not UTF-8)",
+    401: "not authenticated: no credentials, or a token or key that is not valid (any more)",
+    403: "the caller's role may not use this",
+    404: "no such resource, or one of a community the caller does not serve",
+    503: "the database is unavailable or busy: try again after Retry-After seconds",
+}
+
+
+def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "description": _MEANINGS[code]} for code in codes}
 
 
 def _unavailable(detail: str) -> JSONResponse:
@@ -132,6 +153,12 @@ def _register_errors(app: FastAPI) -> None:
     async def _down(_request: Request, exc: psycopg.OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
         return _unavailable("the database is unavailable; try again")
+
+    @app.exception_handler(psycopg.DataError)
+    async def _data(_request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # a value the database cannot hold or compare (a NUL character, an out-of-range number):
+        # the request's fault, said plainly
+        return JSONResponse(status_code=422, content={"detail": f"invalid input: {exc}"})
 
     @app.exception_handler(StoreUnavailable)
     async def _store(_request: Request, exc: StoreUnavailable) -> JSONResponse:

@@ -94,6 +94,8 @@ def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], state: State, db: Db, address: Address
 ) -> TokenPair:
     """Log in with a staff id and password; returns an access token and a refresh token."""
+    if "\x00" in form.username or "\x00" in form.password:
+        raise _BAD_LOGIN
     wait = _throttled(state, db, form.username, address)
     if wait is not None:
         raise HTTPException(
@@ -150,7 +152,7 @@ def refresh(body: RefreshRequest, state: State, db: Db) -> TokenPair:
     return _issue(state, db, row[0])
 
 
-@router.get("/me")
+@router.get("/me", responses={401: {"description": "not authenticated"}})
 def me(principal: CurrentPrincipal) -> Me:
     """Who the caller is, and what it may do."""
     from cloud.api.access import PERMISSIONS
