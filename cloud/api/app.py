@@ -105,10 +105,10 @@ def create_app(
         summary="Sensor history, devices and incidents of linli's communities.",
         lifespan=lifespan,
     )
-    from cloud.api.routes import auth, communities, devices, events, incidents, live, readings
+    from cloud.api.routes import audit, auth, communities, devices, events, incidents, live, readings
 
     app.include_router(auth.router, prefix=API_PREFIX, responses=_documented(400, 503))
-    for module in (communities, devices, readings, events, incidents, live):
+    for module in (communities, devices, readings, events, incidents, live, audit):
         app.include_router(module.router, prefix=API_PREFIX, responses=_documented(400, 401, 403, 404, 503))
     _register_errors(app)
     counts = _Counts()
