@@ -7,7 +7,7 @@ def devices(db: Db, principal: Reader) -> ...
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from cloud.api.access import Permission, Principal
+from cloud.api.history import RollupState
 from cloud.api.security import CredentialError, digest, parse_api_key, read_access_token, same_digest
 from cloud.config import CloudSettings
 from cloud.incidents.record import Context
@@ -36,6 +37,8 @@ class ApiState:
     token_key: bytes
     context: Context
     clock: Callable[[], datetime] = utcnow
+    #: where hourly history comes from (cloud.api.history)
+    rollup: RollupState = field(default_factory=RollupState)
 
 
 def get_state(request: Request) -> ApiState:

@@ -1,0 +1,212 @@
+"""``GET /api/v1/devices/{id}/readings``: raw pages, buckets from the raw table and from the hourly
+rollup (equal to SQL over the raw rows), time zones, CSV, limits and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from cloud.config import RetentionConfig
+from cloud.store.mode import prepare
+from cloud.store.rollup import refresh_rollup
+from tests.cloud.api.conftest import login
+
+pytestmark = [pytest.mark.integration]
+
+END = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
+START = END - timedelta(days=3)
+URL = "/api/v1/devices/lamp-1/readings"
+
+
+@pytest.fixture
+def history(migrated_url: str) -> str:
+    """lamp-1 (c01) and lamp-2 (c02): a power and a lamp_on value every minute for 3 days; the
+    hourly rollup brought up to the last day (so the view mixes rollup and raw rows)."""
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO devices (device_id, device_type, profile, community_id) VALUES"
+            " ('lamp-1', 'streetlight', 'p', 'c01'), ('lamp-2', 'streetlight', 'p', 'c02')"
+        )
+        conn.execute(
+            "INSERT INTO readings (time, device_id, metric, value)"
+            " SELECT t, d, m, CASE m WHEN 'power_w' THEN 40 + extract(epoch FROM t)::bigint %% 17 ELSE 1 END"
+            " FROM generate_series(%s::timestamptz, %s::timestamptz - INTERVAL '1 minute',"
+            " INTERVAL '1 minute') AS t,"
+            " unnest(ARRAY['lamp-1', 'lamp-2']) AS d, unnest(ARRAY['power_w', 'lamp_on']) AS m",
+            (START, END),
+        )
+        prepare(conn, RetentionConfig())
+        with conn.transaction():
+            refresh_rollup(conn, now=END - timedelta(days=1), margin=timedelta(minutes=5))
+    return migrated_url
+
+
+@pytest.fixture
+def staff(client: httpx.Client, accounts: Callable[..., None]) -> dict[str, str]:
+    accounts("w-zhang")
+    return login(client, "w-zhang")
+
+
+def _get(client: httpx.Client, headers: dict[str, str], **params: Any) -> httpx.Response:
+    params.setdefault("start", START.isoformat())
+    params.setdefault("end", END.isoformat())
+    return client.get(URL, headers=headers, params=params)
+
+
+def _sql(url: str, query: str, *args: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def test_raw_rows_come_page_by_page_without_gap_or_repeat(
+    client: httpx.Client, history: str, staff: dict[str, str]
+) -> None:
+    seen: list[tuple[str, str]] = []
+    after = None
+    pages = 0
+    start = END - timedelta(hours=2)
+    while True:
+        params: dict[str, Any] = {"metric": ["power_w", "lamp_on"], "limit": 50, "start": start.isoformat()}
+        if after:
+            params["after"] = after
+        body = _get(client, staff, **params).json()
+        assert body["source"] == "raw"
+        assert body["interval"] is None
+        seen += [(p["time"], m) for m, points in body["series"].items() for p in points]
+        pages += 1
+        after = body["next"]
+        if after is None:
+            break
+    assert pages == 5  # 240 rows, 50 a page
+    assert len(seen) == len(set(seen)) == 240
+
+
+def test_hourly_buckets_come_from_the_rollup_and_equal_sql_over_the_raw_rows(
+    client: httpx.Client, history: str, staff: dict[str, str]
+) -> None:
+    body = _get(client, staff, metric="power_w", interval="1h", agg="avg").json()
+    assert body["source"] == "hourly"
+    expected = _sql(
+        history,
+        "SELECT date_trunc('hour', time), avg(value) FROM readings WHERE device_id = 'lamp-1'"
+        " AND metric = 'power_w' GROUP BY 1 ORDER BY 1",
+    )
+    got = body["series"]["power_w"]
+    assert len(got) == len(expected) == 72
+    for point, (hour, value) in zip(got, expected, strict=True):
+        assert datetime.fromisoformat(point["time"]) == hour
+        assert point["value"] == pytest.approx(value)
+    counts = _get(client, staff, metric="power_w", interval="6h", agg="count", tz="UTC").json()
+    assert counts["source"] == "hourly"
+    assert [p["value"] for p in counts["series"]["power_w"]] == [360.0] * 12
+
+
+def test_buckets_that_the_rollup_cannot_answer_come_from_the_raw_rows(
+    client: httpx.Client, history: str, staff: dict[str, str]
+) -> None:
+    quarter = _get(
+        client,
+        staff,
+        metric="power_w",
+        interval="15m",
+        agg="max",
+        start=(END - timedelta(hours=1)).isoformat(),
+    )
+    assert quarter.json()["source"] == "raw"
+    expected = _sql(
+        history,
+        "SELECT max(value) FROM readings WHERE device_id = 'lamp-1' AND metric = 'power_w' AND time >= %s"
+        " GROUP BY date_bin('15 minutes', time, TIMESTAMPTZ '2000-01-01') ORDER BY 1",
+        END - timedelta(hours=1),
+    )
+    assert sorted(p["value"] for p in quarter.json()["series"]["power_w"]) == sorted(v for (v,) in expected)
+    first = _get(client, staff, metric="power_w", interval="1h", agg="first").json()
+    assert first["source"] == "raw"
+    assert first["series"]["power_w"][0]["value"] == 40 + int(START.timestamp()) % 17
+    last = _get(client, staff, metric="power_w", interval="1h", agg="last").json()
+    final = END - timedelta(minutes=1)
+    assert last["series"]["power_w"][-1]["value"] == 40 + int(final.timestamp()) % 17
+    off_hour = _get(
+        client, staff, metric="power_w", interval="1h", start=(START + timedelta(minutes=30)).isoformat()
+    )
+    assert off_hour.json()["source"] == "raw"
+
+
+def test_daily_buckets_start_at_midnight_in_the_requested_zone(
+    client: httpx.Client, history: str, staff: dict[str, str]
+) -> None:
+    shanghai = _get(client, staff, metric="lamp_on", interval="1d", agg="count").json()
+    times = [datetime.fromisoformat(p["time"]) for p in shanghai["series"]["lamp_on"]]
+    assert {(t.astimezone(UTC).hour, t.minute) for t in times} == {(16, 0)}
+    assert sum(p["value"] for p in shanghai["series"]["lamp_on"]) == 3 * 1440
+    utc = _get(client, staff, metric="lamp_on", interval="1d", agg="count", tz="UTC").json()
+    assert [p["value"] for p in utc["series"]["lamp_on"]] == [1440.0] * 3
+
+
+def test_several_metrics_and_csv(client: httpx.Client, history: str, staff: dict[str, str]) -> None:
+    both = _get(client, staff, metric=["power_w", "lamp_on"], interval="1d", agg="sum", tz="UTC").json()
+    assert set(both["series"]) == {"power_w", "lamp_on"}
+    assert [p["value"] for p in both["series"]["lamp_on"]] == [1440.0] * 3
+    r = client.get(
+        URL,
+        headers={**staff, "Accept": "text/csv"},
+        params={
+            "metric": "power_w",
+            "start": (END - timedelta(minutes=3)).isoformat(),
+            "end": END.isoformat(),
+        },
+    )
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert rows[0] == ["time", "metric", "value"]
+    assert [row[1] for row in rows[1:]] == ["power_w"] * 3
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"metric": "power_w", "interval": "10s"}, "ask for a shorter range"),
+        ({"metric": "power_w", "limit": 20_000}, "above the most points"),
+        ({"metric": "power_w", "start": "2026-11-29T00:00:00"}, "timezone"),
+        ({"metric": "power_w", "interval": "5min"}, "should match pattern"),
+        ({"metric": "power_w", "interval": "1h", "agg": "median"}, "avg"),
+        ({"metric": "power_w", "interval": "1d", "tz": "Mars/Olympus"}, "Asia/Shanghai"),
+        (
+            {"metric": "power_w", "start": END.isoformat(), "end": START.isoformat()},
+            "end must be after start",
+        ),
+        ({"metric": "power_w", "after": "garbage!"}, "not a cursor"),
+        ({}, "metric"),
+    ],
+)
+def test_bad_requests_are_422_saying_what_to_change(
+    client: httpx.Client, history: str, staff: dict[str, str], params: dict[str, Any], fragment: str
+) -> None:
+    r = _get(client, staff, **params)
+    assert r.status_code == 422, r.text
+    assert fragment in r.text
+
+
+def test_another_communitys_device_is_404_and_an_integrator_reads_its_own(
+    client: httpx.Client, history: str, staff: dict[str, str], api_key: Callable[..., str]
+) -> None:
+    foreign = client.get("/api/v1/devices/lamp-2/readings", headers=staff, params={"metric": "power_w"})
+    assert foreign.status_code == 404
+    missing = client.get("/api/v1/devices/nope/readings", headers=staff, params={"metric": "power_w"})
+    assert missing.status_code == 404
+    assert foreign.json()["detail"].replace("lamp-2", "X") == missing.json()["detail"].replace("nope", "X")
+    key = {"X-API-Key": api_key("c02")}
+    own = client.get(
+        "/api/v1/devices/lamp-2/readings",
+        headers=key,
+        params={"metric": "power_w", "interval": "1d", "start": START.isoformat(), "end": END.isoformat()},
+    )
+    assert own.status_code == 200
+    assert len(own.json()["series"]["power_w"]) == 4  # three days, cut at Shanghai midnight
