@@ -10,7 +10,7 @@ unmasked read is written to ``api_pii_audit``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import psycopg
@@ -125,3 +125,67 @@ def record_pii_read(
         " VALUES (%s, %s, %s, %s, %s, %s)",
         (principal.id, principal.role, resource, subject, list(fields), address),
     )
+
+
+def record_pii_reads(
+    conn: psycopg.Connection[Any],
+    principal: Principal,
+    *,
+    resource: str,
+    shown: dict[str, set[str]],
+    address: str,
+) -> None:
+    """`record_pii_read` for many subjects in one statement: subject -> the fields shown."""
+    subjects = [s for s in sorted(shown) if shown[s]]
+    if not subjects:
+        return
+    conn.execute(
+        "INSERT INTO api_pii_audit (principal, role, resource, subject, fields, address)"
+        " SELECT %s, %s, %s, s, string_to_array(f, ','), %s FROM unnest(%s::text[], %s::text[]) AS u(s, f)",
+        (
+            principal.id,
+            principal.role,
+            resource,
+            address,
+            subjects,
+            [",".join(sorted(shown[s])) for s in subjects],
+        ),
+    )
+
+
+@dataclass(slots=True)
+class Disclosure:
+    """Personal data of one answer: masked for a caller without ``pii``; shown, and remembered
+    for the audit (`flush`), for one with it.
+
+        seen = Disclosure(principal)
+        item["room"] = seen.text(device_id, "room", row.room)
+        seen.flush(conn, resource="device", address=address)
+    """
+
+    principal: Principal
+    shown: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def unmasked(self) -> bool:
+        return self.principal.may("pii")
+
+    def text(self, subject: str, name: str, value: str | None) -> str | None:
+        if value is None or value == "":
+            return value
+        if not self.unmasked:
+            return mask_text(value)
+        self.shown.setdefault(subject, set()).add(name)
+        return value
+
+    def phone(self, subject: str, name: str, value: str | None) -> str | None:
+        if value is None or value == "":
+            return value
+        if not self.unmasked:
+            return mask_phone(value)
+        self.shown.setdefault(subject, set()).add(name)
+        return value
+
+    def flush(self, conn: psycopg.Connection[Any], *, resource: str, address: str) -> None:
+        record_pii_reads(conn, self.principal, resource=resource, shown=self.shown, address=address)
+        self.shown.clear()

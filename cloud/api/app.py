@@ -18,10 +18,10 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg_pool import ConnectionPool, PoolTimeout
-from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.api.deps import ApiState, utcnow
+from cloud.api.problems import Invalid, Problem
 from cloud.api.security import load_or_create_key
 from cloud.config import CloudSettings
 from cloud.errors import DeviceNotFound, IncidentNotFound, StoreUnavailable, TransitionRefused
@@ -107,9 +107,10 @@ def create_app(
     )
     from cloud.api.routes import audit, auth, communities, devices, events, incidents, live, readings
 
-    app.include_router(auth.router, prefix=API_PREFIX, responses=_documented(400, 503))
+    app.include_router(auth.router, prefix=API_PREFIX, responses=_documented(400, 422, 503))
+    refusals = _documented(400, 401, 403, 404, 422, 503)
     for module in (communities, devices, readings, events, incidents, live, audit):
-        app.include_router(module.router, prefix=API_PREFIX, responses=_documented(400, 401, 403, 404, 503))
+        app.include_router(module.router, prefix=API_PREFIX, responses=refusals)
     _register_errors(app)
     counts = _Counts()
     _register_health(app, counts)
@@ -117,23 +118,20 @@ def create_app(
     return app
 
 
-class Problem(BaseModel):
-    """What every refusal says: why, for a person (422s carry FastAPI's list of problems)."""
-
-    detail: str
-
-
 _MEANINGS: dict[int, str] = {
     400: "a body that cannot be parsed (not JSON, not UTF-8)",
     401: "not authenticated: no credentials, or a token or key that is not valid (any more)",
     403: "the caller's role may not use this",
     404: "no such resource, or one of a community the caller does not serve",
+    422: "invalid input: the detail says which and why",
     503: "the database is unavailable or busy: try again after Retry-After seconds",
 }
 
 
 def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": Problem, "description": _MEANINGS[code]} for code in codes}
+    return {
+        code: {"model": Invalid if code == 422 else Problem, "description": _MEANINGS[code]} for code in codes
+    }
 
 
 def _unavailable(detail: str) -> JSONResponse:

@@ -41,6 +41,14 @@ class ApiConfig(BaseModel):
     #: a request waits at most this long for a database connection, then 503 with Retry-After
     pool_timeout_s: Annotated[float, Field(gt=0)] = 5.0
 
+    #: the live feed looks for new incidents and changes this often
+    live_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    #: an idle live feed sends a comment this often (proxies close silent connections)
+    live_keepalive_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    #: a live feed ends after this long (the client reconnects with Last-Event-ID and a fresh
+    #: token), so a disabled account stops receiving within this time
+    live_max_s: Annotated[float, Field(gt=0)] = 900.0
+
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:

@@ -77,7 +77,21 @@ def authenticate(
     key: Annotated[str | None, Depends(api_key_header)],
 ) -> Principal:
     """The caller, from ``Authorization: Bearer <access token or API key>`` or ``X-API-Key``."""
-    credential = key or token
+    return principal_of(state, db, key or token)
+
+
+def authenticate_briefly(
+    state: State,
+    token: Annotated[str | None, Depends(bearer)],
+    key: Annotated[str | None, Depends(api_key_header)],
+) -> Principal:
+    """`authenticate` on a connection given back at once: for long answers (the live feed)
+    that must not hold a pooled connection while they stream."""
+    with state.pool.connection(timeout=state.settings.api.pool_timeout_s) as conn:
+        return principal_of(state, conn, key or token)
+
+
+def principal_of(state: ApiState, db: psycopg.Connection[Any], credential: str | None) -> Principal:
     if not credential:
         raise _unauthorized("not authenticated: log in (POST /api/v1/auth/token) or send an API key")
     now = state.clock()
@@ -125,14 +139,18 @@ def require(permission: Permission) -> Callable[[Principal], Principal]:
     """A dependency: the caller, who must hold `permission` (403 naming it if not)."""
 
     def check(principal: CurrentPrincipal) -> Principal:
-        if not principal.may(permission):
-            raise HTTPException(
-                status_code=status.HTTP_403_FORBIDDEN,
-                detail=f"the role {', '.join(principal.roles)} may not use this ({permission})",
-            )
-        return principal
+        return permitted(principal, permission)
 
     return check
+
+
+def permitted(principal: Principal, permission: Permission) -> Principal:
+    if not principal.may(permission):
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"the role {', '.join(principal.roles)} may not use this ({permission})",
+        )
+    return principal
 
 
 DeviceReader = Annotated[Principal, Depends(require("devices"))]
@@ -140,6 +158,13 @@ HistoryReader = Annotated[Principal, Depends(require("history"))]
 IncidentReader = Annotated[Principal, Depends(require("incidents"))]
 Actor = Annotated[Principal, Depends(require("act"))]
 Auditor = Annotated[Principal, Depends(require("audit"))]
+
+
+def _streaming_incident_reader(principal: Annotated[Principal, Depends(authenticate_briefly)]) -> Principal:
+    return permitted(principal, "incidents")
+
+
+StreamingIncidentReader = Annotated[Principal, Depends(_streaming_incident_reader)]
 
 
 def client_address(request: Request) -> str:

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, StringConstraints
 
 from cloud.api.deps import Db, HistoryReader, State, not_found
 from cloud.api.history import INTERVAL_PATTERN, Agg, HistoryRequestError, Zone, encode_cursor, plan_history
+from cloud.api.problems import Invalid
 
 router = APIRouter(tags=["history"])
 
@@ -50,7 +51,8 @@ def _unprocessable(detail: str) -> HTTPException:
     responses={
         200: {"content": {"text/csv": {"schema": {"type": "string"}, "example": "time,metric,value\n"}}},
         422: {
-            "description": "invalid, or more points than one answer holds: the detail says how to narrow it"
+            "model": Invalid,
+            "description": "invalid, or more points than one answer holds: the detail says how to narrow it",
         },
     },
 )

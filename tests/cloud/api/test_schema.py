@@ -21,8 +21,10 @@ from cloud.api.app import create_app
 from cloud.config import build_settings
 from cloud.incidents.people import People
 from cloud.incidents.record import Context
+from cloud.incidents.transitions import apply
 from cloud.store.migrate import migrate
 from tests.cloud.api.conftest import API_PEOPLE, PASSWORD, login, serve
+from tests.cloud.incidents.conftest import fire
 from tests.conftest import PgServer
 
 pytestmark = [pytest.mark.integration]
@@ -41,6 +43,15 @@ def live(
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn)
         add_user(conn, people, "a-root", PASSWORD)
+    # something to answer with: a device of c01, its SOS incident (with its audit trail once the
+    # escalator or a transition writes one), a reading and an event
+    incident = fire(url, subject="sos-1", community_id="c01")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO readings (time, device_id, metric, value) VALUES (now(), 'sos-1', 'battery_pct', 80)"
+        )
+        conn.execute("INSERT INTO events (time, device_id, event) VALUES (now(), 'sos-1', 'sos_pressed')")
+        apply(conn, incident, "accept", actor="a-root", ctx=Context(people=people))
     key_file = tmp_path_factory.mktemp("api") / "key"
     app_settings = build_settings({"database_url": url, "api": {"token_key_file": str(key_file)}})
     try:
