@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from cloud.api.deps import Auditor, Db
+from cloud.api.problems import Instant
 
 router = APIRouter(tags=["audit"])
 
@@ -37,7 +38,7 @@ def pii_reads(
     _admin: Auditor,
     principal: Annotated[str | None, Query(max_length=200, description="one reader")] = None,
     subject: Annotated[str | None, Query(max_length=200, description="one device or incident id")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="reads at or after this time")] = None,
+    since: Annotated[Instant | None, Query(description="reads at or after this time")] = None,
     after: Annotated[int | None, Query(ge=1, description="the `next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> PiiReads:

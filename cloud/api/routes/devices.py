@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from cloud.api import pages
 from cloud.api.access import Disclosure, community_clause
 from cloud.api.deps import Address, Db, DeviceReader, not_found
+from cloud.api.problems import Instant
 from device_profiles.standard import METRICS
 
 router = APIRouter(tags=["devices"])
@@ -119,7 +120,7 @@ def devices(
     status: DeviceStatus | None = None,
     battery_below: Annotated[float | None, Query(ge=0, le=100, description="battery_pct below this")] = None,
     silent_since: Annotated[
-        AwareDatetime | None, Query(description="not heard from since this time (or never)")
+        Instant | None, Query(description="not heard from since this time (or never)")
     ] = None,
     living_alone: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, StringConstraints
+from pydantic import BaseModel, StringConstraints
 
 from cloud.api import pages
 from cloud.api.access import Principal
 from cloud.api.deps import Db, DeviceReader, State, not_found
+from cloud.api.problems import Instant
 
 router = APIRouter(tags=["events"])
 
@@ -38,8 +39,8 @@ EventNames = Annotated[
     list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None,
     Query(max_length=20, description="only these events (sos_pressed, door_opened, ...)"),
 ]
-Start = Annotated[AwareDatetime | None, Query(description="default: 7 days before end")]
-End = Annotated[AwareDatetime | None, Query(description="default: now (excluded)")]
+Start = Annotated[Instant | None, Query(description="default: 7 days before end")]
+End = Annotated[Instant | None, Query(description="default: now (excluded)")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 After = Annotated[str | None, Query(max_length=600, description="the `next` of the previous page")]
 

@@ -11,11 +11,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.api import pages
 from cloud.api.access import Disclosure, Principal, community_clause
 from cloud.api.deps import Actor, Address, Db, IncidentReader, State, not_found
+from cloud.api.problems import Instant
 from cloud.incidents.transitions import apply
 from cloud.incidents.workflow import Action, allowed_from
 from cloud.incidents.workflow import State as IncidentState
@@ -211,7 +212,7 @@ def incidents(
     device_id: Annotated[str | None, Query(max_length=128)] = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
     open: Annotated[bool | None, Query(description="true: not closed or rejected; false: done")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="detected at or after this time")] = None,
+    since: Annotated[Instant | None, Query(description="detected at or after this time")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=400, description="the `next` of the previous page")] = None,
 ) -> Response:

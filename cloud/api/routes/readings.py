@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, StringConstraints
+from pydantic import BaseModel, StringConstraints
 
 from cloud.api.deps import Db, HistoryReader, State, not_found
 from cloud.api.history import INTERVAL_PATTERN, Agg, HistoryRequestError, Zone, encode_cursor, plan_history
-from cloud.api.problems import Invalid
+from cloud.api.problems import Instant, Invalid
 
 router = APIRouter(tags=["history"])
 
@@ -66,8 +66,8 @@ def readings(
         list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
         Query(min_length=1, max_length=20, description="one or more metric names"),
     ],
-    start: Annotated[AwareDatetime | None, Query(description="default: 24 hours before end")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="default: now")] = None,
+    start: Annotated[Instant | None, Query(description="default: 24 hours before end")] = None,
+    end: Annotated[Instant | None, Query(description="default: now")] = None,
     interval: Annotated[
         str | None,
         Query(pattern=INTERVAL_PATTERN, description="bucket width: 30s, 15m, 1h, 1d, 1w; none: raw rows"),
