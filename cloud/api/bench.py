@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--communities", type=int, default=10)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--clients", type=int, default=32, help="concurrent connections")
+    p.add_argument("--workers", type=int, default=2, help="API processes ([api] workers)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured time per query")
     p.add_argument("--quick", action="store_true", help="2 million rows, 3 s per query")
     p.add_argument("--workdir", type=Path, default=None, help="keep the services here (default: a temp dir)")
@@ -119,7 +120,7 @@ def measure(
     }
 
 
-def _start_api(root: Path, database_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start_api(root: Path, database_url: str, workers: int = 2) -> tuple[subprocess.Popen[bytes], str]:
     from simulators.services import free_port
 
     port = free_port("127.0.0.1")
@@ -127,7 +128,8 @@ def _start_api(root: Path, database_url: str) -> tuple[subprocess.Popen[bytes], 
     config = root / "cloud.toml"
     config.write_text(
         f'database_url = "{database_url}"\nlog_level = "warning"\n[incidents]\npeople = "people.yaml"\n'
-        f'[api]\ntoken_key_file = "api-token.key"\npool_max = 16\n[api.http]\naddress = "127.0.0.1:{port}"\n',
+        f'[api]\ntoken_key_file = "api-token.key"\npool_max = 12\nworkers = {workers}\n'
+        f'[api.http]\naddress = "127.0.0.1:{port}"\n',
         encoding="utf-8",
     )
     log = (root / "api.log").open("wb")
@@ -195,7 +197,7 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         say(f"loaded {written:,} rows in {load_s:.1f} s; rolling up")
         benchdata.load_registry(url, devices, incidents_per_community=200, end=now)
         benchdata.roll_up(url, now=now)
-        proc, api = _start_api(root, url)
+        proc, api = _start_api(root, url, args.workers)
         try:
             token = _login(api)
             rnd = random.Random(7)  # noqa: S311 - choosing devices, not secrets
@@ -218,9 +220,14 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             communities = sorted({d.community_id for d in devices})
 
             def incidents() -> str:
-                return f"/api/v1/incidents?community={rnd.choice(communities)}"
+                return f"/api/v1/incidents?community_id={rnd.choice(communities)}"
 
-            figures: dict[str, Any] = {"rows": written, "load_s": round(load_s, 1), "clients": args.clients}
+            figures: dict[str, Any] = {
+                "rows": written,
+                "load_s": round(load_s, 1),
+                "clients": args.clients,
+                "workers": args.workers,
+            }
             for name, path in (
                 ("history_hourly_30d", hourly),
                 ("history_raw_24h", raw),

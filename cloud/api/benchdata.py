@@ -24,7 +24,7 @@ _PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 TYPES: Final[dict[str, tuple[str, ...]]] = {
     "door_contact": ("contact_open", "battery_pct", "link_quality"),
     "sos_button": ("battery_pct", "link_quality"),
-    "manhole_cover": ("tilt_deg", "water_level_cm", "h2s_ppm", "ch4_pct_lel", "battery_pct"),
+    "manhole_cover": ("tilt_deg", "water_level_mm", "h2s_ppm", "ch4_pct_lel", "battery_pct"),
     "streetlight": ("power_w", "lamp_on", "energy_kwh"),
 }
 _MIX: Final = ("door_contact",) * 4 + ("sos_button",) * 2 + ("manhole_cover",) + ("streetlight",) * 3

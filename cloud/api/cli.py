@@ -190,7 +190,10 @@ def _key_revoke(args: argparse.Namespace) -> int:
 
 def serve(settings: Any) -> int:
     """Serve the API with uvicorn on ``[api] http.address`` until SIGTERM or Ctrl-C."""
+    import contextlib
     import logging
+    import os
+    import signal
     import socket
 
     import uvicorn
@@ -203,14 +206,38 @@ def serve(settings: Any) -> int:
     bound = sock.getsockname()
     logging.getLogger("linli.cloud.api").info("api listening on http://%s:%d", host, bound[1])
     server_class = _server_class()
-    config = uvicorn.Config(
-        create_app(settings),
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    server_class(config).run(sockets=[sock])
+
+    def run_one() -> None:
+        config = uvicorn.Config(
+            create_app(settings),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        server_class(config).run(sockets=[sock])
+
+    # ``[api] workers`` processes share the socket, forked before any of them opens its pool or
+    # starts a thread; the first process stops the others (SIGTERM, then waits) when it ends
+    children: list[int] = []
+    for _ in range(settings.api.workers - 1):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's exit status is its own
+            code = 0
+            try:
+                run_one()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    try:
+        run_one()
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
     return 0
 
 

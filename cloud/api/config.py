@@ -41,6 +41,11 @@ class ApiConfig(BaseModel):
     #: a request waits at most this long for a database connection, then 503 with Retry-After
     pool_timeout_s: Annotated[float, Field(gt=0)] = 5.0
 
+    #: how long a check that an account is enabled (or an API key not revoked) is trusted: a
+    #: disabled account or a revoked key is refused within this time (0: checked on every request)
+    auth_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    #: API processes sharing the port (each with its own connection pool)
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
     #: the live feed looks for new incidents and changes this often
     live_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     #: an idle live feed sends a comment this often (proxies close silent connections)

@@ -6,13 +6,14 @@ def devices(db: Db, principal: Reader) -> ...
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -39,9 +40,12 @@ class ApiState:
     clock: Callable[[], datetime] = utcnow
     #: where hourly history comes from (cloud.api.history)
     rollup: RollupState = field(default_factory=RollupState)
+    #: credentials checked against the database recently: a staff id or an API key -> (the
+    #: principal, when checked, the key's expiry); trusted for ``[api] auth_cache_s``
+    checked: dict[str, tuple[Principal, datetime, datetime | None]] = field(default_factory=dict)
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
     state: ApiState = request.app.state.linli
     return state
 
@@ -49,14 +53,19 @@ def get_state(request: Request) -> ApiState:
 State = Annotated[ApiState, Depends(get_state)]
 
 
-def connection(state: State) -> Iterator[psycopg.Connection[Any]]:
+async def connection(state: State) -> AsyncIterator[psycopg.Connection[Any]]:
     """One pooled connection (autocommit) for the request; a pool exhausted or a database down
-    is answered 503 by the application's handlers."""
-    with state.pool.connection(timeout=state.settings.api.pool_timeout_s) as conn:
+    is answered 503 by the application's handlers. Taken in a worker thread (it may wait), given
+    back from the event loop (it does not)."""
+    conn = await run_in_threadpool(state.pool.getconn, state.settings.api.pool_timeout_s)
+    try:
         yield conn
+    finally:
+        state.pool.putconn(conn)
 
 
-Db = Annotated[psycopg.Connection[Any], Depends(connection)]
+#: a connection for logging in (no caller yet)
+OpenDb = Annotated[psycopg.Connection[Any], Depends(connection)]
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -70,38 +79,52 @@ def _unauthorized(reason: str) -> HTTPException:
     )
 
 
-def authenticate(
-    state: State,
-    db: Db,
-    token: Annotated[str | None, Depends(bearer)],
-    key: Annotated[str | None, Depends(api_key_header)],
-) -> Principal:
-    """The caller, from ``Authorization: Bearer <access token or API key>`` or ``X-API-Key``."""
-    return principal_of(state, db, key or token)
-
-
-def authenticate_briefly(
+async def authenticate(
     state: State,
     token: Annotated[str | None, Depends(bearer)],
     key: Annotated[str | None, Depends(api_key_header)],
 ) -> Principal:
-    """`authenticate` on a connection given back at once: for long answers (the live feed)
-    that must not hold a pooled connection while they stream."""
-    with state.pool.connection(timeout=state.settings.api.pool_timeout_s) as conn:
-        return principal_of(state, conn, key or token)
+    """The caller, from ``Authorization: Bearer <access token or API key>`` or ``X-API-Key``.
 
-
-def principal_of(state: ApiState, db: psycopg.Connection[Any], credential: str | None) -> Principal:
+    The token's signature and expiry are checked on every request; whether the account is still
+    enabled (or the key not revoked) is read from the database at most every ``[api]
+    auth_cache_s`` seconds per account or key, on a connection of its own (a long answer such as
+    the live feed holds none)."""
+    credential = key or token
     if not credential:
         raise _unauthorized("not authenticated: log in (POST /api/v1/auth/token) or send an API key")
     now = state.clock()
     try:
         if credential.startswith("lk_"):
-            return _key_principal(db, credential, now)
-        subject = read_access_token(state.token_key, credential, now=now)
+            ident = credential
+        else:
+            ident = read_access_token(state.token_key, credential, now=now).removeprefix("staff:")
     except CredentialError as exc:
         raise _unauthorized(str(exc)) from exc
-    return staff_principal(state, db, subject.removeprefix("staff:"))
+    cached = state.checked.get(ident)
+    if cached is not None:
+        principal, checked_at, expires_at = cached
+        fresh = now - checked_at < timedelta(seconds=state.settings.api.auth_cache_s)
+        if fresh and (expires_at is None or now < expires_at):
+            return principal
+    return await run_in_threadpool(_check_in_database, state, ident, now)
+
+
+def _check_in_database(state: ApiState, ident: str, now: datetime) -> Principal:
+    with state.pool.connection(timeout=state.settings.api.pool_timeout_s) as db:
+        expires_at = None
+        try:
+            if ident.startswith("lk_"):
+                principal, expires_at = _key_principal(db, ident, now)
+            else:
+                principal = staff_principal(state, db, ident)
+        except CredentialError as exc:
+            state.checked.pop(ident, None)
+            raise _unauthorized(str(exc)) from exc
+    if len(state.checked) >= 10_000:
+        state.checked.clear()
+    state.checked[ident] = (principal, now, expires_at)
+    return principal
 
 
 def staff_principal(state: ApiState, db: psycopg.Connection[Any], staff_id: str) -> Principal:
@@ -113,7 +136,9 @@ def staff_principal(state: ApiState, db: psycopg.Connection[Any], staff_id: str)
     return Principal.of_staff(member)
 
 
-def _key_principal(db: psycopg.Connection[Any], text: str, now: datetime) -> Principal:
+def _key_principal(
+    db: psycopg.Connection[Any], text: str, now: datetime
+) -> tuple[Principal, datetime | None]:
     key = parse_api_key(text)
     with db.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
@@ -129,16 +154,28 @@ def _key_principal(db: psycopg.Connection[Any], text: str, now: datetime) -> Pri
         raise CredentialError("this API key has expired")
     if row["last_used_at"] is None or now - row["last_used_at"] > timedelta(minutes=1):
         db.execute("UPDATE api_keys SET last_used_at = %s WHERE key_id = %s", (now, key.key_id))
-    return Principal.of_key(key.key_id, row["name"], row["communities"])
+    return Principal.of_key(key.key_id, row["name"], row["communities"]), row["expires_at"]
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
-def require(permission: Permission) -> Callable[[Principal], Principal]:
+async def authenticated_connection(
+    _caller: CurrentPrincipal, conn: OpenDb
+) -> AsyncIterator[psycopg.Connection[Any]]:
+    """The request's connection, taken once the caller is known: checking the caller may need a
+    connection of its own, and a request must never hold one while it waits for another."""
+    yield conn
+
+
+#: the request's connection (after authentication)
+Db = Annotated[psycopg.Connection[Any], Depends(authenticated_connection)]
+
+
+def require(permission: Permission) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency: the caller, who must hold `permission` (403 naming it if not)."""
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         return permitted(principal, permission)
 
     return check
@@ -160,15 +197,15 @@ Actor = Annotated[Principal, Depends(require("act"))]
 Auditor = Annotated[Principal, Depends(require("audit"))]
 
 
-def _streaming_incident_reader(principal: Annotated[Principal, Depends(authenticate_briefly)]) -> Principal:
-    return permitted(principal, "incidents")
+StreamingIncidentReader = IncidentReader  # authentication holds no connection while the feed streams
 
 
-StreamingIncidentReader = Annotated[Principal, Depends(_streaming_incident_reader)]
-
-
-def client_address(request: Request) -> str:
+def address_of(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
+
+
+async def client_address(request: Request) -> str:
+    return address_of(request)
 
 
 Address = Annotated[str, Depends(client_address)]

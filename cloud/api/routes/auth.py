@@ -16,7 +16,8 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
-from cloud.api.deps import Address, ApiState, CurrentPrincipal, Db, State, staff_principal
+from cloud.api.deps import Address, ApiState, CurrentPrincipal, State, staff_principal
+from cloud.api.deps import OpenDb as Db
 from cloud.api.security import digest, dummy_verify, issue_access_token, new_secret, verify_password
 
 router = APIRouter(prefix="/auth", tags=["auth"])

@@ -27,7 +27,7 @@ from fastapi.responses import StreamingResponse
 from psycopg_pool import PoolTimeout
 
 from cloud.api.access import Disclosure, Principal, community_clause
-from cloud.api.deps import ApiState, State, StreamingIncidentReader, client_address
+from cloud.api.deps import ApiState, State, StreamingIncidentReader, address_of
 from cloud.api.routes.incidents import ITEM_COLUMNS, ITEM_FROM, columns, incident_item
 
 router = APIRouter(tags=["incidents"])
@@ -135,7 +135,7 @@ async def live(
 ) -> StreamingResponse:
     """New incidents and their changes, as they happen (Server-Sent Events)."""
     position = Position.parse(last_event_id)
-    address = client_address(request)
+    address = address_of(request)
     api = state.settings.api
 
     async def stream() -> AsyncIterator[bytes]:

@@ -120,6 +120,22 @@ def test_a_disabled_account_is_refused_at_once_and_a_new_password_ends_its_sessi
             set_disabled(conn, "k-li", True)
 
 
+def test_a_disabled_account_in_use_is_refused_within_the_auth_cache_time(
+    client: httpx.Client, accounts: Callable[..., None], migrated_url: str, clock: Clock
+) -> None:
+    accounts("w-zhang")
+    headers = login(client, "w-zhang")
+    assert client.get("/api/v1/auth/me", headers=headers).status_code == 200
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        set_disabled(conn, "w-zhang", True)
+    clock.advance(4.9)  # checked 4.9 s ago: still trusted ([api] auth_cache_s = 5)
+    assert client.get("/api/v1/auth/me", headers=headers).status_code == 200
+    clock.advance(0.1)
+    r = client.get("/api/v1/auth/me", headers=headers)
+    assert r.status_code == 401
+    assert "disabled" in r.json()["detail"]
+
+
 def test_failed_logins_are_limited_per_account_and_per_address(
     client: httpx.Client, accounts: Callable[..., None], clock: Clock
 ) -> None:
@@ -161,6 +177,7 @@ def test_an_api_key_is_an_integrator_of_its_communities_until_revoked_or_expired
     assert "expired" in r.json()["detail"]
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         revoke_key(conn, key.split("_")[1])
+    clock.advance(5)  # [api] auth_cache_s: the key was checked a moment ago
     r = client.get("/api/v1/auth/me", headers={"X-API-Key": key})
     assert r.status_code == 401
     assert "revoked" in r.json()["detail"]

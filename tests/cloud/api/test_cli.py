@@ -27,7 +27,7 @@ def config(tmp_path: Path, migrated_url: str) -> Path:
     path = tmp_path / "cloud.toml"
     path.write_text(
         f'database_url = "{migrated_url}"\n[incidents]\npeople = "people.yaml"\n'
-        '[api]\ntoken_key_file = "key"\n',
+        '[api]\ntoken_key_file = "key"\nauth_cache_s = 0\n',  # refusals take effect at once
         encoding="utf-8",
     )
     return path
