@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from cloud.api.access import Permission, Principal
 from cloud.api.history import RollupState
-from cloud.api.security import CredentialError, digest, parse_api_key, read_access_token, same_digest
+from cloud.api.security import CredentialError, TokenReader, digest, parse_api_key, same_digest
 from cloud.config import CloudSettings
 from cloud.incidents.record import Context
 
@@ -43,6 +43,11 @@ class ApiState:
     #: credentials checked against the database recently: a staff id or an API key -> (the
     #: principal, when checked, the key's expiry); trusted for ``[api] auth_cache_s``
     checked: dict[str, tuple[Principal, datetime, datetime | None]] = field(default_factory=dict)
+    #: access tokens whose signature was verified
+    tokens: TokenReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenReader(self.token_key)
 
 
 async def get_state(request: Request) -> ApiState:
@@ -98,7 +103,7 @@ async def authenticate(
         if credential.startswith("lk_"):
             ident = credential
         else:
-            ident = read_access_token(state.token_key, credential, now=now).removeprefix("staff:")
+            ident = state.tokens.subject(credential, now=now).removeprefix("staff:")
     except CredentialError as exc:
         raise _unauthorized(str(exc)) from exc
     cached = state.checked.get(ident)

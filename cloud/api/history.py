@@ -58,6 +58,14 @@ _HOURLY_AGG: Final[dict[Agg, str]] = {
     "sum": "sum(sum)",
     "count": "sum(n)::double precision",
 }
+#: the same, for one hourly row (an interval of exactly one hour needs no grouping)
+_HOUR_ROW: Final[dict[Agg, str]] = {
+    "avg": "sum / n",
+    "min": "min",
+    "max": "max",
+    "sum": "sum",
+    "count": "n::double precision",
+}
 
 
 class HistoryRequestError(ValueError):
@@ -211,6 +219,20 @@ def plan_history(
             " GROUP BY b, metric ORDER BY b, metric"
         )
         return Plan("hourly", True, sql, (width, origin, device_id, metrics, start, end))
+    if hourly and width == timedelta(hours=1):
+        # hourly buckets are the rollup's own rows: no regrouping. The rollup below the
+        # watermark's hour, the raw rows from that hour on (the two parts share no hour)
+        split = min(max(rollup.watermark.replace(minute=0, second=0, microsecond=0), start), end)
+        sql = (
+            f"SELECT bucket AS b, metric, {_HOUR_ROW[agg]} FROM readings_hourly_rollup"  # noqa: S608 - fixed expressions
+            " WHERE device_id = %s AND metric = ANY(%s) AND bucket >= %s AND bucket < %s"
+            " UNION ALL"
+            " SELECT date_bin(INTERVAL '1 hour', time, TIMESTAMPTZ '2000-01-01 00:00+00'), metric,"
+            f" {_RAW_AGG[agg]} FROM readings"
+            " WHERE device_id = %s AND metric = ANY(%s) AND time >= %s AND time < %s"
+            " GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        return Plan("hourly", True, sql, (device_id, metrics, start, split, device_id, metrics, split, end))
     if hourly:
         # the rollup table below the watermark, the raw rows above it, with constant bounds so
         # that only the chunks above the watermark are planned

@@ -82,6 +82,15 @@ def issue_access_token(key: bytes, subject: str, *, ttl_s: int, now: datetime) -
 
 def read_access_token(key: bytes, token: str, *, now: datetime) -> str:
     """The subject of a valid token; `CredentialError` if it is forged, malformed or expired."""
+    subject, expires = token_claims(key, token)
+    if expires <= now:
+        raise CredentialError("token expired")
+    return subject
+
+
+def token_claims(key: bytes, token: str) -> tuple[str, datetime]:
+    """The subject and expiry of a token signed with `key`; `CredentialError` if it is forged
+    or malformed (expiry not checked)."""
     try:
         claims = jwt.decode(
             token,
@@ -92,12 +101,32 @@ def read_access_token(key: bytes, token: str, *, now: datetime) -> str:
         )
     except jwt.PyJWTError as exc:
         raise CredentialError(f"invalid token: {exc}") from exc
-    if datetime.fromtimestamp(float(claims["exp"]), UTC) <= now:
-        raise CredentialError("token expired")
     subject = claims["sub"]
     if not isinstance(subject, str):
         raise CredentialError("invalid token: bad subject")
-    return subject
+    return subject, datetime.fromtimestamp(float(claims["exp"]), UTC)
+
+
+class TokenReader:
+    """`read_access_token` that verifies each token's signature once: a client sends the same
+    token with every request until it expires (the expiry is checked every time)."""
+
+    def __init__(self, key: bytes, *, capacity: int = 10_000) -> None:
+        self._key = key
+        self._capacity = capacity
+        self._verified: dict[str, tuple[str, datetime]] = {}
+
+    def subject(self, token: str, *, now: datetime) -> str:
+        known = self._verified.get(token)
+        if known is None:
+            known = token_claims(self._key, token)
+            if len(self._verified) >= self._capacity:
+                self._verified.clear()
+            self._verified[token] = known
+        subject, expires = known
+        if expires <= now:
+            raise CredentialError("token expired")
+        return subject
 
 
 def new_secret() -> tuple[str, bytes]:

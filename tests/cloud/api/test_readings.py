@@ -103,6 +103,14 @@ def test_hourly_buckets_come_from_the_rollup_and_equal_sql_over_the_raw_rows(
     for point, (hour, value) in zip(got, expected, strict=True):
         assert datetime.fromisoformat(point["time"]) == hour
         assert point["value"] == pytest.approx(value)
+    hourly_counts = _get(client, staff, metric="power_w", interval="1h", agg="count").json()
+    assert [p["value"] for p in hourly_counts["series"]["power_w"]] == [60.0] * 72  # rollup rows and raw
+    peaks = _get(client, staff, metric="power_w", interval="1h", agg="max").json()["series"]["power_w"]
+    assert [(p["value"],) for p in peaks] == _sql(
+        history,
+        "SELECT max(value) FROM readings WHERE device_id = 'lamp-1' AND metric = 'power_w'"
+        " GROUP BY date_trunc('hour', time) ORDER BY date_trunc('hour', time)",
+    )
     counts = _get(client, staff, metric="power_w", interval="6h", agg="count", tz="UTC").json()
     assert counts["source"] == "hourly"
     assert [p["value"] for p in counts["series"]["power_w"]] == [360.0] * 12
