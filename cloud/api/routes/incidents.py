@@ -6,6 +6,7 @@ state and the actions it allows."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -164,6 +165,11 @@ class TransitionRequest(BaseModel):
     version: Annotated[int | None, Field(ge=0, lt=2**31)] = None
 
 
+@functools.cache
+def _allowed(state: str) -> list[str]:
+    return list(allowed_from(state))
+
+
 def columns(cur: Any) -> list[str]:
     return [c.name for c in cur.description or ()]
 
@@ -197,7 +203,7 @@ def incident_item(row: dict[str, Any], seen: Disclosure) -> dict[str, Any]:
         "occurrences": row["occurrences"],
         "last_occurrence_at": row["last_occurrence_at"],
         "version": row["version"],
-        "allowed": list(allowed_from(row["state"])),
+        "allowed": _allowed(row["state"]),
     }
 
 
@@ -222,7 +228,7 @@ def incidents(
     if after is not None:
         at, ident = pages.decode(after, 2)
         cursor = (pages.decode_time(at), pages.decode_int(ident))
-    cur = db.execute(
+    cur = db.cursor(binary=True).execute(
         f"SELECT {ITEM_COLUMNS}{ITEM_FROM} WHERE {scope}"
         " AND (%s::text[] IS NULL OR i.state = ANY(%s)) AND (%s::text[] IS NULL OR i.severity = ANY(%s))"
         " AND (%s::text IS NULL OR i.community_id = %s) AND (%s::text IS NULL OR i.device_id = %s)"

@@ -13,8 +13,17 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel, StringConstraints
 
+from cloud.api.access import Principal
 from cloud.api.deps import Db, HistoryReader, State, not_found
-from cloud.api.history import INTERVAL_PATTERN, Agg, HistoryRequestError, Zone, encode_cursor, plan_history
+from cloud.api.history import (
+    INTERVAL_PATTERN,
+    Agg,
+    HistoryRequestError,
+    Plan,
+    Zone,
+    encode_cursor,
+    plan_history,
+)
 from cloud.api.problems import Instant, Invalid
 
 router = APIRouter(tags=["history"])
@@ -107,51 +116,28 @@ def readings(
         )
     except HistoryRequestError as exc:
         raise _unprocessable(str(exc)) from exc
-    csv_wanted = "text/csv" in request.headers.get("accept", "")
-    if plan.bucketed and not csv_wanted:
-        # one round trip: the device's community (NULL: no such device) beside each series' JSON,
-        # written by PostgreSQL; this process only checks the community and splices the JSON in
-        found = db.execute(
-            "SELECT (SELECT community_id FROM devices WHERE device_id = %s), s.metric, s.points"  # noqa: S608 - the plan's own SQL
-            " FROM (SELECT 1) AS one LEFT JOIN (SELECT metric,"
-            " json_agg(json_build_object('time', b, 'value', v) ORDER BY b)::text AS points"
-            f" FROM ({plan.sql}) AS p(b, metric, v) GROUP BY metric) AS s ON TRUE",
-            (device_id, *plan.params),
-        ).fetchall()
-        if not found or found[0][0] is None or not principal.sees(found[0][0]):
-            raise not_found("device", device_id)
-        series_json = {m: points for _, m, points in found if m is not None}
-        body = {
-            "device_id": device_id,
-            "start": start,
-            "end": end,
-            "interval": interval,
-            "agg": agg,
-            "source": plan.source,
-            "series": {m: msgspec.Raw(series_json.get(m, "[]").encode()) for m in metrics},
-            "next": None,
-        }
-        return Response(content=_JSON.encode(body), media_type="application/json")
-    row = db.execute("SELECT community_id FROM devices WHERE device_id = %s", (device_id,)).fetchone()
-    if row is None or not principal.sees(row[0]):
+    if "text/csv" in request.headers.get("accept", ""):
+        return _csv(db, principal, device_id, plan)
+    # one round trip: the device's community (NULL: no such device), the page's size and last
+    # row (raw rows), and each series' JSON written by PostgreSQL; this process only checks the
+    # community and splices the JSON in
+    fence = plan.params[-1] if not plan.bucketed else _ALL
+    assert isinstance(fence, int)  # noqa: S101 - a raw plan's LIMIT is the page + 1
+    found = db.execute(
+        "WITH q AS (SELECT t, metric, v, row_number() OVER (ORDER BY t, metric) AS rn"  # noqa: S608 - the plan's own SQL
+        f" FROM ({plan.sql}) AS p(t, metric, v))"
+        " SELECT (SELECT community_id FROM devices WHERE device_id = %s), (SELECT count(*) FROM q),"
+        " (SELECT t FROM q WHERE rn = %s - 1), (SELECT metric FROM q WHERE rn = %s - 1), s.metric, s.points"
+        " FROM (SELECT 1) AS one LEFT JOIN (SELECT metric,"
+        " json_agg(json_build_object('time', t, 'value', v) ORDER BY t)::text AS points"
+        " FROM q WHERE rn < %s GROUP BY metric) AS s ON TRUE",
+        (*plan.params, device_id, fence, fence, fence),
+    ).fetchall()
+    community, count, last_time, last_metric = found[0][:4]
+    if community is None or not principal.sees(community):
         raise not_found("device", device_id)
-    rows = db.execute(plan.sql, plan.params).fetchall()
-    next_cursor = None
-    if not plan.bucketed:
-        page = plan.params[-1]
-        assert isinstance(page, int)  # noqa: S101 - the plan's LIMIT is page + 1
-        if len(rows) == page:
-            rows = rows[:-1]
-            next_cursor = encode_cursor(rows[-1][0], rows[-1][1])
-    if csv_wanted:
-        out = io.StringIO()
-        out.write("time,metric,value\n")
-        for t, m, v in rows:
-            out.write(f"{t.isoformat()},{m},{v!r}\n")
-        return Response(content=out.getvalue(), media_type="text/csv")
-    series: dict[str, list[dict[str, object]]] = {m: [] for m in metrics}
-    for t, m, v in rows:
-        series[m].append({"time": t, "value": v})
+    series_json = {m: points for *_, m, points in found if m is not None}
+    more = not plan.bucketed and count == fence
     body = {
         "device_id": device_id,
         "start": start,
@@ -159,7 +145,25 @@ def readings(
         "interval": interval,
         "agg": agg if plan.bucketed else None,
         "source": plan.source,
-        "series": series,
-        "next": next_cursor,
+        "series": {m: msgspec.Raw(series_json.get(m, "[]").encode()) for m in metrics},
+        "next": encode_cursor(last_time, last_metric) if more else None,
     }
     return Response(content=_JSON.encode(body), media_type="application/json")
+
+
+#: a fence above any bucketed answer (max_points bounds them)
+_ALL = 2**62
+
+
+def _csv(db: Db, principal: Principal, device_id: str, plan: Plan) -> Response:
+    row = db.execute("SELECT community_id FROM devices WHERE device_id = %s", (device_id,)).fetchone()
+    if row is None or not principal.sees(row[0]):
+        raise not_found("device", device_id)
+    rows = db.execute(plan.sql, plan.params).fetchall()
+    if not plan.bucketed and len(rows) == plan.params[-1]:
+        rows = rows[:-1]  # the page's fence: the caller pages with JSON's `next`
+    out = io.StringIO()
+    out.write("time,metric,value\n")
+    for t, m, v in rows:
+        out.write(f"{t.isoformat()},{m},{v!r}\n")
+    return Response(content=out.getvalue(), media_type="text/csv")
