@@ -104,6 +104,9 @@ def create_app(
         version="1",
         summary="Sensor history, devices and incidents of linli's communities.",
         lifespan=lifespan,
+        # linli exports its own metrics (/metrics); FastAPI's OpenTelemetry hooks would only
+        # cost time on every request and every dependency
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     from cloud.api.routes import audit, auth, communities, devices, events, incidents, live, readings
 
