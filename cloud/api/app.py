@@ -27,11 +27,29 @@ from cloud.config import CloudSettings
 from cloud.errors import DeviceNotFound, IncidentNotFound, StoreUnavailable, TransitionRefused
 from cloud.incidents.record import Context
 from device_profiles.metrics_text import CONTENT_TYPE, exposition
+from device_profiles.model import Profile
 
 log = logging.getLogger("linli.cloud.api")
 
 API_PREFIX = "/api/v1"
 RETRY_AFTER_S = 5
+
+
+def _profiles(settings: CloudSettings) -> dict[str, Profile]:
+    """The profiles devices name, for their details; a folder that does not load is logged and
+    left out (the devices still answer, without their profile's details)."""
+    from device_profiles.errors import ProfileError
+    from device_profiles.loader import SHIPPED_DIR, load_dirs
+
+    profiles: dict[str, Profile] = {}
+    for directory in (SHIPPED_DIR, *settings.alerts.profiles):
+        try:
+            loaded, _ = load_dirs([directory])
+        except ProfileError as exc:
+            log.warning("profiles in %s not loaded: %s", directory, exc)
+            continue
+        profiles.update(loaded)
+    return profiles
 
 
 class _Counts:
@@ -93,6 +111,7 @@ def create_app(
             token_key=load_or_create_key(api.token_key_file),
             context=context if context is not None else load_context(settings),
             clock=clock,
+            profiles=_profiles(settings),
         )
         try:
             yield

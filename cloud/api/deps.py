@@ -23,6 +23,7 @@ from cloud.api.history import RollupState
 from cloud.api.security import CredentialError, TokenReader, digest, parse_api_key, same_digest
 from cloud.config import CloudSettings
 from cloud.incidents.record import Context
+from device_profiles.model import Profile
 
 
 def utcnow() -> datetime:
@@ -43,6 +44,8 @@ class ApiState:
     #: credentials checked against the database recently: a staff id or an API key -> (the
     #: principal, when checked, the key's expiry); trusted for ``[api] auth_cache_s``
     checked: dict[str, tuple[Principal, datetime, datetime | None]] = field(default_factory=dict)
+    #: the device profiles (shipped, and ``[alerts] profiles``) by id, for device details
+    profiles: dict[str, Profile] = field(default_factory=dict)
     #: access tokens whose signature was verified
     tokens: TokenReader = field(init=False)
 

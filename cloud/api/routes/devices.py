@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from cloud.api import pages
 from cloud.api.access import Disclosure, community_clause
-from cloud.api.deps import Address, Db, DeviceReader, not_found
+from cloud.api.deps import Address, Db, DeviceReader, State, not_found
 from cloud.api.problems import Instant
 from device_profiles.standard import METRICS
 
@@ -69,7 +69,20 @@ class Latest(BaseModel):
     value: float | None
 
 
+class ProfileInfo(BaseModel):
+    """The device's profile (device_profiles/): who makes it and how often it reports."""
+
+    id: str
+    vendor: str
+    model: str
+    device_type: str
+    description: str
+    report_interval_s: float
+
+
 class DeviceDetail(Device):
+    #: null for a profile this API does not know (not shipped, not in ``[alerts] profiles``)
+    profile_info: ProfileInfo | None
     #: the device type's metrics with their latest values (null: never reported)
     latest: list[Latest]
     #: incidents of the device not yet closed
@@ -155,6 +168,7 @@ def devices(
 @router.get("/devices/{device_id}", response_model=DeviceDetail)
 def device(
     db: Db,
+    state: State,
     principal: DeviceReader,
     address: Address,
     device_id: Annotated[str, Path(min_length=1, max_length=128)],
@@ -194,5 +208,18 @@ def device(
         for m, t, v in latest_rows
     ]
     body["open_incidents"] = open_row[0] if open_row else 0
+    known = state.profiles.get(row["profile"])
+    body["profile_info"] = (
+        None
+        if known is None
+        else {
+            "id": known.id,
+            "vendor": known.vendor,
+            "model": known.model,
+            "device_type": known.device_type,
+            "description": known.description,
+            "report_interval_s": known.report_interval_s,
+        }
+    )
     seen.flush(db, resource="device", address=address)
     return pages.json_answer(body)

@@ -29,7 +29,8 @@ def fleet(migrated_url: str) -> str:
             conn.execute(
                 "INSERT INTO devices (device_id, device_type, profile, community_id, gateway_id, building,"
                 " unit, room, resident_id, living_alone, status, battery_pct, last_seen)"
-                " VALUES (%s, 'door_contact', 'aqara-door', 'c01', 'gw1', '12', '1', %s, %s, %s, %s, %s, %s)",
+                " VALUES (%s, 'door_contact', 'aqara/mccgq11lm', 'c01', 'gw1', '12', '1',"
+                " %s, %s, %s, %s, %s, %s)",
                 (
                     f"door-{i:02d}",
                     f"{12}0{i}",
@@ -142,6 +143,10 @@ def test_one_device_with_its_latest_values_masked_per_role(
     assert latest["battery_pct"]["value"] == 20.0
     assert latest["open_count"]["value"] is None
     assert latest["open_count"]["time"] is None
+    assert worker["profile_info"]["vendor"].lower() == "aqara"
+    assert worker["profile_info"]["device_type"] == "door_contact"
+    assert worker["profile_info"]["report_interval_s"] > 0
+    assert client.get("/api/v1/devices/cover-1", headers=as_("q-sun")).json()["profile_info"] is None
     street = client.get("/api/v1/devices/door-03", headers=as_("s-wang")).json()
     assert street["resident_id"] == "c0*******"
     assert street["location"]["room"] == "1***"
