@@ -9,7 +9,7 @@ unmasked read is written to ``api_pii_audit``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -118,13 +118,7 @@ def record_pii_read(
     address: str,
 ) -> None:
     """Write one unmasked read of personal data to the audit log (PIPL)."""
-    if not fields:
-        return
-    conn.execute(
-        "INSERT INTO api_pii_audit (principal, role, resource, subject, fields, address)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (principal.id, principal.role, resource, subject, list(fields), address),
-    )
+    record_pii_reads(conn, principal, resource=resource, shown={subject: set(fields)}, address=address)
 
 
 def record_pii_reads(
@@ -135,7 +129,8 @@ def record_pii_reads(
     shown: dict[str, set[str]],
     address: str,
 ) -> None:
-    """`record_pii_read` for many subjects in one statement: subject -> the fields shown."""
+    """Unmasked reads of personal data, one audit row per subject, in one statement: subject ->
+    the fields shown (a subject shown nothing is not written)."""
     subjects = [s for s in sorted(shown) if shown[s]]
     if not subjects:
         return
@@ -171,18 +166,18 @@ class Disclosure:
         return self.principal.may("pii")
 
     def text(self, subject: str, name: str, value: str | None) -> str | None:
-        if value is None or value == "":
-            return value
-        if not self.unmasked:
-            return mask_text(value)
-        self.shown.setdefault(subject, set()).add(name)
-        return value
+        return self._show(subject, name, value, mask_text)
 
     def phone(self, subject: str, name: str, value: str | None) -> str | None:
+        return self._show(subject, name, value, mask_phone)
+
+    def _show(
+        self, subject: str, name: str, value: str | None, mask: Callable[[str | None], str | None]
+    ) -> str | None:
         if value is None or value == "":
             return value
         if not self.unmasked:
-            return mask_phone(value)
+            return mask(value)
         self.shown.setdefault(subject, set()).add(name)
         return value
 

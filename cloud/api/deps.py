@@ -205,9 +205,6 @@ Actor = Annotated[Principal, Depends(require("act"))]
 Auditor = Annotated[Principal, Depends(require("audit"))]
 
 
-StreamingIncidentReader = IncidentReader  # authentication holds no connection while the feed streams
-
-
 def address_of(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 

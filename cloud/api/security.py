@@ -80,14 +80,6 @@ def issue_access_token(key: bytes, subject: str, *, ttl_s: int, now: datetime) -
     return jwt.encode(claims, key, algorithm=_ALGORITHM)
 
 
-def read_access_token(key: bytes, token: str, *, now: datetime) -> str:
-    """The subject of a valid token; `CredentialError` if it is forged, malformed or expired."""
-    subject, expires = token_claims(key, token)
-    if expires <= now:
-        raise CredentialError("token expired")
-    return subject
-
-
 def token_claims(key: bytes, token: str) -> tuple[str, datetime]:
     """The subject and expiry of a token signed with `key`; `CredentialError` if it is forged
     or malformed (expiry not checked)."""
@@ -108,7 +100,7 @@ def token_claims(key: bytes, token: str) -> tuple[str, datetime]:
 
 
 class TokenReader:
-    """`read_access_token` that verifies each token's signature once: a client sends the same
+    """Access tokens read with `token_claims`, each signature verified once: a client sends the same
     token with every request until it expires (the expiry is checked every time)."""
 
     def __init__(self, key: bytes, *, capacity: int = 10_000) -> None:

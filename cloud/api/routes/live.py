@@ -27,7 +27,7 @@ from fastapi.responses import StreamingResponse
 from psycopg_pool import PoolTimeout
 
 from cloud.api.access import Disclosure, Principal, community_clause
-from cloud.api.deps import ApiState, State, StreamingIncidentReader, address_of
+from cloud.api.deps import ApiState, IncidentReader, State, address_of
 from cloud.api.routes.incidents import ITEM_COLUMNS, ITEM_FROM, columns, incident_item
 
 router = APIRouter(tags=["incidents"])
@@ -128,7 +128,7 @@ def _poll(
 async def live(
     request: Request,
     state: State,
-    principal: StreamingIncidentReader,
+    principal: IncidentReader,
     last_event_id: Annotated[
         str | None, Header(max_length=40, description="resume after this event (its id)")
     ] = None,

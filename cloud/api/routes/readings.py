@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel, StringConstraints
 
+from cloud.api import pages
 from cloud.api.access import Principal
 from cloud.api.deps import Db, HistoryReader, State, not_found
 from cloud.api.history import (
@@ -21,14 +22,11 @@ from cloud.api.history import (
     HistoryRequestError,
     Plan,
     Zone,
-    encode_cursor,
     plan_history,
 )
 from cloud.api.problems import Instant, Invalid
 
 router = APIRouter(tags=["history"])
-
-_JSON = msgspec.json.Encoder()
 
 
 class Point(BaseModel):
@@ -111,7 +109,7 @@ def readings(
             zone=zone,
             max_points=state.settings.api.max_points,
             limit=limit,
-            after=after,
+            after=_cursor(after),
             rollup=state.rollup.get(db),
         )
     except HistoryRequestError as exc:
@@ -146,9 +144,16 @@ def readings(
         "agg": agg if plan.bucketed else None,
         "source": plan.source,
         "series": {m: msgspec.Raw(series_json.get(m, "[]").encode()) for m in metrics},
-        "next": encode_cursor(last_time, last_metric) if more else None,
+        "next": pages.encode(last_time, last_metric) if more else None,
     }
-    return Response(content=_JSON.encode(body), media_type="application/json")
+    return pages.json_answer(body)
+
+
+def _cursor(after: str | None) -> tuple[datetime, str] | None:
+    if after is None:
+        return None
+    at, metric = pages.decode(after, 2)
+    return pages.decode_time(at), metric
 
 
 #: a fence above any bucketed answer (max_points bounds them)
