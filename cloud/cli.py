@@ -50,7 +50,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it"
     )
     notify.set_defaults(handler=_service, service="notify")
-    api = commands.add_parser("api", help="serve the HTTP API until SIGTERM")
+    api = commands.add_parser(
+        "api",
+        help="serve the HTTP API until SIGTERM",
+        description="Serve the HTTP API (/api/v1, /docs, /healthz, /metrics) on [api.http] address with"
+        " [api] workers processes until SIGTERM. Accounts: linli users, linli apikeys. docs/api.md.",
+    )
     api.add_argument("--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it")
     api.set_defaults(handler=_api)
     check = commands.add_parser("check-config", help="validate a configuration and exit")

@@ -45,7 +45,8 @@ def set_password(conn: psycopg.Connection[Any], staff_id: str, password: str) ->
 
 
 def set_disabled(conn: psycopg.Connection[Any], staff_id: str, disabled: bool) -> None:
-    """Disable (or enable) an account: a disabled one is refused at once, tokens included."""
+    """Disable (or enable) an account: a disabled one is refused within ``[api] auth_cache_s``,
+    tokens included."""
     cur = conn.execute("UPDATE api_users SET disabled = %s WHERE staff_id = %s", (disabled, staff_id))
     if cur.rowcount == 0:
         raise AccountError(f"{staff_id!r} has no account (linli users add)")

@@ -33,7 +33,10 @@ def register_users(subparsers: argparse._SubParsersAction[Any]) -> None:
         cmd.add_argument("staff_id")
         cmd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
         cmd.set_defaults(handler=_user_password, users_action=name)
-    for name, helptext in (("disable", "refuse an account at once"), ("enable", "allow it again")):
+    for name, helptext in (
+        ("disable", "refuse an account (within [api] auth_cache_s, 5 s)"),
+        ("enable", "allow it again"),
+    ):
         cmd = commands.add_parser(name, help=helptext)
         _config(cmd)
         cmd.add_argument("staff_id")
@@ -57,7 +60,7 @@ def register_apikeys(subparsers: argparse._SubParsersAction[Any]) -> None:
     listing = commands.add_parser("list", help="the keys (never their secrets)")
     _config(listing)
     listing.set_defaults(handler=_key_list)
-    revoke = commands.add_parser("revoke", help="stop a key at once")
+    revoke = commands.add_parser("revoke", help="stop a key (within [api] auth_cache_s, 5 s)")
     _config(revoke)
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=_key_revoke)

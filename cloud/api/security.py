@@ -1,9 +1,10 @@
 """Credentials: argon2id password hashes, signed access tokens, one-use refresh tokens, API keys.
 
 Access tokens are JWTs (HS256) signed with the key of ``[api] token_key_file`` and carry only the
-subject (``staff:<id>``) and expiry: roles and communities are read from the people file on every
-request, so taking a role away takes effect at once. Refresh tokens and API key secrets are random
-and kept only as SHA-256 digests (they are long and random: a slow hash adds nothing).
+subject (``staff:<id>``) and expiry: roles and communities come from the people file (checked
+again every ``[api] auth_cache_s``), so a token carries no rights that outlive a change. Refresh
+tokens and API key secrets are random and kept only as SHA-256 digests (they are long and random:
+a slow hash adds nothing).
 """
 
 from __future__ import annotations
