@@ -48,6 +48,9 @@ class ApiConfig(BaseModel):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     #: the live feed looks for new incidents and changes this often
     live_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    #: the live feed still sends an incident or change whose id committed after later ids did,
+    #: if it commits within this time
+    live_lookback_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     #: an idle live feed sends a comment this often (proxies close silent connections)
     live_keepalive_s: Annotated[float, Field(gt=0, le=300)] = 15.0
     #: a live feed ends after this long (the client reconnects with Last-Event-ID and a fresh

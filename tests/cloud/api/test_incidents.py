@@ -229,3 +229,26 @@ def test_the_live_feed_is_scoped_and_resumable(
         assert seen[0]["data"]["resident_id"] == "c0*******"
     key_holder = client.get("/api/v1/live", headers={"Authorization": "Bearer nope"})
     assert key_holder.status_code == 401
+
+
+def test_the_live_feed_sends_a_change_that_committed_after_a_later_one(
+    feed: Callable[..., Any], as_: Callable[[str], dict[str, str]], migrated_url: str
+) -> None:
+    insert = (
+        "INSERT INTO incident_audit (incident_id, at, actor, actor_role, action, from_state, to_state)"
+        " VALUES (%s, now(), 'k-li', 'committee', %s, 'detected', 'detected') RETURNING audit_id"
+    )
+    with feed(as_("w-zhang")) as read:
+        sos = fire(migrated_url, subject="sos-1")
+        assert read()["event"] == "incident"
+        with psycopg.connect(migrated_url) as slow, psycopg.connect(migrated_url, autocommit=True) as quick:
+            early = slow.execute(insert, (sos, "early")).fetchone()  # takes its id, commits later
+            late = quick.execute(insert, (sos, "late")).fetchone()
+            assert early is not None
+            assert late is not None
+            assert early[0] < late[0]
+            first = read()
+            assert (first["event"], first["data"]["audit_id"]) == ("change", late[0])
+            slow.commit()
+            second = read()
+            assert (second["event"], second["data"]["audit_id"]) == ("change", early[0])
