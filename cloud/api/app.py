@@ -127,11 +127,22 @@ def create_app(
         # cost time on every request and every dependency
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    from cloud.api.routes import audit, auth, communities, devices, events, incidents, live, readings
+    from cloud.api.routes import (
+        audit,
+        auth,
+        communities,
+        devices,
+        events,
+        incidents,
+        live,
+        performance,
+        plan,
+        readings,
+    )
 
     app.include_router(auth.router, prefix=API_PREFIX, responses=_documented(400, 422, 503))
     refusals = _documented(400, 401, 403, 404, 422, 503)
-    for module in (communities, devices, readings, events, incidents, live, audit):
+    for module in (communities, plan, devices, readings, events, incidents, performance, live, audit):
         app.include_router(module.router, prefix=API_PREFIX, responses=refusals)
     _register_errors(app)
     counts = _Counts()

@@ -12,6 +12,7 @@ docs/incidents.md has the same table for people.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -114,3 +115,18 @@ STAMPS: Final[dict[State, str]] = {
 def allowed_from(state: str) -> tuple[Action, ...]:
     """The actions that may start from `state`, in workflow order."""
     return tuple(a for a, t in TRANSITIONS.items() if state in t.sources)
+
+
+def actions_for(state: str, roles: Iterable[str], *, actor: str, handler: str | None) -> tuple[Action, ...]:
+    """The actions someone with `roles` may start from `state` (what the console offers): the
+    roles each transition names, and the handler-or-supervisor rule. What an action needs (a
+    note, a handler, a score) is checked when it is made."""
+    held = frozenset(roles)
+    supervisor = bool(SUPERVISORS & held)
+    return tuple(
+        a
+        for a, t in TRANSITIONS.items()
+        if state in t.sources
+        and t.roles & held
+        and (not t.handler_or_supervisor or supervisor or actor == handler)
+    )

@@ -19,7 +19,7 @@ from cloud.api.access import Disclosure, Principal, community_clause
 from cloud.api.deps import Actor, Address, Db, IncidentReader, State, not_found
 from cloud.api.problems import Instant
 from cloud.incidents.transitions import apply
-from cloud.incidents.workflow import Action, allowed_from
+from cloud.incidents.workflow import Action, actions_for, allowed_from
 from cloud.incidents.workflow import State as IncidentState
 
 router = APIRouter(tags=["incidents"])
@@ -148,6 +148,8 @@ class IncidentDetail(Incident):
     audit: list[AuditEntry]
     #: every notification owed for it and what became of it
     notifications: list[Notification]
+    #: the actions the caller may make now (their roles, and whether they are the handler)
+    may: list[Action]
 
 
 class TransitionRequest(BaseModel):
@@ -324,6 +326,11 @@ def _detail(db: Db, state: State, principal: Principal, incident_id: int, addres
             }
         )
     body["notifications"] = notifications
+    body["may"] = (
+        list(actions_for(row["state"], principal.roles, actor=principal.id, handler=row["handler"]))
+        if principal.kind == "staff" and principal.may("act")
+        else []
+    )
     seen.flush(db, resource="incident", address=address)
     return body
 

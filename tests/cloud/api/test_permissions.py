@@ -33,6 +33,9 @@ PERMISSION: dict[str, str | None] = {
     "GET /api/v1/devices/{device_id}": "devices",
     "GET /api/v1/devices/{device_id}/events": "devices",
     "GET /api/v1/communities/{community_id}/events": "devices",
+    "GET /api/v1/communities/{community_id}/plan": "devices",
+    "GET /api/v1/communities/{community_id}/staff": "incidents",
+    "GET /api/v1/performance": "incidents",
     "GET /api/v1/devices/{device_id}/readings": "history",
     "GET /api/v1/incidents": "incidents",
     "GET /api/v1/incidents/{incident_id}": "incidents",
@@ -122,6 +125,12 @@ def _operations(client: httpx.Client) -> Iterator[tuple[str, str, str]]:
 
 def _call(client: httpx.Client, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
     params: dict[str, Any] = {"metric": "battery_pct"} if path.endswith("/readings") else {}
+    if path.endswith("/performance"):
+        now = datetime.now(UTC)
+        params = {
+            "start": (now - timedelta(days=1)).isoformat(),
+            "end": (now + timedelta(hours=1)).isoformat(),
+        }
     if method == "POST":
         # `rate` is refused from `detected` (409) by the workflow: it proves the caller got through
         # authentication, permission and scoping, and changes nothing
