@@ -145,6 +145,9 @@ def create_app(
     for module in (communities, plan, devices, readings, events, incidents, performance, live, audit):
         app.include_router(module.router, prefix=API_PREFIX, responses=refusals)
     _register_errors(app)
+    from cloud.console.pages import mount
+
+    mount(app)
     counts = _Counts()
     _register_health(app, counts)
     app.add_middleware(_CountResponses, counts=counts)
