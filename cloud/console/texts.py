@@ -37,6 +37,7 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "board.title": ("实时看板: 未办结的事件", "Live board: open incidents"),
     "board.count": ("未办结 {n} 件", "{n} open"),
     "board.empty": ("没有未办结的事件", "No open incidents"),
+    "board.tally": ("按级别统计", "Open incidents by severity"),
     "board.live": ("实时连接", "live"),
     "board.offline": ("连接中断, 正在重连…", "connection lost, reconnecting…"),
     "board.sound_on": ("开启提示音", "Turn on sound"),

@@ -29,10 +29,10 @@
     fact(facts, t("device.type"), d.device_type);
     fact(facts, t("device.profile"), d.profile_info ? `${d.profile_info.vendor} ${d.profile_info.model} (${d.profile})` : d.profile);
     fact(facts, t("incident.place"), `${d.community_id || "—"} · ${linli.place(d.location)}`);
-    if (d.location.lat !== null) fact(facts, "lat, lon", `${d.location.lat}, ${d.location.lon}`);
+    if (d.location.lat !== null) fact(facts, "lat, lon", `${d.location.lat.toFixed(6)}, ${d.location.lon.toFixed(6)}`);
     fact(facts, t("col.gateway"), d.gateway_id);
     fact(facts, t("incident.resident"), d.resident_id);
-    fact(facts, t("device.battery"), d.battery_pct === null ? null : `${Math.round(d.battery_pct)} % (${linli.ago(d.battery_at)})`);
+    fact(facts, t("device.battery"), d.battery_pct === null ? null : `${Math.round(d.battery_pct)} %${d.battery_at ? ` (${linli.ago(d.battery_at)})` : ""}`);
     fact(facts, t("device.open_incidents"), d.open_incidents ? el("a", {href: `${linli.BASE}/board`, text: String(d.open_incidents)}) : "0");
     units = Object.fromEntries(d.latest.map((m) => [m.metric, m.unit]));
     document.querySelector("#latest tbody").replaceChildren(...d.latest.map((m) => el("tr", {dataset: {metric: m.metric}},

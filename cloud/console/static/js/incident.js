@@ -5,6 +5,8 @@
   const {t, el, api} = linli;
   const id = Number(document.body.dataset.incident);
   const NEEDS_NOTE = new Set(["handle", "reopen", "reject"]);
+  // one tap: nothing to ask (a note stays optional and can go with the next step)
+  const AT_ONCE = new Set(["accept", "verify", "close", "assess"]);
   let current = null;
   let staff = null;
 
@@ -80,6 +82,11 @@
     linli.show("action-problem", "");
     linli.show("action-done", "");
     const form = document.getElementById("action-form");
+    if (AT_ONCE.has(action)) {
+      form.hidden = true;
+      form.replaceChildren();
+      return submit(action, form, document.querySelectorAll("#actions button"));
+    }
     const fields = [];
     if (action === "dispatch") {
       staff ??= (await api(`/communities/${encodeURIComponent(current.community_id)}/staff`)).items;
@@ -102,12 +109,12 @@
     form.querySelector("select, textarea")?.focus();
   }
 
-  async function submit(action, form) {
+  async function submit(action, form, buttons = form.querySelectorAll("button")) {
     const data = Object.fromEntries(new FormData(form));
     const body = {action, version: current.version, note: data.note || ""};
     if (data.handler) body.handler = data.handler;
     if (action === "rate") { body.score = Number(data.score); body.comment = data.comment || ""; }
-    for (const button of form.querySelectorAll("button")) button.disabled = true;
+    for (const button of buttons) button.disabled = true;
     try {
       const after = await api(`/incidents/${id}/transitions`, {method: "POST", body});
       form.hidden = true;
@@ -118,7 +125,7 @@
       linli.show("action-problem", t("incident.refused", {reason: err.message}));
       if (err instanceof linli.ApiError && err.status === 409) load();
     } finally {
-      for (const button of form.querySelectorAll("button")) button.disabled = false;
+      for (const button of buttons) button.disabled = false;
     }
   }
 

@@ -126,7 +126,7 @@
       ctx.strokeStyle = "#9aa3ad";
       ctx.fillRect(bx, by, b.w * s, b.h * s);
       ctx.strokeRect(bx, by, b.w * s, b.h * s);
-      if (b.w * s > 24) { ctx.fillStyle = "#1b2430"; ctx.fillText(b.name, bx + 2, by - 3); }
+      if (b.w * s > 24) { ctx.fillStyle = "#1b2430"; ctx.fillText(b.loose ? b.name : linli.place({building: b.name}), bx + 2, by - 3); }
     }
     const r = Math.max(1.5, Math.min(7, CELL * s * 0.38));
     // markers by colour (one path each), alarms last so they sit on top
