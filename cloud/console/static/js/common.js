@@ -15,38 +15,45 @@ const linli = (() => {
     return text;
   }
 
-  // --- the session: an access token, refreshed with the one-use refresh token before it expires
+  // --- the session: an access token, refreshed with the one-use refresh token before it expires.
+  // Kept in localStorage so every tab of this browser shares it (an incident opened in a new tab
+  // needs no second login); "log out" forgets it. Tabs take turns to refresh (Web Locks where the
+  // page is a secure context): a refresh token used twice would revoke the whole session.
   function session() {
-    try { return JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch { return null; }
+    try { return JSON.parse(localStorage.getItem(KEY) || "null"); } catch { return null; }
   }
   function keep(pair) {
-    sessionStorage.setItem(KEY, JSON.stringify({
+    localStorage.setItem(KEY, JSON.stringify({
       access: pair.access_token, refresh: pair.refresh_token, expires: Date.now() + pair.expires_in * 1000,
     }));
   }
+  function forget() { localStorage.removeItem(KEY); }
   function toLogin() {
-    sessionStorage.removeItem(KEY);
+    forget();
     const here = location.pathname + location.search;
     location.assign(`${BASE}/login?next=${encodeURIComponent(here)}`);
     return new Promise(() => {});  // the page is leaving
   }
   let refreshing = null;
-  function refresh() {
-    refreshing ??= (async () => {
+  function refresh(stale) {
+    const run = async () => {
       const s = session();
       if (!s) return toLogin();
+      if (s.access !== stale) return;  // another tab has renewed it meanwhile
       const r = await fetch(`${API}/auth/refresh`, {
         method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({refresh_token: s.refresh}),
       });
       if (!r.ok) return toLogin();
       keep(await r.json());
-    })().finally(() => { refreshing = null; });
+    };
+    refreshing ??= (navigator.locks ? navigator.locks.request("linli-refresh", run) : run())
+      .finally(() => { refreshing = null; });
     return refreshing;
   }
   async function token() {
     let s = session();
     if (!s) return toLogin();
-    if (s.expires - Date.now() < 60_000) { await refresh(); s = session(); }
+    if (s.expires - Date.now() < 60_000) { await refresh(s.access); s = session(); }
     return s.access;
   }
 
@@ -76,12 +83,13 @@ const linli = (() => {
 
   async function api(path, {method = "GET", body, params, signal} = {}) {
     for (let attempt = 0; ; attempt++) {
-      const headers = {Authorization: `Bearer ${await token()}`, Accept: "application/json"};
+      const access = await token();
+      const headers = {Authorization: `Bearer ${access}`, Accept: "application/json"};
       if (body !== undefined) headers["Content-Type"] = "application/json";
       const r = await fetch(url(path, params), {
         method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
       });
-      if (r.status === 401 && attempt === 0) { await refresh(); continue; }
+      if (r.status === 401 && attempt === 0) { await refresh(access); continue; }
       if (r.status === 401) return toLogin();
       const data = await r.json().catch(() => null);
       if (!r.ok) throw new ApiError(r.status, data);
@@ -110,10 +118,11 @@ const linli = (() => {
     (async () => {
       while (!stop.signal.aborted) {
         try {
-          const headers = {Authorization: `Bearer ${await token()}`, Accept: "text/event-stream"};
+          const access = await token();
+          const headers = {Authorization: `Bearer ${access}`, Accept: "text/event-stream"};
           if (last) headers["Last-Event-ID"] = last;
           const r = await fetch(`${API}/live`, {headers, signal: stop.signal, cache: "no-store"});
-          if (r.status === 401) { await refresh(); continue; }
+          if (r.status === 401) { await refresh(access); continue; }
           if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
           const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
           let buffer = "";
@@ -208,7 +217,7 @@ const linli = (() => {
     if (document.body.dataset.page === "login") return null;
     if (!session()) return toLogin();
     document.getElementById("logout")?.addEventListener("click", () => {
-      sessionStorage.removeItem(KEY);
+      forget();
       location.assign(`${BASE}/login`);
     });
     const me = await api("/auth/me");

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Route, expect, sync_playwright
 
 from cloud.api.app import create_app
 from cloud.config import CloudSettings
@@ -58,6 +58,8 @@ class Screen:
         self.context = browser.new_context(viewport={"width": w, "height": h}, locale="zh-CN", base_url=base)
         self.context.set_default_timeout(10_000)
         self.errors: list[str] = []
+        # nothing may come from anywhere but linli itself (a compound's network has no internet)
+        self.context.route(lambda url: not url.startswith(base), self._outside)
         self.page = self.new_page()
 
     def new_page(self) -> Page:
@@ -65,6 +67,10 @@ class Screen:
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         page.on("console", self._console)
         return page
+
+    def _outside(self, route: Route) -> None:
+        self.errors.append(f"a request outside linli: {route.request.url}")
+        route.abort()
 
     def _console(self, msg: ConsoleMessage) -> None:
         if msg.type != "error":
