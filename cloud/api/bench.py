@@ -120,7 +120,7 @@ def measure(
     }
 
 
-def _start_api(root: Path, database_url: str, workers: int = 2) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(root: Path, database_url: str, workers: int = 2) -> tuple[subprocess.Popen[bytes], str]:
     from simulators.services import free_port
 
     port = free_port("127.0.0.1")
@@ -141,7 +141,7 @@ def _start_api(root: Path, database_url: str, workers: int = 2) -> tuple[subproc
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _login(url: str, deadline_s: float = 60.0) -> str:
+def login(url: str, deadline_s: float = 60.0) -> str:
     import httpx
 
     deadline = time.monotonic() + deadline_s
@@ -197,9 +197,9 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         say(f"loaded {written:,} rows in {load_s:.1f} s; rolling up")
         benchdata.load_registry(url, devices, incidents_per_community=200, end=now)
         benchdata.roll_up(url, now=now)
-        proc, api = _start_api(root, url, args.workers)
+        proc, api = start_api(root, url, args.workers)
         try:
-            token = _login(api)
+            token = login(api)
             rnd = random.Random(7)  # noqa: S311 - choosing devices, not secrets
             iso = "%Y-%m-%dT%H:%M:%SZ"
 
