@@ -168,9 +168,11 @@ def render(pipeline: DemoPipeline, snap: Snapshot, started: float, until: float 
         ("connect: ", "bold"),
         pipeline.psql_command(),
         "\n",
-        ("api: ", "bold"),
-        f"{pipeline.api_url}/docs" if pipeline.api_url else "-",
-        f"  (log in as {pipeline.api_login[0]} / {pipeline.api_login[1]})" if pipeline.api_login else "",
+        ("console: ", "bold"),
+        f"{pipeline.api_url}/console" if pipeline.api_url else "-",
+        f"  (log in as {pipeline.api_login[0]} / {pipeline.api_login[1]}; API {pipeline.api_url}/docs)"
+        if pipeline.api_login
+        else "",
         "\n",
         ("stop: ", "bold"),
         "Ctrl-C" + (f" (or in {max(0.0, until - time.monotonic()):.0f} s)" if until else ""),

@@ -376,7 +376,10 @@ class DemoPipeline:
         self.api_login = self._demo_login(people)
         self.api.start()
         self.api_url = f"http://127.0.0.1:{api_port}"
-        self.log(f"API: {self.api_url}/docs, log in as {self.api_login[0]} with {self.api_login[1]}")
+        self.log(
+            f"console: {self.api_url}/console, log in as {self.api_login[0]} with {self.api_login[1]}"
+            f" (API: {self.api_url}/docs)"
+        )
         self.log(f"pushes: WeCom, DingTalk, Feishu robots and webhooks emulated at {pushes.url}")
 
     def _demo_login(self, people: Path) -> tuple[str, str]:

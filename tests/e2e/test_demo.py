@@ -20,7 +20,7 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROWS = re.compile(r"([\d,]+) rows stored")
-API = re.compile(r"API: (http://[\d.:]+)/docs, log in as (\S+) with (\S+)")
+API = re.compile(r"console: (http://[\d.:]+)/console, log in as (\S+) with (\S+) \(API: ")
 
 
 class Demo:
@@ -76,6 +76,26 @@ class Demo:
         self.wait(timeout=30)
 
 
+def _the_board_shows_the_sos(url: str, login: str, password: str) -> None:
+    """The console's board, logged in with the printed login, shows the scenario's SOS with its alarm."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page(base_url=url)
+            page.goto("/console/login")
+            page.get_by_label("工号").fill(login)
+            page.get_by_label("密码").fill(password)
+            page.get_by_role("button", name="登录").click()
+            sos = page.locator("#incident-rows tr[data-severity='critical']")
+            expect(sos.first).to_be_visible(timeout=60_000)
+            expect(page.locator("#alarm")).to_be_visible()
+            expect(page.locator("#alarm-text")).to_contain_text("SOS")
+        finally:
+            browser.close()
+
+
 def _strays(root: Path) -> str:
     found = subprocess.run(["pgrep", "-af", str(root)], capture_output=True, text=True, check=False)
     return "\n".join(line for line in found.stdout.splitlines() if "pgrep" not in line)
@@ -104,6 +124,7 @@ def test_demo_runs_stops_on_sigint_and_reuses_its_data(root: Path) -> None:
             assert token.status_code == 200, token.text
             me = c.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
             assert me.json()["roles"] == ["committee"]
+        _the_board_shows_the_sos(api.group(1), api.group(2), api.group(3))
         first.proc.send_signal(signal.SIGINT)
         assert first.wait(timeout=90) == 0, first.text
     finally:

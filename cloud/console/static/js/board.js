@@ -13,7 +13,9 @@
   let ringing = null;
 
   function rank(i) { return SEVERITIES.indexOf(i.severity); }
-  function isSos(i) { return i.rule.startsWith("sos") || i.severity === "critical"; }
+  // what sounds the alarm until someone takes it: an SOS press, or any critical incident
+  function isSos(i) { return i.rule.startsWith("sos"); }
+  function isLoud(i) { return isSos(i) || i.severity === "critical"; }
 
   function filtered() {
     const want = Object.fromEntries(new FormData(form));
@@ -53,13 +55,15 @@
 
   // --- the alarm: a banner, the page title and a sound while an SOS is unacknowledged
   function alarm() {
-    const loud = [...fresh].map((id) => incidents.get(id)).filter((i) => i && i.state === "detected" && isSos(i));
+    const loud = [...fresh].map((id) => incidents.get(id)).filter((i) => i && i.state === "detected" && isLoud(i))
+      .sort((a, b) => isSos(b) - isSos(a));
     const banner = document.getElementById("alarm");
     banner.hidden = loud.length === 0;
     if (loud.length) {
       const first = loud[0];
-      document.getElementById("alarm-text").textContent = `${t("board.sos", {title: linli.title(first)})} · ${linli.place(first.place)}`;
-      document.title = `🚨 SOS (${loud.length}) · ${appTitle}`;
+      const what = isSos(first) ? "board.sos" : "board.critical";
+      document.getElementById("alarm-text").textContent = `${t(what, {title: linli.title(first)})} · ${linli.place(first.place)}`;
+      document.title = `🚨 ${isSos(first) ? "SOS" : t("severity.critical")} (${loud.length}) · ${appTitle}`;
       ring();
     } else {
       document.title = incidents.size ? `(${incidents.size}) ${appTitle}` : appTitle;
@@ -136,7 +140,7 @@
       const open = await all("/incidents", {open: true});
       for (const i of open) {
         incidents.set(i.incident_id, i);
-        if (i.state === "detected" && isSos(i)) fresh.add(i.incident_id);  // nobody has taken it yet
+        if (i.state === "detected" && isLoud(i)) fresh.add(i.incident_id);  // nobody has taken it yet
       }
       loaded = true;
       for (const [kind, data] of early.splice(0)) apply(kind, data);
