@@ -43,7 +43,7 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "board.sound_on": ("开启提示音", "Turn on sound"),
     "board.sound_ready": ("提示音已开启", "Sound on"),
     "board.silence": ("知道了", "Acknowledge"),
-    "board.sos": ("紧急求助 SOS: {title}", "SOS: {title}"),
+    "board.sos": ("紧急求助: {title}", "SOS: {title}"),
     "board.critical": ("紧急事件: {title}", "Critical: {title}"),
     "filter.state": ("状态", "State"),
     "filter.severity": ("级别", "Severity"),

@@ -62,14 +62,20 @@
       e.time_us ? linli.time(new Date(e.time_us / 1000).toISOString()) : "", e.device_id, e.metric || e.event,
       e.value === undefined ? "" : `= ${e.value}`, e.note || "",
     ].filter(Boolean).join(" ")})));
-    const numeric = i.evidence.filter((e) => e.metric && typeof e.value === "number" && e.time_us);
+    // the readings of the metrics behind it, from an hour before it started to an hour after
+    // (or now): the evidence itself is only the few values that crossed the line
+    const metrics = [...new Set(i.evidence.filter((e) => e.metric && typeof e.value === "number").map((e) => e.metric))];
     const box = document.getElementById("evidence-chart");
-    if (!numeric.length) { box.hidden = true; return; }
-    box.hidden = false;
-    const series = {};
-    for (const e of numeric) (series[e.metric] ??= []).push({time: new Date(e.time_us / 1000).toISOString(), value: e.value});
-    for (const points of Object.values(series)) points.sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
-    linliCharts.draw(box, series, {height: 160});
+    box.hidden = !(metrics.length && i.device_id);
+    if (box.hidden) return;
+    const start = Date.parse(i.started_at) - 3_600_000;
+    const end = Math.min(Date.now(), Date.parse(i.started_at) + 3_600_000);
+    api(`/devices/${encodeURIComponent(i.device_id)}/readings`, {params: {
+      metric: metrics.slice(0, 4), start: new Date(start).toISOString(), end: new Date(Math.max(end, start + 60_000)).toISOString(),
+    }}).then((body) => {
+      linliCharts.draw(box, body.series, {height: 160});
+      box.dataset.points = Object.values(body.series).reduce((n, points) => n + points.length, 0);
+    }).catch(() => { box.hidden = true; });
   }
 
   function actions(i) {

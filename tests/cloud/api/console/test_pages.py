@@ -73,11 +73,20 @@ def world(migrated_url: str, accounts: Callable[..., None]) -> dict[str, int]:
             " (%s, 'door-00', 'door_closed')",
             (NOW - timedelta(minutes=30), NOW - timedelta(minutes=25)),
         )
-    return {
+    incidents = {
         "sos": fire(migrated_url, subject="sos-1"),
         "door": fire(migrated_url, rule="door_silent", subject="door-03", severity="major", latched=False),
         "c02": fire(migrated_url, subject="sos-9", community_id="c02", resident_id="c02-r0001"),
     }
+    with psycopg.connect(migrated_url, autocommit=True) as conn:  # a battery that ran low, half an hour ago
+        at = NOW - timedelta(minutes=30)
+        conn.execute(
+            "UPDATE incidents SET rule = 'battery_low', device_id = 'door-00', started_at = %s, evidence = %s"
+            " WHERE incident_id = %s",
+            (at, Jsonb([{"time_us": int(at.timestamp() * 1e6), "metric": "battery_pct", "value": 12.0}]),
+             incidents["door"]),
+        )  # fmt: skip
+    return incidents
 
 
 def test_the_board_shows_the_callers_open_incidents_and_shouts_for_an_sos(
@@ -94,6 +103,14 @@ def test_the_board_shows_the_callers_open_incidents_and_shouts_for_an_sos(
         expect(page.locator("#alarm-text")).to_contain_text("SOS")
         assert page.title().startswith("🚨 SOS (1)")
         screen.shoot("board", page)
+        page.goto(f"/console/incidents/{world['door']}")
+        screen.rendered("incident")
+        evidence = page.locator("#evidence-chart")
+        expect(evidence.locator("canvas")).to_have_count(1)
+        assert int(evidence.get_attribute("data-points") or 0) == 19  # every 5 min from 1 h before it to now
+        screen.shoot("incident-evidence", page)
+        page.go_back()
+        screen.rendered("board")
         page.get_by_label("级别", exact=True).select_option("major")
         expect(rows).to_have_count(1)
         expect(rows.first).to_have_attribute("data-severity", "major")
