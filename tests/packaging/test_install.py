@@ -167,6 +167,11 @@ def test_the_wheel_base_requirements_leave_cloud_and_simulators_out(wheel: Path)
     assert any(n.startswith("cloud/migrations/") and n.endswith(".sql") for n in names)
     assert "simulators/demo/pipeline.py" in names
     assert "cloud/demo/__init__.py" not in names
+    # the console: its pages, scripts, styles and the vendored chart library with its licence
+    console = Path(__file__).parents[2] / "cloud" / "console"
+    for asset in console.glob("[st]*/**/*"):
+        if asset.is_file():
+            assert asset.relative_to(console.parent.parent).as_posix() in names, asset
 
 
 @pytest.mark.slow
