@@ -129,6 +129,11 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "incident.done": ("已{action}", "{action}: done"),
     "incident.sla": ("考核结果", "SLA figures"),
     "incident.rating": ("评价", "Rating"),
+    "incident.sla_line": (
+        "接单 {accept}, 处置 {handle}, 结案 {close}",
+        "accepted in {accept}, handled in {handle}, closed in {close}",
+    ),
+    "incident.overdue": ("超时", "overdue"),
     "map.title": ("一张图", "Site plan"),
     "map.summary": (
         "{n} 台设备: 在线 {online}, 离线 {offline}, 有未办结事件 {alarms}",

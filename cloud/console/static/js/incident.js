@@ -36,7 +36,10 @@
     fact(facts, t("incident.escalation"), String(i.escalation_level));
     fact(facts, t("incident.occurrences"), String(i.occurrences));
     if (i.rating !== null) fact(facts, t("incident.rating"), `${"★".repeat(i.rating)}${"☆".repeat(5 - i.rating)} ${i.rating_comment || ""}`);
-    if (i.sla) fact(facts, t("incident.sla"), `${t("perf.to_accept")}: ${linli.span(i.sla.to_accept_s)}; ${t("perf.to_handle")}: ${linli.span(i.sla.to_handle_s)}; ${t("perf.to_close")}: ${linli.span(i.sla.to_close_s)}${i.sla.overdue ? " ⚠" : ""}`);
+    if (i.sla) {
+      const line = t("incident.sla_line", {accept: linli.span(i.sla.to_accept_s), handle: linli.span(i.sla.to_handle_s), close: linli.span(i.sla.to_close_s)});
+      fact(facts, t("incident.sla"), i.sla.overdue ? `${line} (${t("incident.overdue")})` : line);
+    }
     if (i.reject_reason) fact(facts, t("state.rejected"), i.reject_reason);
     document.getElementById("contacts").replaceChildren(...(i.contacts.length ? i.contacts.map((c) => el("li", {text: `${c.name || "—"} (${c.relation}) ${c.mobile || ""} ${c.email || ""}`})) : [el("li", {class: "hint", text: t("none")})]));
     evidence(i);
