@@ -25,13 +25,15 @@ SHOTS = Path(
 WIDTHS = {"desktop": (1280, 800), "phone": (375, 740)}
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: the sync API runs an event loop on this thread while it is open,
+# and the asyncio tests that run after these need the thread to themselves.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), "chromium is missing: scripts/setup installs it"
     b = playwright.chromium.launch(
