@@ -11,21 +11,24 @@ import psycopg
 
 from cloud.alerts.directory import load_directory
 from cloud.alerts.engine import Engine
+from cloud.alerts.model import Directory
 from cloud.alerts.rules import RuleBook
 from cloud.alerts.service import AlertService
 from cloud.config import CloudSettings
 from cloud.endpoint import Endpoint
 from cloud.ingest.worker import backoff_delay
+from cloud.store.inventory import DeviceFacts, sync_devices
 from cloud.store.migrate import migrate
 
 log = logging.getLogger("linli.cloud.alerts")
 
 
-def build_service(settings: CloudSettings) -> AlertService:
+def build_service(settings: CloudSettings, directory: Directory | None = None) -> AlertService:
     """The service of `settings` (rules and directory loaded and checked: `CloudError` if not)."""
     config = settings.alerts
     rules = RuleBook.load(shipped=config.shipped_rules, paths=config.rules)
-    directory = load_directory(config)
+    if directory is None:
+        directory = load_directory(config)
 
     def make_engine() -> Engine:
         return Engine(rules=rules, directory=directory, clock=config.clock)
@@ -52,11 +55,33 @@ def wait_for_schema(settings: CloudSettings, stop: threading.Event, rng: random.
     return False
 
 
+def sync_inventory(settings: CloudSettings, directory: Directory) -> None:
+    """Write the inventory's facts (places, residents) to the ``devices`` table, where the API and
+    the console read them; a database that fails here is logged and left to the next start."""
+    if not directory.devices:
+        return
+    facts = [
+        DeviceFacts(d.device_id, d.device_type, d.profile, d.community_id, d.gateway_id, d.lat, d.lon,
+                    d.building, d.unit, d.room, d.resident_id, d.living_alone)
+        for d in directory.devices.values()
+    ]  # fmt: skip
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            changed = sync_devices(conn, facts)
+    except psycopg.Error as exc:
+        log.warning("inventory not written to the devices table: %s", exc)
+        return
+    log.info("inventory: %d devices, %d added or changed in the devices table", len(facts), changed)
+
+
 def run_alerts(settings: CloudSettings, stop: threading.Event) -> int:
-    """Migrate (as the ingest does), then run one partition until `stop`."""
-    service = build_service(settings)
+    """Migrate (as the ingest does), write the inventory's facts, then run one partition until
+    `stop`."""
+    directory = load_directory(settings.alerts)
+    service = build_service(settings, directory)
     if not wait_for_schema(settings, stop, random.Random()):  # noqa: S311 - backoff jitter
         return 0
+    sync_inventory(settings, directory)
     endpoint = None
     if settings.alerts.http.address:
         host, port = settings.alerts.http.host_port

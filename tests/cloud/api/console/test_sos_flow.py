@@ -97,6 +97,8 @@ def test_an_sos_press_reaches_the_board_and_is_worked_to_closure(
         page = screen.new_page()
         page.goto(f"/console/incidents/{incident}")
         screen.rendered("incident", page)
+        # the alert service wrote the inventory's places to the devices table: the page says where
+        expect(page.locator("#facts")).to_contain_text("号楼")
         state = page.locator("#incident-state")
         for button, asks, after in STEPS:
             page.get_by_role("button", name=button, exact=True).click()
@@ -122,6 +124,11 @@ def test_an_sos_press_reaches_the_board_and_is_worked_to_closure(
         screen.shoot("incident-rated", page)
         # the board, still open in the other tab, let it go when it was closed
         expect(board.locator(f"#incident-rows tr[data-incident='{incident}']")).to_have_count(0)
+        # the map draws the inventory's devices, heard or not, in their buildings
+        page.goto("/console/map")
+        screen.rendered("map", page)
+        assert page.evaluate("window.linliMap.count()") == 8
+        expect(page.locator("#map-summary")).to_contain_text("8 台设备")
         with psycopg.connect(migrated_url) as conn:
             assert conn.execute(
                 "SELECT state FROM incidents WHERE incident_id = %s", (incident,)
