@@ -91,7 +91,7 @@ def _the_board_shows_the_sos(url: str, login: str, password: str) -> None:
             sos = page.locator("#incident-rows tr[data-severity='critical']")
             expect(sos.first).to_be_visible(timeout=60_000)
             expect(page.locator("#alarm")).to_be_visible()
-            expect(page.locator("#alarm-text")).to_contain_text("SOS")
+            expect(page.locator("#alarm-text")).to_contain_text("紧急求助")  # an SOS, said as such
         finally:
             browser.close()
 
