@@ -363,6 +363,8 @@ class Agent:
         failed = self._buffer_error
         buffer_error = str(failed) if failed is not None else self.uplink.buffer_error
         buffer = "ok" if buffer_error is None else "full" if isinstance(failed, BufferFull) else "failed"
+        refused = self.uplink.refused
+        counters["batches_refused"] = self.uplink.batches_refused
         self.snapshot = Snapshot(
             counters=counters,
             gauges={
@@ -378,10 +380,12 @@ class Agent:
                 "rss_bytes": doc["rss_bytes"],
                 "cpu_percent": doc["cpu_pct"],
             },
-            healthy=self.field.connected and buffer_error is None,
+            healthy=self.field.connected and buffer_error is None and refused is None,
             health={
                 "field": "up" if self.field.connected else "down",
                 "cloud": "up" if self.cloud.connected else "down",
+                # the cloud broker refuses our batches (kept, sent again): its reason
+                **({"cloud_refuses": refused} if refused else {}),
                 "buffer": buffer,
                 "depth": stats.depth,
                 "unknown_device_messages": counters.get("unknown_device_messages", 0),
@@ -393,6 +397,7 @@ class Agent:
                 f"buffer={buffer} depth={stats.depth} "
                 f"unknown_device_messages={counters.get('unknown_device_messages', 0)}"
                 + (f" error={buffer_error}" if buffer_error else "")
+                + (f" cloud_refuses={refused!r}" if refused else "")
             ),
         )
         if publish and self.cloud.connected:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,12 @@ _log = get_logger("edge.uplink")
 ENVELOPE_COUNTERS = ("evicted", "expired", "quarantined", "quarantine_dropped", "duplicates_dropped")
 #: Seconds before a batch the cloud broker delivered to nobody goes again, by batch class.
 NO_SUBSCRIBER_RETRY_S: Final = {ALARM: 0.2, TELEMETRY: 2.0}
+#: A batch the cloud broker refused (a negative PUBACK: not authorized, quota exceeded, ...) goes
+#: again after this many seconds, doubling with each refusal in a row up to the cap, jittered: a
+#: refusal is a configuration a person fixes (the certificate, the broker's ACL), and the batch
+#: must still be there, and go, when they have.
+REFUSED_RETRY_BASE_S: Final = 1.0
+REFUSED_RETRY_CAP_S: Final = 60.0
 
 
 @dataclass(slots=True)
@@ -101,6 +108,10 @@ class Uplink:
         self._drained = asyncio.Event()
         self.buffer_retry_s = buffer_retry_s
         self.buffer_error: str | None = None  # the last write error, None once a write succeeds
+        #: why the cloud broker refuses our batches (its reason code), None once one is accepted
+        self.refused: str | None = None
+        self.batches_refused = 0
+        self._refused_in_row = 0
 
     # -- input ----------------------------------------------------------------------------
 
@@ -306,8 +317,9 @@ class Uplink:
                 _log.warning("batch_unheard", seq=seq, retry_in_s=delay)
                 continue
             if exc is not None:
-                # A negative PUBACK: the broker refused it; it stays fixed and is retried later.
-                _log.error("batch_refused", seq=seq, error=str(exc))
+                # A negative PUBACK: not delivered. It stays fixed in the buffer and goes again
+                # later; said once per reason, not once per batch.
+                self._refuse(seq, f.batch, getattr(exc, "reason", "") or str(exc))
                 continue
             try:
                 await self.buffer.delete_batch(seq)
@@ -317,7 +329,20 @@ class Uplink:
                 continue
             self.readings_sent += f.batch.count
             self.batches_sent += 1
+            if self.refused is not None:
+                _log.info("batches_accepted_again", refused=self.batches_refused)
+                self.refused, self._refused_in_row = None, 0
             _log.debug("batch_acked", seq=seq, readings=f.batch.count, batch_class=f.batch.batch_class)
+
+    def _refuse(self, seq: int, batch: Batch, reason: str) -> None:
+        self.batches_refused += 1
+        self._refused_in_row += 1
+        backoff = min(REFUSED_RETRY_CAP_S, REFUSED_RETRY_BASE_S * 2 ** min(self._refused_in_row - 1, 16))
+        delay = backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+        self._retry[seq] = (self.monotonic() + delay, batch)
+        if reason != self.refused:
+            _log.error("batch_refused", seq=seq, reason=reason, retry_in_s=round(delay, 1))
+            self.refused = reason
 
     async def drain(self, *, within_s: float) -> bool:
         """Send everything buffered while the link is up, up to `timeout`: forms batches without
