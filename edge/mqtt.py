@@ -342,8 +342,17 @@ class MqttLink:
             return
         fut.set_result(bool(flags.session_present))
 
+    def _connack_lost(self, why: str) -> None:
+        """The connection ended before its CONNACK: fail the attempt now, not at connect_timeout."""
+        fut = self._connack
+        if fut is not None and not fut.done():
+            fut.set_exception(
+                MqttError(f"{self.host}:{self.port} closed the connection before its CONNACK: {why}")
+            )
+
     def _on_disconnect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if client is self._client:
+            self._connack_lost(str(rc))
             self._gone.set()
             self._connected.clear()
             self._fail_pending(UplinkUnavailable(f"disconnected from {self.host}:{self.port}: {rc}"))
@@ -394,6 +403,7 @@ class MqttLink:
             self._loop.remove_writer(fd)
         if fd == self._fd:
             self._fd = -1
+            self._connack_lost("socket closed")
 
     def _on_socket_register_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
         # May be called from the executor thread running connect().
