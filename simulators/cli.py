@@ -58,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "the process list)",
     )
     verify.add_argument(
+        "--scope",
+        choices=("auto", "all", "gateways"),
+        default="auto",
+        help="compare with every row of the database (all), or only with the rows of the truth's gateways' "
+        "devices (gateways: other gateways' rows are another simulator's); auto: gateways when the truth "
+        "names one gateway (default)",
+    )
+    verify.add_argument(
         "--alerts",
         action="store_true",
         help="compare the truth's conditions with the incidents (detected, missed, false positives)",
@@ -153,7 +161,7 @@ def handle_verify(args: argparse.Namespace) -> int:
     if args.alerts:
         return _verify_alerts(args, database_url)
     try:
-        report = verify(truth=args.truth, database_url=database_url)
+        report = verify(truth=args.truth, database_url=database_url, scope=args.scope)
     except SimulatorsError as exc:
         print(f"linli sim verify: {exc}", file=sys.stderr)
         return 2

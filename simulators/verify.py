@@ -17,7 +17,9 @@ and returns a `VerifyReport`; docs/simulators.md ("Verifying a run") defines eve
 - **quarantined**: every gateway's edge quarantine counter (from its last status in ``gateways``)
   must be at least the malformed messages sent through it; the cloud's ``dead_letters`` must be empty.
 
-The database must hold only this run (a fresh database): rows of other devices count as unexpected.
+The database must hold only this run (a fresh database): rows of other devices count as unexpected,
+unless the comparison is scoped to the truth's gateways (``scope``; the default for a truth of one
+gateway): then only the rows, events, statuses and dead letters of those gateways are compared.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import psycopg
@@ -82,6 +84,8 @@ class VerifyReport(msgspec.Struct, omit_defaults=False):
     expected_quarantined: int = 0
     dead_letters: int = 0
     gateways_without_status: list[str] = msgspec.field(default_factory=list)
+    #: ``all``: every row of the database was compared; ``gateways``: only the truth's gateways'
+    scope: str = "all"
     truth_interrupted: bool = False
     examples: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
@@ -163,24 +167,44 @@ class _Stored:
         self.dead_letter_reasons: list[str] = []
 
     @classmethod
-    def load(cls, database_url: str) -> _Stored:
+    def load(cls, database_url: str, *, gateways: set[str] | None = None) -> _Stored:
+        """What the database holds; with `gateways`, without the rows of devices that other
+        gateways own (and their statuses and dead letters): those are another simulator's run."""
         stored = cls()
+        # rows of a device the registry does not know stay in scope (unexpected, if no truth has them)
+        scope = (
+            ""
+            if gateways is None
+            else " LEFT JOIN devices d USING (device_id)"
+            " WHERE d.gateway_id IS NULL OR d.gateway_id = ANY(%(gw)s)"
+        )
+        params = {"gw": sorted(gateways or ())}
         try:
             with psycopg.connect(database_url, connect_timeout=10) as conn, conn.cursor() as cur:
-                cur.execute("SELECT device_id, time, metric, value FROM readings")
+                cur.execute(f"SELECT device_id, time, metric, value FROM readings{scope}", params)  # noqa: S608 - fixed text
                 for device_id, time, metric, value in cur:
                     ms = (time - _EPOCH) // _MS
                     stored.readings[device_id][ms][time].append((metric, value))
                     stored.rows += 1
-                cur.execute("SELECT attributes->>'reading_id', event FROM events")
+                cur.execute(f"SELECT attributes->>'reading_id', event FROM events{scope}", params)  # noqa: S608 - fixed text
                 for reading_id, event in cur:
                     stored.events[reading_id][event] += 1
                     stored.event_rows += 1
-                cur.execute("SELECT gateway_id, status FROM gateways")
+                everything = {**params, "all": gateways is None, "n": _EXAMPLES}
+                cur.execute(
+                    "SELECT gateway_id, status FROM gateways WHERE %(all)s OR gateway_id = ANY(%(gw)s)",
+                    everything,
+                )
                 stored.statuses = {str(g): dict(s) for g, s in cur}
-                cur.execute("SELECT reason FROM dead_letters ORDER BY id LIMIT %s", (_EXAMPLES,))
+                # a dead letter's topic names its gateway (linli/v1/<community>/<gateway>/<kind>):
+                # those of gateways known to be others' are left out, any other stays in scope
+                mine = (
+                    " WHERE %(all)s OR split_part(topic, '/', 4) NOT IN"
+                    " (SELECT gateway_id FROM gateways WHERE gateway_id <> ALL(%(gw)s))"
+                )
+                cur.execute(f"SELECT reason FROM dead_letters{mine} ORDER BY id LIMIT %(n)s", everything)  # noqa: S608 - fixed text
                 stored.dead_letter_reasons = [str(r) for (r,) in cur]
-                cur.execute("SELECT count(*) FROM dead_letters")
+                cur.execute(f"SELECT count(*) FROM dead_letters{mine}", everything)  # noqa: S608 - fixed text
                 row = cur.fetchone()
                 stored.dead_letters = int(row[0]) if row else 0
         except psycopg.Error as exc:
@@ -400,16 +424,27 @@ def expected_rows(truth: str | os.PathLike[str]) -> int:
     return sum(len(e.metrics) for e in _Truth.load(truth).readings)
 
 
-def verify(*, truth: str | os.PathLike[str], database_url: str) -> VerifyReport:
+Scope = Literal["auto", "all", "gateways"]
+
+
+def verify(*, truth: str | os.PathLike[str], database_url: str, scope: Scope = "auto") -> VerifyReport:
     """Compare the ground truth at `truth` with the database at `database_url`.
+
+    `scope`: ``all`` compares with every row of the database (it must hold only this run);
+    ``gateways`` only with the rows of devices owned by the gateways the truth names (other
+    gateways' rows are not this run's); ``auto`` is ``gateways`` when the truth names one gateway
+    (one simulator of a run with several) and ``all`` otherwise.
 
     Raises:
         ConfigError: the truth file is unreadable or not a ground truth.
         ServiceError: the database is unreachable or lacks the cloud's schema.
     """
     expected = _Truth.load(truth)
-    stored = _Stored.load(database_url)
-    return compare(expected, stored)
+    scoped = scope == "gateways" or (scope == "auto" and len(expected.gateways) == 1)
+    stored = _Stored.load(database_url, gateways=expected.gateways if scoped else None)
+    report = compare(expected, stored)
+    report.scope = "gateways" if scoped else "all"
+    return report
 
 
 def encode_report(report: VerifyReport) -> bytes:

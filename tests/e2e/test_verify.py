@@ -106,7 +106,7 @@ def _run_cli(truth: Path, database_url: str, *, from_env: bool = False) -> tuple
 def test_exact_match(truth_file: Path, database_url: str, from_env: bool) -> None:
     stored = store_as_pipeline(database_url, truth_file, quarantined_extra=2)
     code, report = _run_cli(truth_file, database_url, from_env=from_env)
-    assert code == 0, report
+    assert code == 0, json.dumps(report)[:3000]
     assert report["match"] is True
     assert report["expected_rows"] == report["stored_rows"] == report["matched_rows"] == stored["rows"]
     assert report["malformed"] == report["expected_quarantined"] == stored["malformed"] > 0
@@ -206,3 +206,60 @@ def test_bad_inputs_exit_2(tmp_path: Path, truth_file: Path, database_url: str) 
     assert f"{broken}: line 2: not a ground-truth record" in report["stderr"]
     assert _run_cli(tmp_path / "absent.jsonl", database_url)[0] == 2
     assert _run_cli(truth_file, "postgresql://nobody@127.0.0.1:1/none")[0] == 2
+
+
+def test_a_truth_of_one_gateway_is_compared_with_that_gateways_rows(
+    truth_file: Path, database_url: str
+) -> None:
+    """Two simulators, one per gateway, each with its own truth: each verifies against its own
+    gateway's rows (the default for a truth that names one gateway); ``--scope all`` still counts
+    the other's rows as unexpected."""
+    store_as_pipeline(database_url, truth_file)
+    records = read_truth(truth_file)
+    mine = {r["device_id"]: r["gateway_id"] for r in records if r["kind"] == "message"}
+    assert len(set(mine.values())) == 1
+    at = datetime(2025, 6, 1, tzinfo=UTC)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for device_id, gateway_id in mine.items():  # the registry, as the ingest writes it
+            conn.execute(
+                "INSERT INTO devices (device_id, device_type, profile, community_id, gateway_id)"
+                " VALUES (%s, 'door_contact', 'p', 'c001', %s) ON CONFLICT DO NOTHING",
+                (device_id, gateway_id),
+            )
+        conn.execute(
+            "INSERT INTO devices (device_id, device_type, profile, community_id, gateway_id)"
+            " VALUES ('other-door', 'door_contact', 'p', 'c001', 'gw-other')"
+        )
+        conn.execute(
+            "INSERT INTO readings (time, device_id, metric, value)"
+            " VALUES (%s, 'other-door', 'contact_open', 1)",
+            (at,),
+        )
+        conn.execute(
+            "INSERT INTO events (time, device_id, event, attributes) VALUES (%s, 'other-door', 'door_opened',"
+            ' \'{"reading_id": "elsewhere"}\')',
+            (at,),
+        )
+        conn.execute(
+            "INSERT INTO dead_letters (received_at, topic, payload, reason)"
+            " VALUES (now(), 'linli/v1/c001/gw-other/up', 'x', 'not an envelope')"
+        )
+        conn.execute(
+            "INSERT INTO gateways (gateway_id, community_id, state, status, status_at)"
+            " VALUES ('gw-other', 'c001', 'online', '{}', now())"
+        )
+    scoped = verify(truth=truth_file, database_url=database_url)
+    assert scoped.match, scoped
+    assert scoped.scope == "gateways"
+    everything = verify(truth=truth_file, database_url=database_url, scope="all")
+    assert not everything.match
+    assert everything.scope == "all"
+    assert everything.unexpected_rows == 1
+    assert everything.dead_letters == 1
+    done = subprocess.run(
+        [sys.executable, "-m", "device_profiles.console", "sim", "verify", "--truth", str(truth_file),
+         "--database", database_url, "--scope", "all"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["scope"] == "all"
