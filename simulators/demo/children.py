@@ -11,9 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from simulators.services.process import die_with_parent
+
 
 class Child:
-    """One supervised subprocess, in its own session so a terminal's Ctrl-C reaches only us.
+    """One supervised subprocess, in its own session so a terminal's Ctrl-C reaches only us, and
+    ended (SIGTERM) when its supervisor dies without stopping it.
 
     Output (stdout and stderr) goes to `log`, appended, so restarts keep the history.
     """
@@ -56,7 +59,7 @@ class Child:
         self._close_log()
         self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in _close_log
         self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-            self.argv,
+            die_with_parent(self.argv),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -12,7 +12,7 @@ from typing import Self
 
 from simulators.errors import ServiceError
 from simulators.services.net import free_port, wait_for_port
-from simulators.services.process import log_tail, terminate
+from simulators.services.process import die_with_parent, log_tail, terminate
 from simulators.services.tls import TlsFiles
 
 
@@ -110,7 +110,7 @@ class MosquittoBroker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         self._proc = subprocess.Popen(  # noqa: S603 - our own binary and config
-            [mosquitto_binary(), "-c", str(conf)],
+            die_with_parent([mosquitto_binary(), "-c", str(conf)]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from simulators.errors import ServiceError
 from simulators.services.net import free_port, wait_for_port
-from simulators.services.process import as_user_prefix, chown_tree, log_tail, run, wait_gone
+from simulators.services.process import as_user_prefix, chown_tree, die_with_parent, log_tail, run, wait_gone
+from simulators.services.reaper import REAPER_SIGNAL
 
 PG_MAJOR = 15
 
@@ -63,6 +66,7 @@ class PostgresCluster:
         self.durable = durable
         self.superuser = superuser
         self._os_user = "postgres" if os.geteuid() == 0 else None
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
@@ -167,8 +171,32 @@ class PostgresCluster:
                 service="postgres",
                 log_tail=log_tail(log),
             )
+        self._start_reaper()
+
+    def _start_reaper(self) -> None:
+        """`pg_ctl start` daemonises the server: a reaper beside this process stops it when this
+        process dies without stopping it (a SIGKILL, a crash, a broken pipe)."""
+        self._stop_reaper()
+        stop = self._cmd("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+        self._reaper = subprocess.Popen(  # noqa: S603 - this interpreter, our own module and command
+            die_with_parent(
+                [sys.executable, "-m", "simulators.services.reaper", "--", *stop], sig=REAPER_SIGNAL
+            ),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "LINLI_REAPER_PARENT": str(os.getpid())},
+            start_new_session=True,
+        )
+
+    def _stop_reaper(self) -> None:
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None and reaper.poll() is None:
+            reaper.kill()
+            reaper.wait(timeout=10)
 
     def stop(self, *, mode: str = "fast") -> None:
+        self._stop_reaper()
         pid = self._pid()
         if pid is None:
             return

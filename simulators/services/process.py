@@ -37,6 +37,17 @@ def chown_tree(path: Path, user: str) -> None:
             os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
+def die_with_parent(argv: Sequence[str], *, sig: str = "TERM") -> list[str]:
+    """`argv`, run so that it gets SIG`sig` when the process that starts it dies, however it dies
+    (a SIGKILL, a crash, a broken pipe): Linux's parent-death signal, set by util-linux `setpriv`
+    just before it execs `argv` (same process, same pid). Without `setpriv`, `argv` unchanged.
+
+    The signal follows the *thread* that starts the child: start children from a thread that
+    lives as long as they should (the main thread of a supervisor)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", sig, "--", *argv] if setpriv else list(argv)
+
+
 def run(cmd: Sequence[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - fixed argument vectors built by this package
         list(cmd), check=False, capture_output=True, text=True, timeout=timeout
