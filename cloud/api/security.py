@@ -63,12 +63,18 @@ def load_or_create_key(path: Path) -> bytes:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_hex(32).encode()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another API process created it meanwhile
-            return load_or_create_key(path)
+        # written whole under a name of its own, then linked into place: another API process
+        # starting at the same moment sees no file or a complete one, never an empty one
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(key + b"\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:  # another API process created it meanwhile: use theirs
+            return load_or_create_key(path)
+        finally:
+            draft.unlink()
     except OSError as exc:
         raise CredentialError(f"cannot read the token key {path}: {exc.strerror}") from exc
     if len(key) < 32:

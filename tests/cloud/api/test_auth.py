@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -212,3 +213,44 @@ class socket_closed_port:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def test_processes_starting_together_share_one_complete_signing_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API workers that find no key file at the same moment: one creates it, the others use that
+    one. The file never appears empty, however slowly it is written (here: a slow disk)."""
+    import os
+    import threading
+    import time
+
+    from cloud.api import security
+
+    real_fdopen = os.fdopen
+
+    def slow_fdopen(*args: Any, **kwargs: Any) -> Any:
+        opened = real_fdopen(*args, **kwargs)
+        time.sleep(0.2)  # a slow disk: the file exists for a while before the key is in it
+        return opened
+
+    monkeypatch.setattr(security.os, "fdopen", slow_fdopen)
+    path = tmp_path / "keys" / "api-token.key"
+    start = threading.Barrier(6)
+    got: list[bytes | Exception] = []
+
+    def worker() -> None:
+        start.wait()
+        try:
+            got.append(security.load_or_create_key(path))
+        except security.CredentialError as exc:
+            got.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert all(isinstance(k, bytes) for k in got), got
+    assert len(got) == 6
+    assert set(got) == {path.read_bytes().strip()}
+    assert [p.name for p in path.parent.iterdir()] == ["api-token.key"]  # no draft left behind
