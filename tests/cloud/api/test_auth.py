@@ -233,7 +233,7 @@ def test_processes_starting_together_share_one_complete_signing_key(
         time.sleep(0.2)  # a slow disk: the file exists for a while before the key is in it
         return opened
 
-    monkeypatch.setattr(security.os, "fdopen", slow_fdopen)
+    monkeypatch.setattr(os, "fdopen", slow_fdopen)
     path = tmp_path / "keys" / "api-token.key"
     start = threading.Barrier(6)
     got: list[bytes | Exception] = []
