@@ -12,6 +12,8 @@ root/edge/<gateway>/       edge.toml, buffer.db
 root/cloud.toml, alerts.toml   the ingest's and the alert service's configuration
 root/incidents.toml, people.yaml   the escalator's, the push sender's and the API's configuration, the staff
 root/api-token.key         the key that signs the API's tokens
+root/pki/                  the demo's CA (`linli pki`): the cloud broker's, the ingest's and each
+                           gateway's certificate, and the broker's ACL
 root/logs/                 every child's log
 root/sim/<gateway>/truth.jsonl   ground truth of the latest run
 ```
@@ -49,6 +51,7 @@ from device_profiles import ProfileSet
 from device_profiles.inventory import Inventory
 from simulators.demo.children import Child
 from simulators.demo.configs import write_cloud_config, write_edge_config
+from simulators.demo.pki import demo_pki
 from simulators.errors import DemoError, SimulatorsError
 from simulators.fleet import load_fleet
 from simulators.pushes import PushServer
@@ -203,7 +206,14 @@ class DemoPipeline:
         self._create_database()
         self._migrate()
 
-        self.cloud = MosquittoBroker(workdir=self.root / "mqtt" / "cloud", port=ports.get("mqtt_cloud"))
+        pki = demo_pki(self.root / "pki", community_id=self.community, gateway_ids=gateway_ids)
+        self.cloud = MosquittoBroker(
+            workdir=self.root / "mqtt" / "cloud",
+            port=ports.get("mqtt_cloud"),
+            tls=pki.broker,
+            require_client_cert=True,
+            extra_config=[f"acl_file {pki.acl}"],
+        )
         self.cloud.start()
         fields = {}
         for gw in gateway_ids:
@@ -217,6 +227,7 @@ class DemoPipeline:
             database_url=self.database_url,
             mqtt_url=self.cloud.url,
             client_id="linli-demo-ingest-1",
+            overrides={"mqtt": {"tls": pki.client("services", "linli-ingest")}},
         )
         self.ingest = Child.python(
             name="ingest",
@@ -262,6 +273,7 @@ class DemoPipeline:
                 cloud_url=self.cloud.url,
                 buffer=self.root / "edge" / gw / "buffer.db",
                 http_address=f"127.0.0.1:{metrics_port}",
+                overrides={"cloud": {"tls": pki.client("gateways", gw)}},
             )
             edge = Child.python(
                 name=f"edge {gw}",
