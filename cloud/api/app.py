@@ -194,6 +194,14 @@ def _register_errors(app: FastAPI) -> None:
         # the request's fault, said plainly
         return JSONResponse(status_code=422, content={"detail": f"invalid input: {exc}"})
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(_request: Request, exc: OverflowError) -> JSONResponse:
+        # a time at the edge of the calendar (year 1 or 9999) moved by a default span: the
+        # request's fault
+        return JSONResponse(
+            status_code=422, content={"detail": f"invalid input: a time out of range ({exc})"}
+        )
+
     @app.exception_handler(StoreUnavailable)
     async def _store(_request: Request, exc: StoreUnavailable) -> JSONResponse:
         log.warning("%s", exc)

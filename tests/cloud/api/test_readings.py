@@ -57,7 +57,7 @@ def staff(client: httpx.Client, accounts: Callable[..., None]) -> dict[str, str]
 def _get(client: httpx.Client, headers: dict[str, str], **params: Any) -> httpx.Response:
     params.setdefault("start", START.isoformat())
     params.setdefault("end", END.isoformat())
-    return client.get(URL, headers=headers, params=params)
+    return client.get(URL, headers=headers, params={k: v for k, v in params.items() if v is not None})
 
 
 def _sql(url: str, query: str, *args: object) -> list[tuple[Any, ...]]:
@@ -191,6 +191,7 @@ def test_several_metrics_and_csv(client: httpx.Client, history: str, staff: dict
             "end must be after start",
         ),
         ({"metric": "power_w", "after": "garbage!"}, "not a cursor"),
+        ({"metric": "power_w", "start": None, "end": "0001-01-01T05:00:00+00:00"}, "a time out of range"),
         ({}, "metric"),
     ],
 )
