@@ -17,6 +17,7 @@ import psycopg
 from device_profiles import ProfileSet
 from simulators.demo.children import Child
 from simulators.demo.configs import write_cloud_config, write_edge_config
+from simulators.demo.pki import demo_pki
 from simulators.fleet import load_fleet
 from simulators.rand import RandomStream
 from simulators.services import MosquittoBroker
@@ -49,15 +50,16 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, *children: Chi
 
 
 class Chain:
-    """The processes of one community's chain under `tmp`, on the brokers and database given."""
+    """The processes of one community's chain under `tmp`, on the database given, with a field
+    broker and a cloud broker locked down as linli ships it (mutual TLS with certificates of a CA
+    of the chain's own, an ACL per gateway: `simulators.demo.pki`)."""
 
     def __init__(
         self,
         tmp: Path,
         *,
         fleet: str,
-        field: MosquittoBroker,
-        cloud: MosquittoBroker,
+        make_broker: Callable[..., MosquittoBroker],
         database_url: str,
         alerts: dict[str, Any] | None = None,
     ) -> None:
@@ -74,6 +76,10 @@ class Chain:
         assert len(gateways) == 1
         self.gateway = gateways[0]
         community = inventory.devices[0].community_id
+        pki = demo_pki(tmp / "pki", community_id=community, gateway_ids=gateways)
+        field = make_broker()
+        cloud = make_broker(tls=pki.broker, require_client_cert=True, extra_config=[f"acl_file {pki.acl}"])
+        self.cloud = cloud
         migrated = linli("db", "migrate", "--database", database_url)
         assert migrated.returncode == 0, migrated.stderr
         cloud_toml = write_cloud_config(
@@ -82,12 +88,13 @@ class Chain:
             mqtt_url=cloud.url,
             client_id="e2e-ingest",
             overrides={
+                "mqtt": {"tls": pki.client("services", "linli-ingest")},
                 "alerts": {
                     "inventory": str(self.inventory),
                     "clock": "data",
                     "tick_interval_s": 0.5,
                     **(alerts or {}),
-                }
+                },
             },
         )
         self.ingest = Child.python(
@@ -110,6 +117,7 @@ class Chain:
             field_url=field.url,
             cloud_url=cloud.url,
             buffer=tmp / "buffer.db",
+            overrides={"cloud": {"tls": pki.client("gateways", self.gateway)}},
         )
         self.edge = Child.python(
             name="edge", module="edge", args=["run", "--config", str(edge_toml)], log=tmp / "edge.log"

@@ -53,7 +53,7 @@ communities:
     gateways: 1
     devices: {door_contact: 60, sos_button: 20, manhole_cover: 20, streetlight: 30}
 """
-    chain = Chain(tmp_path, fleet=fleet, field=make_broker(), cloud=make_broker(), database_url=database_url)
+    chain = Chain(tmp_path, fleet=fleet, make_broker=make_broker, database_url=database_url)
     scenarios = [a for name in SCENARIOS for a in ("--scenario", name)]
     sim = chain.sim(
         "--seed", "11", "--speed", "5400", "--duration", "40h",
@@ -102,7 +102,7 @@ communities:
     gateways: 1
     devices: {door_contact: 400, sos_button: 200, manhole_cover: 100, streetlight: 300}
 """
-    chain = Chain(tmp_path, fleet=fleet, field=make_broker(), cloud=make_broker(), database_url=database_url)
+    chain = Chain(tmp_path, fleet=fleet, make_broker=make_broker, database_url=database_url)
     sim = chain.sim("--seed", "7", "--speed", "max", "--duration", "7d")
     try:
         chain.start()

@@ -59,8 +59,7 @@ def test_an_sos_press_reaches_the_board_and_is_worked_to_closure(
     chain = Chain(
         tmp_path,
         fleet=FLEET,
-        field=make_broker(),
-        cloud=make_broker(),
+        make_broker=make_broker,
         database_url=migrated_url,
         alerts={"clock": "wall"},
     )
