@@ -142,6 +142,13 @@ def start_api(root: Path, database_url: str, workers: int = 2) -> tuple[subproce
 
 
 def login(url: str, deadline_s: float = 60.0) -> str:
+    """The bench account's access token, once the API at `url` answers."""
+    token: str = login_pair(url, deadline_s)["access_token"]
+    return token
+
+
+def login_pair(url: str, deadline_s: float = 60.0) -> dict[str, Any]:
+    """The bench account's tokens (access and refresh), once the API at `url` answers."""
     import httpx
 
     deadline = time.monotonic() + deadline_s
@@ -157,8 +164,8 @@ def login(url: str, deadline_s: float = 60.0) -> str:
             time.sleep(0.1)  # the API process starting: nothing to wait on but its port
         r = c.post("/api/v1/auth/token", data={"username": "q-sun", "password": PASSWORD})
         r.raise_for_status()
-        token: str = r.json()["access_token"]
-        return token
+        pair: dict[str, Any] = r.json()
+        return pair
 
 
 def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -241,15 +248,22 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return figures
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_in_workdir(
+    args: argparse.Namespace, measure: Callable[[argparse.Namespace, Path], dict[str, Any]], *, prefix: str
+) -> int:
+    """Run `measure` in ``--workdir`` (kept) or a temporary folder (removed), print its JSON."""
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        figures = _measure(args, args.workdir)
+        figures = measure(args, args.workdir)
     else:
-        root = Path(tempfile.mkdtemp(prefix="linli-bench-api-"))
+        root = Path(tempfile.mkdtemp(prefix=prefix))
         try:
-            figures = _measure(args, root)
+            figures = measure(args, root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(figures))
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_in_workdir(args, _measure, prefix="linli-bench-api-")

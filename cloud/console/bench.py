@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,7 +98,7 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     from cloud.api.accounts import add_user
-    from cloud.api.bench import PASSWORD, login, start_api
+    from cloud.api.bench import PASSWORD, login_pair, start_api
     from cloud.incidents.people import People
     from cloud.store.migrate import migrate
     from simulators.services import PostgresCluster
@@ -117,12 +115,7 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         say(f"loaded {args.devices:,} devices and {args.incidents:,} open incidents")
         proc, api = start_api(root, url, 1)
         try:
-            login(api)
-            import httpx
-
-            pair = httpx.post(
-                f"{api}/api/v1/auth/token", data={"username": "q-sun", "password": PASSWORD}
-            ).json()
+            pair = login_pair(api)
             session = json.dumps(
                 {
                     "access": pair["access_token"],
@@ -176,14 +169,6 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        figures = _measure(args, args.workdir)
-    else:
-        root = Path(tempfile.mkdtemp(prefix="linli-bench-console-"))
-        try:
-            figures = _measure(args, root)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(figures))
-    return 0
+    from cloud.api.bench import run_in_workdir
+
+    return run_in_workdir(args, _measure, prefix="linli-bench-console-")

@@ -157,6 +157,7 @@ class Client:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self.client._reset_sockets()  # paho closes its wake-up socket pair only when collected
 
 
 @pytest.fixture
@@ -225,5 +226,5 @@ def test_a_client_without_a_certificate_gets_nowhere(locked: tuple[MosquittoBrok
     else:  # or the handshake ended on this side first: the broker drops the connection
         anonymous.client.loop_start()
         assert anonymous.disconnected.wait(TIMEOUT)
-        anonymous.client.loop_stop()
+    anonymous.close()
     assert not anonymous.connected.is_set()
