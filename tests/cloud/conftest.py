@@ -136,8 +136,15 @@ def wait_blocked(
     conn: psycopg.Connection[Any], application_name: str, by: int, timeout: float = 20.0
 ) -> tuple[int, str | None, list[int]]:
     """Poll until the named session waits on a lock `by` holds or waits for (or `timeout`);
-    returns its `session`."""
+    returns its `session`.
+
+    The lock manager (``pg_blocking_pids``) can show the wait a moment before the backend
+    publishes its wait event, so both must agree before the wait counts as seen."""
     deadline = time.monotonic() + timeout
-    while by not in (state := session(conn, application_name))[2] and time.monotonic() < deadline:
+
+    def waiting(state: tuple[int, str | None, list[int]]) -> bool:
+        return state[1] == "Lock" and by in state[2]
+
+    while not waiting(state := session(conn, application_name)) and time.monotonic() < deadline:
         time.sleep(0.02)
     return state
