@@ -109,6 +109,9 @@ class IngestConfig(_Section):
     max_readings_per_txn: int = Field(default=50_000, ge=1)
     #: ... or this long after its first batch arrived (at once when it holds an alarm batch).
     txn_max_latency_ms: float = Field(default=200.0, ge=0)
+    #: Readings decoded ahead of the transaction being written, per lane; messages beyond wait
+    #: as received (about a fifth of the memory) and are decoded when the writer takes them.
+    decode_ahead_readings: int = Field(default=50_000, ge=0)
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_cap_s: float = Field(default=30.0, gt=0)
 

@@ -27,9 +27,21 @@ When the database refuses a message's data (what envelope validation cannot fore
 status document jsonb refuses), the group is split until that message is alone and it is
 dead-lettered with the server's reason; the rest is stored. While the database is unreachable
 the writer keeps its group, retries with capped jittered backoff and acknowledges nothing; the
-broker stops sending once ``receive_maximum`` messages are unacknowledged, so memory stays
-bounded and nothing is lost. Each state change (database down or
-back, broker down or back) is logged once.
+broker stops sending once ``receive_maximum`` messages are unacknowledged, and nothing is lost.
+Each state change (database down or back, broker down or back) is logged once.
+
+Memory held while acknowledgements are withheld, per lane (docs/storage.md has the figures):
+
+- the payloads of at most ``mqtt.receive_maximum`` messages (the broker sends no more until we
+  acknowledge), each at most the edge's ``max_packet_bytes``;
+- decoded readings, about five times their MessagePack size, for at most one transaction
+  (``ingest.max_readings_per_txn`` plus one batch) and ``ingest.decode_ahead_readings`` queued
+  behind it (plus one batch). Messages beyond that wait in the queue as received and are decoded
+  by the writer when it takes them. Without this cap a backlog of 500-reading batches held
+  ``receive_maximum`` x 500 decoded readings per lane (about 100 MB each at the defaults).
+
+When the database comes back and the backlog is written, the heap's free pages go back to the
+operating system (`release_free_heap`).
 
 `stop` shuts down in a fixed order: stop intake, commit what is queued, acknowledge it,
 disconnect, stop maintenance.
@@ -52,6 +64,7 @@ import msgspec
 from cloud.config import CloudSettings, MqttConfig
 from cloud.endpoint import Snapshot
 from cloud.errors import BatchRejected, EnvelopeError, StoreUnavailable
+from cloud.heap import release_free_heap
 from cloud.ingest.consumer import ALARM_FILTER, Consumer, Inbound
 from cloud.ingest.envelope import ALARM, Envelope, decode, topic_ids
 from cloud.store.maintenance import Maintenance
@@ -79,6 +92,15 @@ class _Item:
     @property
     def size(self) -> int:
         return len(self.batch.readings) if self.batch is not None else 1
+
+    @property
+    def decoded(self) -> bool:
+        """False for a message queued as received (decoded when the writer takes it)."""
+        return self.batch is not None or self.dead is not None or self.status is not None
+
+    @property
+    def decoded_readings(self) -> int:
+        return len(self.batch.readings) if self.batch is not None else 0
 
     @property
     def alarm(self) -> bool:
@@ -129,6 +151,14 @@ class _Lane:
         self.queue: queue.Queue[_Item | object] = queue.Queue(maxsize=config.receive_maximum + 1024)
         #: Messages of the transaction being gathered or written (0 once it committed).
         self.gathering = 0
+        self._decode_ahead = worker.settings.ingest.decode_ahead_readings
+        self._held_lock = threading.Lock()
+        #: Readings decoded on paho's thread and still queued (at most `_decode_ahead` + a batch).
+        self.decoded_ahead = 0
+        #: Readings of the transaction being gathered or written.
+        self.group_readings = 0
+        #: Payload bytes of the messages received and not yet acknowledged.
+        self.held_bytes = 0
         self.last_commit: float | None = None
         self.consumer = Consumer(
             config=config, on_message=self._on_message, on_state=worker._on_broker_state, filters=filters
@@ -142,9 +172,31 @@ class _Lane:
         self.worker.count("messages_received")
         if not self.worker._intake.is_set():
             return  # not acknowledged: the broker keeps it for our next session
-        self.queue.put(classify(msg))
+        with self._held_lock:
+            room = self.decoded_ahead < self._decode_ahead
+        item = classify(msg) if room else _Item(msg)
+        with self._held_lock:
+            self.decoded_ahead += item.decoded_readings
+            self.held_bytes += len(msg.payload)
+        self.queue.put(item)
 
     # -- writer thread -------------------------------------------------------------------------
+
+    def _take(self, item: _Item) -> _Item:
+        """`item` decoded, now counted in the transaction rather than ahead of it."""
+        if item.decoded:
+            with self._held_lock:
+                self.decoded_ahead -= item.decoded_readings
+        else:
+            item = classify(item.inbound)
+        self.group_readings += item.decoded_readings
+        return item
+
+    def _release(self, group: list[_Item]) -> None:
+        """Forget `group` (committed and acknowledged) in the held figures."""
+        self.group_readings = 0
+        with self._held_lock:
+            self.held_bytes -= sum(len(i.inbound.payload) for i in group)
 
     def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
         """The next transaction's messages, and whether the stop marker was seen.
@@ -153,6 +205,7 @@ class _Lane:
         as soon as it holds an alarm-class batch.
         """
         w = self.worker
+        first = self._take(first)
         group = [first]
         self.gathering = 1
         size = first.size
@@ -167,6 +220,7 @@ class _Lane:
                 break
             if not isinstance(item, _Item):  # the stop marker
                 return group, True
+            item = self._take(item)
             group.append(item)
             self.gathering = len(group)
             size += item.size
@@ -189,8 +243,12 @@ class _Lane:
             self.last_commit = self.worker._monotonic()
             self.gathering = 0
             acked = self.consumer.ack(i.inbound for i in group)
+            self._release(group)
             self.worker.count("messages", len(group))
             self.worker.count("acks", acked)
+            if self.worker._trim_pending and self.queue.empty():
+                self.worker._trim_pending = False
+                release_free_heap()
 
     def _store(self, group: list[_Item]) -> bool:
         """Commit `group` (in one transaction when the database takes it); False when stopping
@@ -274,6 +332,8 @@ class IngestWorker:
         self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         self.db_up: bool | None = None
+        #: Set when the database came back: the backlog's memory goes back once it is written.
+        self._trim_pending = False
         cfg = settings.mqtt
         self.lane = _Lane(worker=self, name="writer", config=cfg, filters=None)
         self.alarm_lane = _Lane(
@@ -337,6 +397,16 @@ class IngestWorker:
     def gathering(self) -> int:
         return sum(lane.gathering for lane in self.lanes)
 
+    @property
+    def decoded_readings(self) -> int:
+        """Decoded readings held: the transactions being gathered or written and those queued."""
+        return sum(lane.group_readings + lane.decoded_ahead for lane in self.lanes)
+
+    @property
+    def held_bytes(self) -> int:
+        """Payload bytes received and not yet acknowledged."""
+        return sum(lane.held_bytes for lane in self.lanes)
+
     def _on_broker_state(self, up: bool) -> None:
         self.count("broker_connects" if up else "broker_disconnects")
 
@@ -347,6 +417,7 @@ class IngestWorker:
             was, self.db_up = self.db_up, up
         if up:
             log.info("database available%s", " again" if was is False else "")
+            self._trim_pending = was is False
         else:
             log.error("database unavailable, holding acknowledgements and retrying: %s", detail)
 
@@ -375,6 +446,8 @@ class IngestWorker:
             gauges={
                 "queue_depth": float(self.queue_depth),
                 "transaction_messages": float(self.gathering),
+                "decoded_readings": float(self.decoded_readings),
+                "held_payload_bytes": float(self.held_bytes),
                 "database_up": 1.0 if self.db_up else 0.0,
                 "broker_up": 1.0 if self.broker_up else 0.0,
                 "seconds_since_commit": -1.0 if last is None else self._monotonic() - last,

@@ -151,7 +151,12 @@ class Chain:
         self.ingest.start()
         self.alerts.start()
         self.edge.start()
-        wait_for(lambda: "subscribed to" in self.ingest.log_tail(100_000), 30, "the ingest", self.ingest)
+        wait_for(
+            lambda: "subscribed to $share/linli-ingest/linli/v1/+/+/up" in self.ingest.log_tail(100_000),
+            30,
+            "the ingest",
+            self.ingest,
+        )
         wait_for(lambda: "subscribed" in self.edge.log_tail(100_000), 30, "the edge agent", self.edge)
 
     def rows(self) -> int:

@@ -162,7 +162,12 @@ def test_whole_chain_exactly_once(
     try:
         ingest.start()
         edge.start()
-        _wait(lambda: "subscribed to" in ingest.log_tail(100_000), 30, "the ingest to subscribe", ingest)
+        _wait(
+            lambda: "subscribed to $share/linli-ingest/linli/v1/+/+/up" in ingest.log_tail(100_000),
+            30,
+            "the ingest to subscribe",
+            ingest,
+        )
         _wait(lambda: "subscribed" in edge.log_tail(100_000), 30, "the edge agent to subscribe", edge)
         sim.start()
 

@@ -276,7 +276,12 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
     proc = _ingest_process(config, log)
     try:
         wait_until(lambda: count(migrated_url, "SELECT count(*) FROM schema_migrations") >= 1, what="start")
-        wait_until(lambda: "subscribed to" in (tmp_path / "ingest.log").read_text(), what="the SUBACK")
+        wait_until(
+            lambda: (
+                "subscribed to $share/linli-ingest/linli/v1/+/+/up" in (tmp_path / "ingest.log").read_text()
+            ),
+            what="the SUBACK",
+        )
         batches = 120
         for seq in range(1, batches + 1):
             pub.client.publish(
