@@ -113,7 +113,7 @@ class IngestConfig(_Section):
     #: as received (about a fifth of the memory) and are decoded when the writer takes them.
     decode_ahead_readings: int = Field(default=50_000, ge=0)
     backoff_base_s: float = Field(default=0.5, gt=0)
-    backoff_cap_s: float = Field(default=30.0, gt=0)
+    backoff_cap_s: float = Field(default=5.0, gt=0)
 
 
 class RetentionConfig(_Section):
@@ -164,7 +164,7 @@ class AlertsConfig(_Section):
     #: Feed rows every partition has passed are deleted this long after their commit.
     feed_retention_hours: float = Field(default=24.0, gt=0)
     backoff_base_s: float = Field(default=0.5, gt=0)
-    backoff_cap_s: float = Field(default=30.0, gt=0)
+    backoff_cap_s: float = Field(default=5.0, gt=0)
     #: The alert service's own ``/metrics`` and ``/healthz``.
     http: HttpConfig = Field(default_factory=_alerts_http)
 

@@ -32,7 +32,7 @@ class IncidentsConfig(BaseModel):
     #: due steps are looked for at once on a new incident, at the next deadline, and at least this often
     poll_interval_s: Annotated[float, Field(gt=0)] = 5.0
     backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
-    backoff_cap_s: Annotated[float, Field(gt=0)] = 30.0
+    backoff_cap_s: Annotated[float, Field(gt=0)] = 5.0
     http: HttpConfig = Field(default_factory=_incidents_http)
 
     @field_validator("timezone")

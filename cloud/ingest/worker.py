@@ -303,7 +303,7 @@ class _Lane:
                     return None
                 delay = backoff_delay(attempt, base=ing.backoff_base_s, cap=ing.backoff_cap_s, rng=w._rng)
                 attempt += 1
-                if w._stopping.wait(delay):
+                if w._pause(delay):
                     return None
                 continue
             w._set_db_state(True)
@@ -329,6 +329,9 @@ class IngestWorker:
         self._intake = threading.Event()
         self._intake.set()
         self._stopping = threading.Event()
+        #: Wakes the lanes waiting out a backoff when the database is back (another lane wrote)
+        #: or the worker stops: a lane must not sleep through a recovery the other one saw.
+        self._wake = threading.Condition()
         self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         self.db_up: bool | None = None
@@ -365,6 +368,8 @@ class IngestWorker:
         """Stop intake, commit and acknowledge what is queued, disconnect, stop maintenance."""
         self._intake.clear()
         self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
         deadline = time.monotonic() + timeout
         for lane in self.lanes:
             lane.queue.put(_STOP)
@@ -410,6 +415,13 @@ class IngestWorker:
     def _on_broker_state(self, up: bool) -> None:
         self.count("broker_connects" if up else "broker_disconnects")
 
+    def _pause(self, delay: float) -> bool:
+        """Wait out a backoff of `delay` seconds, less when the database is seen back; True when
+        stopping."""
+        with self._wake:
+            self._wake.wait_for(lambda: self._stopping.is_set() or self.db_up is True, timeout=delay)
+        return self._stopping.is_set()
+
     def _set_db_state(self, up: bool, detail: str = "") -> None:
         with self._lock:
             if up == self.db_up:
@@ -418,6 +430,8 @@ class IngestWorker:
         if up:
             log.info("database available%s", " again" if was is False else "")
             self._trim_pending = was is False
+            with self._wake:
+                self._wake.notify_all()
         else:
             log.error("database unavailable, holding acknowledgements and retrying: %s", detail)
 

@@ -110,5 +110,5 @@ class NotifyConfig(_Section):
     #: the outbox is read at once on a notification, and at least this often
     poll_interval_s: Annotated[float, Field(gt=0)] = 2.0
     backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
-    backoff_cap_s: Annotated[float, Field(gt=0)] = 30.0
+    backoff_cap_s: Annotated[float, Field(gt=0)] = 5.0
     http: HttpConfig = Field(default_factory=_notify_http)

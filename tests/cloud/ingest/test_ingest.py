@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import signal
 import subprocess
 import sys
@@ -197,6 +198,51 @@ def test_database_outage_holds_acks_and_loses_nothing(
     downs = [r for r in caplog.records if "database unavailable" in r.message]
     ups = [r for r in caplog.records if "database available again" in r.message]
     assert (len(downs), len(ups)) == (1, 1)
+
+
+class _LongestWaits(random.Random):
+    """Backoff jitter that always draws the longest wait."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return max(a, b)
+
+
+@pytest.mark.slow
+def test_a_lane_backing_off_wakes_when_the_other_lane_sees_the_database_back(
+    tmp_path: Path, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    """The telemetry lane fails and would wait 60 s; the alarm lane's write after the restart
+    succeeds, and the telemetry is stored at once instead of a minute later (out of order behind
+    newer batches another worker stores meanwhile, as a chaos run showed)."""
+    broker, pub = publisher
+    with PostgresCluster(datadir=tmp_path / "pg", durable=False) as cluster:
+        url = cluster.dsn()
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        settings = settings_for(url, broker, "ingest-wake", backoff_base_s=60, backoff_cap_s=60)
+        worker = IngestWorker(settings=settings, maintenance=False, rng=_LongestWaits())
+        worker.start()
+        wait_until(lambda: all(lane.consumer.subscribed.is_set() for lane in worker.lanes), what="SUBACKs")
+        try:
+            cluster.stop()
+            pub.publish(up_topic(), envelope(door_readings(10), batch_seq=1))
+            wait_until(lambda: worker.counters["db_errors"] >= 1, what="the telemetry lane failing")
+            cluster.start()
+            press = R("sos-1", T0_US, {"battery_pct": 80}, ["sos_pressed"], device_type="sos_button")
+            sos = envelope(
+                [press],
+                batch_seq=2,
+                batch_class="alarm",
+            )
+            pub.publish(up_topic().replace("/up", "/alarm"), sos)
+            wait_until(
+                lambda: worker.counters["batches_stored"] == 2,
+                timeout=20,  # a third of the 60 s the telemetry lane would otherwise sleep
+                what="the telemetry stored as soon as the alarm lane saw the database back",
+            )
+            assert worker.counters["db_errors"] == 1
+        finally:
+            worker.stop()
 
 
 def test_healthz_reports_a_down_database(
