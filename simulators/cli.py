@@ -78,6 +78,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="with --alerts: report intervals of silence before the absence rule fires (default 4); "
         "shorter silences are counted as undetectable",
     )
+    verify.add_argument(
+        "--extra-late",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --alerts: simulated seconds a detection may come after each condition's own "
+        "tolerance and still count (an accelerated run through outages; default 0)",
+    )
     verify.set_defaults(handler=handle_verify)
 
 
@@ -176,7 +184,10 @@ def _verify_alerts(args: argparse.Namespace, database_url: str) -> int:
     if not args.absence_intervals > 0:
         print("linli sim verify: --absence-intervals must be above 0", file=sys.stderr)
         return 2
-    options = AlertsOptions(absence_intervals=args.absence_intervals)
+    if args.extra_late < 0:
+        print("linli sim verify: --extra-late must not be negative", file=sys.stderr)
+        return 2
+    options = AlertsOptions(absence_intervals=args.absence_intervals, extra_late_s=args.extra_late)
     try:
         report = verify_alerts(truth=args.truth, database_url=database_url, options=options)
     except SimulatorsError as exc:

@@ -82,6 +82,10 @@ class AlertsOptions(msgspec.Struct, frozen=True, kw_only=True):
     #: the absence rule's ``after_intervals``: a silence shorter than that many report intervals
     #: cannot be detected and is counted as `AlertsReport.undetectable`, not expected
     absence_intervals: float = 4.0
+    #: seconds of data time a detection may come after every condition's own tolerance: a run in
+    #: accelerated time through outages (``linli chaos``) delays detections by the outage's wall
+    #: seconds times the speed; a detection that late counts as detected (its delay says how late)
+    extra_late_s: float = 0.0
 
 
 class DelayStats(msgspec.Struct):
@@ -163,6 +167,9 @@ class _Truth:
         self.skew_s: dict[str, float] = {}
         self.interrupted = False
         self.records = 0
+        #: condition id -> messages that carry it, and how many of them were sent intact
+        self.carriers: dict[str, int] = defaultdict(int)
+        self.intact: dict[str, int] = defaultdict(int)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> _Truth:
@@ -174,6 +181,9 @@ class _Truth:
                     truth.conditions.append(record)
                 elif type(record) is MessageRecord:
                     truth.profiles.setdefault(record.device_id, record.profile)
+                    for cid in record.conditions:
+                        truth.carriers[cid] += 1
+                        truth.intact[cid] += not record.malformed
                 elif type(record) is FaultRecord and record.fault == "clock_skew":
                     truth.skew_s[record.device_id] = abs(float(record.skew_s or 0.0))
                 elif type(record) is EndRecord:
@@ -225,12 +235,18 @@ def _conditions(
             end: int | None = _ms(r.to, name, f"{where}.to")
         else:
             end = None if r.to is None else at_ms  # null: never ends; absent: a moment
-        late_ms = round(detection.late_s * 1000)
+        late_ms = round((detection.late_s + options.extra_late_s) * 1000)
         expected = True
+        if truth.carriers.get(r.id) and not truth.intact.get(r.id):
+            # the only messages showing it were damaged on purpose: no pipeline can see it
+            expected = False
+            report.undetectable += 1
+            what = f"{r.id} {r.condition} {subject}: carried only by malformed messages"
+            tally.example("undetectable", what)
         if detection.absence:
             after_ms = round(options.absence_intervals * _interval_s(truth, subject, profiles) * 1000)
             late_ms += after_ms
-            if end is not None and end - start < after_ms:
+            if expected and end is not None and end - start < after_ms:
                 expected = False
                 report.undetectable += 1
                 tally.example(

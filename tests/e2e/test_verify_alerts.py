@@ -45,7 +45,9 @@ def iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def write_truth(path: Path, conditions: Sequence[ConditionRecord]) -> Path:
+def write_truth(
+    path: Path, conditions: Sequence[ConditionRecord], messages: Sequence[MessageRecord] = ()
+) -> Path:
     records: list[TruthRecord] = [
         RunRecord(seed=1, start=iso(T0), devices=4, gateways=1, scenarios=[], faults=FaultOptions()),
         MessageRecord(
@@ -65,6 +67,7 @@ def write_truth(path: Path, conditions: Sequence[ConditionRecord]) -> Path:
             skew_s=0.0,
             conditions=(),
         ),
+        *messages,
         *conditions,
         EndRecord(
             messages=1, conditions=len(conditions), sim_end=iso(T0 + timedelta(days=3)), interrupted=False
@@ -326,6 +329,56 @@ def test_a_silence_shorter_than_the_absence_rule_is_undetectable(migrated_url: s
         truth=truth, database_url=migrated_url, options=AlertsOptions(absence_intervals=0.1)
     )
     assert (report.conditions, report.missed, report.undetectable) == (2, 1, 0)
+
+
+def _carrier(seq: int, at: datetime, cid: str, *, malformed: bool) -> MessageRecord:
+    return MessageRecord(
+        seq=seq,
+        sent=iso(at),
+        device_id=SOS,
+        gateway_id="c001-gw1",
+        profile=SOS_PROFILE,
+        topic="zigbee2mqtt/sos",
+        ts=iso(at),
+        reading_id=f"r{seq}",
+        metrics={"battery_pct": 14.0},
+        events=(),
+        malformed=malformed,
+        duplicate=False,
+        reordered=False,
+        skew_s=0.0,
+        conditions=(cid,),
+    )
+
+
+def test_a_condition_carried_only_by_malformed_messages_is_undetectable(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    damaged, intact = T0 + timedelta(hours=3), T0 + timedelta(hours=4)
+    truth = write_truth(
+        tmp_path / "truth.jsonl",
+        [
+            condition("c1", "battery_low", damaged, device_id=SOS, battery_pct=14),
+            condition("c2", "battery_low", intact, device_id=SOS, battery_pct=14),
+        ],
+        [_carrier(1, damaged, "c1", malformed=True), _carrier(2, intact, "c2", malformed=False)],
+    )
+    report = verify_alerts(truth=truth, database_url=migrated_url)
+    assert (report.conditions, report.missed, report.undetectable) == (1, 1, 1)
+    assert report.examples["missed"] == ["c2 battery_low 0x00158d0000000001 at " + iso(intact)]
+
+
+def test_extra_late_counts_a_delayed_detection_as_detected(migrated_url: str, tmp_path: Path) -> None:
+    at = T0 + timedelta(hours=3)
+    truth = write_truth(
+        tmp_path / "truth.jsonl", [condition("c1", "battery_low", at, device_id=SOS, battery_pct=14)]
+    )
+    insert(migrated_url, "battery_low", SOS, at + timedelta(hours=2))
+    late = verify_alerts(truth=truth, database_url=migrated_url)
+    assert (late.missed, late.out_of_window) == (1, 1)
+    code, report = run_cli(truth, migrated_url, "--extra-late", str(3 * 3600))
+    assert (code, report["detected"], report["missed"], report["false_positives"]) == (0, 1, 0, 0)
+    assert report["results"][0]["delay_s"] == 2 * 3600
 
 
 def test_an_empty_incidents_table_misses_everything(migrated_url: str, tmp_path: Path) -> None:
