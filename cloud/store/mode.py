@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 
@@ -128,11 +128,26 @@ GROUP BY 1, 2, 3
 """
 
 
+#: ``pg_advisory_lock`` key held while `prepare` creates what the mode needs ("linlp").
+PREPARE_LOCK_KEY: Final = 0x6C696E6C70
+
+
 def prepare(conn: psycopg.Connection[Any], retention: RetentionConfig) -> ModeInfo:
     """Detect the mode, log it once, and create what it needs (``readings_hourly``).
 
-    `conn` must be in autocommit mode (continuous aggregates refuse transaction blocks).
+    `conn` must be in autocommit mode (continuous aggregates refuse transaction blocks). Workers
+    starting together take turns (a session advisory lock): two ``CREATE OR REPLACE VIEW`` at
+    once collide in the catalogue (a unique violation on ``pg_type``), which crashed one of two
+    ingest workers started together.
     """
+    conn.execute("SELECT pg_advisory_lock(%s)", (PREPARE_LOCK_KEY,))
+    try:
+        return _prepare(conn, retention)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (PREPARE_LOCK_KEY,))
+
+
+def _prepare(conn: psycopg.Connection[Any], retention: RetentionConfig) -> ModeInfo:
     info = detect_mode(conn)
     if info.mode is StoreMode.POSTGRES:
         log.warning("storage mode: %s", info.describe())

@@ -107,6 +107,32 @@ def test_apache_mode_detected(migrated_url: str, pg_server: PgServer) -> None:
     assert "apache" in info.describe()
 
 
+def test_workers_preparing_the_store_together_take_turns(migrated_url: str) -> None:
+    """Eight workers starting at once, several rounds: each prepares the store without error."""
+    errors: list[BaseException] = []
+    for _ in range(10):
+        with psycopg.connect(migrated_url, autocommit=True) as conn:
+            conn.execute("DROP VIEW IF EXISTS readings_hourly")  # a first start each round
+        start = threading.Barrier(8)
+
+        def one(start: threading.Barrier = start) -> None:
+            try:
+                with psycopg.connect(migrated_url, autocommit=True) as conn:
+                    start.wait(10)
+                    prepare(conn, RetentionConfig())
+            except BaseException as exc:  # noqa: BLE001 - handed back to the test
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert errors == []
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("SELECT count(*) FROM readings_hourly").fetchone() == (0,)
+
+
 def test_plain_mode_detected_with_a_warning(plain_url: str, caplog: pytest.LogCaptureFixture) -> None:
     with psycopg.connect(plain_url, autocommit=True) as conn:
         info = prepare(conn, RetentionConfig())
