@@ -2,7 +2,8 @@
 
 `Agent.run()` owns every long-running task in one `asyncio.TaskGroup`, each with a name:
 ``field-link``, ``cloud-link``, ``buffer-writer``, ``uplink``, ``liveness``, ``status``,
-``housekeeping``, ``reloader``, ``unsubscribe``. SIGTERM (or SIGINT) shuts down in order:
+``housekeeping``, ``reloader``, ``unsubscribe``, ``watchdog`` (systemd's, `edge.sdnotify`: pings
+while the buffer writer keeps committing). SIGTERM (or SIGINT) shuts down in order:
 
 1. stop intake: stop reading the field socket (the broker keeps the rest in our session);
 2. flush: commit what was received and acknowledge it;
@@ -42,6 +43,7 @@ from edge.logs import get_logger
 from edge.mqtt import Message, MqttLink, Will, tls_context
 from edge.normalise import Classifier, Normaliser
 from edge.preflight import Loaded, preflight
+from edge.sdnotify import Notifier
 from edge.status import StatusReporter, offline_payload
 from edge.uplink import Uplink
 
@@ -90,6 +92,9 @@ class Agent:
         self.monotonic = monotonic
         self.install_signals = install_signals
         self._stop = asyncio.Event()
+        self.notifier = Notifier()
+        #: monotonic time the buffer writer last finished a round (the watchdog's health)
+        self._writer_beat = monotonic()
         self._reload = asyncio.Event()
         self._flush = asyncio.Event()
         self._intake = Intake()
@@ -243,8 +248,11 @@ class Agent:
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                     tg.create_task(self._reloader(), name="reloader"),
                     tg.create_task(self._forget_unsubscribed(stale), name="unsubscribe"),
+                    tg.create_task(self.notifier.watchdog(self._writer_alive), name="watchdog"),
                 ]
+                self.notifier.notify("READY=1")
                 await self._stop.wait()
+                self.notifier.notify("STOPPING=1")
                 await self._shutdown()
                 for task in tasks:
                     task.cancel()
@@ -280,6 +288,14 @@ class Agent:
                     await self._flush.wait()
             self._flush.clear()
             await self.commit_pending()
+            self._writer_beat = self.monotonic()
+
+    def _writer_alive(self) -> bool:
+        """The buffer writer finished a round, or a retry of a refusing buffer, lately (it wakes
+        every commit interval): a writer stuck in a call stops the watchdog's pings."""
+        interval = self.notifier.interval_s or 0.0
+        limit = max(3 * interval, 4 * self.config.buffer.commit_interval_ms / 1000)
+        return self.monotonic() - self._writer_beat <= limit
 
     async def commit_pending(self, *, retry: bool = True) -> None:
         """Commit everything received so far in one transaction, then acknowledge it.
@@ -302,6 +318,9 @@ class Agent:
                 if not retry:
                     return
                 await asyncio.sleep(BUFFER_RETRY_S)
+                # a buffer refusing (full, a disk error) is a known state /healthz shows, not a
+                # wedged writer: a restart would not help, so the watchdog keeps being fed
+                self._writer_beat = self.monotonic()
         if self._buffer_error is not None:
             self._buffer_error = None
             if not self._stop.is_set():  # at shutdown intake stays stopped
