@@ -1,6 +1,7 @@
-"""The whole chain, exactly once: simulators -> field broker -> edge agent -> cloud broker -> ingest
--> TimescaleDB, with malformed, duplicate and reordered messages, the edge agent and the ingest
-worker each SIGKILLed once along the way, and `linli sim verify` requiring an exact match.
+"""The whole chain, exactly once: simulators -> field broker -> edge agent -> cloud broker (locked
+down: mutual TLS, an ACL per gateway) -> ingest -> TimescaleDB, with malformed, duplicate and
+reordered messages, the edge agent and the ingest worker each SIGKILLed once along the way, and
+`linli sim verify` requiring an exact match.
 
 Every process is the real command run as a subprocess; the brokers and the database are the
 private ones of tests/conftest.py.
@@ -22,6 +23,7 @@ import pytest
 from device_profiles import ProfileSet
 from simulators.demo.children import Child
 from simulators.demo.configs import write_cloud_config, write_edge_config
+from simulators.demo.pki import demo_pki
 from simulators.fleet import load_fleet
 from simulators.rand import RandomStream
 from simulators.services import MosquittoBroker
@@ -71,7 +73,6 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str, *children: Child)
 def test_whole_chain_exactly_once(
     tmp_path: Path, make_broker: Callable[..., MosquittoBroker], database_url: str
 ) -> None:
-    field, cloud = make_broker(), make_broker()
     (tmp_path / "fleet.yaml").write_text(FLEET)
     inventory = load_fleet(
         str(tmp_path / "fleet.yaml"), rs=RandomStream(np.random.default_rng(3)), profiles=ProfileSet.shipped()
@@ -80,6 +81,10 @@ def test_whole_chain_exactly_once(
     inventory.dump(inv)
     gateway = inventory.devices[0].gateway_id
     assert {d.gateway_id for d in inventory.devices} == {gateway}
+    # The cloud broker as linli ships it: mutual TLS, the certificate's name as the user, an ACL.
+    pki = demo_pki(tmp_path / "pki", community_id="e2e", gateway_ids=[gateway])
+    field = make_broker()
+    cloud = make_broker(tls=pki.broker, require_client_cert=True, extra_config=[f"acl_file {pki.acl}"])
 
     migrated = _linli("db", "migrate", "--database", database_url)
     assert migrated.returncode == 0, migrated.stderr
@@ -96,6 +101,7 @@ def test_whole_chain_exactly_once(
                     database_url=database_url,
                     mqtt_url=cloud.url,
                     client_id="e2e-ingest",
+                    overrides={"mqtt": {"tls": pki.client("services", "linli-ingest")}},
                 )
             ),
         ],
@@ -116,6 +122,7 @@ def test_whole_chain_exactly_once(
                     field_url=field.url,
                     cloud_url=cloud.url,
                     buffer=tmp_path / "buffer.db",
+                    overrides={"cloud": {"tls": pki.client("gateways", gateway)}},
                 )
             ),
         ],

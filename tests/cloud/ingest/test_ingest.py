@@ -366,6 +366,86 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
 
 
 @pytest.mark.slow
+def test_three_workers_on_one_shared_subscription_with_one_killed_store_everything_once(
+    tmp_path: Path, migrated_url: str, publisher: tuple[MosquittoBroker, Publisher]
+) -> None:
+    """docs/scaling.md: N workers share ``$share/linli-ingest/...``. One of three is SIGKILLed
+    mid-stream and stays down for a while: the broker keeps what it held unacknowledged in its
+    session and hands it over when it returns; the other two carry the rest meanwhile. Every batch
+    is stored once."""
+    broker, pub = publisher
+    logs: list[IO[bytes]] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    for i in range(3):
+        config = tmp_path / f"cloud-{i}.toml"
+        config.write_text(
+            f'database_url = "{migrated_url}"\nlog_level = "INFO"\n'
+            f'[mqtt]\nurl = "{broker.url}"\nclient_id = "ingest-three-{i}"\nreceive_maximum = 16\n'
+            '[ingest]\nmax_readings_per_txn = 300\ntxn_max_latency_ms = 5\n[http]\naddress = ""\n'
+        )
+        logs.append((tmp_path / f"ingest-{i}.log").open("ab"))
+        procs.append(_ingest_process(config, logs[i]))
+    try:
+        for i in range(3):
+            wait_until(
+                lambda i=i: (
+                    "subscribed to $share/linli-ingest/linli/v1/+/+/up"  # type: ignore[misc]
+                    in (tmp_path / f"ingest-{i}.log").read_text()
+                ),
+                what=f"worker {i}'s subscription",
+            )
+        batches = 240
+        for seq in range(1, batches + 1):
+            gateway = f"gw{seq % 4}"
+            pub.client.publish(
+                up_topic("c1", gateway),
+                envelope(
+                    door_readings(100, start_us=T0_US + seq * 10**9, prefix=gateway),
+                    batch_seq=seq,
+                    gateway_id=gateway,
+                ),
+                qos=1,
+            )
+        wait_until(
+            lambda: count(migrated_url, "SELECT count(*) FROM ingested_batches") >= 30, what="some batches"
+        )
+        procs[1].kill()
+        procs[1].wait(10)
+        killed_at = count(migrated_url, "SELECT count(*) FROM ingested_batches")
+        assert killed_at < batches, "the kill came too late to test anything"
+        # The two others go on; what the broker held for the dead one waits for its return.
+        wait_until(
+            lambda: count(migrated_url, "SELECT count(*) FROM ingested_batches") > killed_at + 20,
+            what="the other two workers storing on",
+        )
+        procs[1] = _ingest_process(tmp_path / "cloud-1.toml", logs[1])
+        wait_until(
+            lambda: count(migrated_url, "SELECT count(*) FROM ingested_batches") == batches,
+            timeout=60,
+            what="every batch once the killed worker is back",
+        )
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+        for log in logs:
+            log.close()
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert count(migrated_url, "SELECT count(*) FROM readings") == batches * 100 * 3
+    assert (
+        count(
+            migrated_url,
+            "SELECT count(*) FROM (SELECT device_id, time, metric FROM readings"
+            " GROUP BY 1, 2, 3 HAVING count(*) > 1) d",
+        )
+        == 0
+    )
+    stored_by = count(migrated_url, "SELECT count(DISTINCT gateway_id) FROM ingested_batches")
+    assert stored_by == 4
+
+
+@pytest.mark.slow
 def test_plain_postgresql_without_timescaledb_works_with_a_warning(
     tmp_path: Path, publisher: tuple[MosquittoBroker, Publisher], caplog: pytest.LogCaptureFixture
 ) -> None:
