@@ -24,6 +24,11 @@ Method (docs/benchmarks.md has the figures):
    reset (``/proc/PID/clear_refs``), so ``buffered_peak_rss_mb`` is the peak while the buffer
    fills with ``--buffered`` readings and drains; ``peak_rss_mb`` is the higher of the two: the
    agent's peak over the whole run.
+5. SD-card wear: ``disk_written_bytes_per_reading`` is what the agent caused to be written to
+   storage (``write_bytes`` of ``/proc/PID/io``: the SQLite database, its WAL and checkpoints)
+   during the throughput phase divided by the readings forwarded, and
+   ``disk_written_bytes_per_buffered_reading`` the same while the buffer fills with the cloud
+   down. Target: at most 300 bytes per reading at the default settings.
 """
 
 from __future__ import annotations
@@ -42,12 +47,16 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 #: The service unit's command line, after the ``linli`` executable (deploy/linli-edge.service).
 SERVICE_COMMAND = ("edge", "run", "--config")
+#: The steady phase: readings per second (a 2,000-device gateway whose devices report every few
+#: minutes sends about 10/s) and how long.
+STEADY_RATE: Final = 20
+STEADY_S: Final = 15
 #: The service unit's ``Environment=`` settings (deploy/linli-edge.service).
 SERVICE_ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}
 
@@ -204,6 +213,23 @@ def _generator(
     pub.finish()
 
 
+def _paced(
+    host: str, port: int, fleet: list[tuple[str, str, str]], rate: float, count: int, seed: int
+) -> None:
+    """Publish `count` distinct payloads at `rate` per second (ten sends a second)."""
+    packets = [
+        _publish_packet(topic, payload, i % 65535 + 1)
+        for i, (topic, payload) in enumerate(_payloads(fleet, count, seed))
+    ]
+    pub = _RawPublisher(host, port, f"bench-paced-{seed}")
+    per_tick = max(1, round(rate / 10))
+    start = time.monotonic()
+    for tick, i in enumerate(range(0, count, per_tick)):
+        time.sleep(max(0.0, start + tick / 10 - time.monotonic()))  # the load's own pace
+        pub.send(packets[i : i + per_tick])
+    pub.finish()
+
+
 class _Counter:
     def __init__(self, host: str, port: int) -> None:
         import paho.mqtt.client as mqtt
@@ -264,6 +290,17 @@ def reset_peak(pid: int) -> None:
     """Reset a process's ``VmHWM`` to its current RSS (``/proc/PID/clear_refs``, Linux >= 4.0)."""
     with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as refs:
         refs.write("5")
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes a process caused to be written to storage (``write_bytes`` of ``/proc/PID/io``:
+    what reaches the disk, the page cache's writeback included, not what ``write()`` was asked)."""
+    with open(f"/proc/{pid}/io", encoding="ascii") as io:
+        for line in io:
+            key, _, value = line.partition(":")
+            if key == "write_bytes":
+                return int(value)
+    raise RuntimeError(f"no write_bytes in /proc/{pid}/io")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -362,6 +399,7 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                 started.wait(120)
                 t0 = time.monotonic()
                 cpu0 = cpu_seconds(agent.pid)
+                written0 = written_bytes(agent.pid)
                 deadline = t0 + 600
                 # Every payload is distinct, but the few whose derived reading ids coincide (same
                 # device, same second, same values) are dropped by the agent as repeats: once the
@@ -372,15 +410,38 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                     if not gen.is_alive():
                         target = readings - _counter(db, "duplicates_dropped")
                 cpu1 = cpu_seconds(agent.pid)
+                written1 = written_bytes(agent.pid)
                 elapsed = counter.last_at - t0
                 gen.join(60)
                 got = counter.readings
                 cpu_s = cpu1 - cpu0
                 figures["readings_per_s"] = round(got / elapsed, 1)
                 figures["cpu_us_per_reading"] = round(cpu_s / got * 1e6, 1)
+                figures["disk_written_bytes_per_reading"] = round((written1 - written0) / got, 1)
                 throughput_peak = memory_kb(agent.pid)["VmHWM"]
                 figures["throughput_peak_rss_mb"] = round(throughput_peak / 1024, 1)
                 log(f"throughput: {figures}")
+                # A gateway's ordinary day: a few readings a second, each committed on its own.
+                base_count = counter.readings
+                steady = STEADY_RATE * STEADY_S
+                log(f"steady: {steady} readings at {STEADY_RATE}/s")
+                written3 = written_bytes(agent.pid)
+                dups3 = _counter(db, "duplicates_dropped")
+                _paced(field.host, field.port, fleet, STEADY_RATE, steady, 3)
+                _wait_until(
+                    lambda: (
+                        counter.readings - base_count >= steady - (_counter(db, "duplicates_dropped") - dups3)
+                    ),
+                    60,
+                    "the steady load forwarded",
+                    agent,
+                    agent_log_path,
+                )
+                time.sleep(2.0)  # the last batch's deletion after its PUBACK, then measure
+                figures["steady_disk_written_bytes_per_reading"] = round(
+                    (written_bytes(agent.pid) - written3) / max(1, counter.readings - base_count), 1
+                )
+                log(f"steady: {figures}")
                 reset_peak(agent.pid)  # from here, VmHWM is the peak with the buffer filling and draining
                 # Footprint: cloud down, buffer everything, then release it.
                 cloud.stop()
@@ -392,6 +453,7 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                 )
                 gen.start()
                 dups = _counter(db, "duplicates_dropped")
+                written2 = written_bytes(agent.pid)
 
                 def taken() -> bool:  # buffered, or dropped as a repeat
                     return _buffered(db) - base + _counter(db, "duplicates_dropped") - dups >= buffered
@@ -401,6 +463,9 @@ def run_bench(*, readings: int, buffered: int, devices: int, log: Any) -> dict[s
                 time.sleep(1.0)
                 n = _buffered(db) - base
                 figures["buffer_bytes_per_reading"] = round(_disk(db) / max(1, n), 1)
+                figures["disk_written_bytes_per_buffered_reading"] = round(
+                    (written_bytes(agent.pid) - written2) / max(1, n), 1
+                )
                 figures["buffered_readings"] = n
                 figures["buffered_rss_mb"] = round(memory_kb(agent.pid)["VmRSS"] / 1024, 1)
                 log(f"footprint: {figures}")

@@ -149,7 +149,7 @@ class BufferConfig(_Section):
     #: Telemetry older than this is dropped (alarms never are).
     telemetry_max_age_s: float = Field(default=7 * 86400, gt=0)
     durability: Literal["full", "normal"] = "full"
-    commit_interval_ms: float = Field(default=50, gt=0)
+    commit_interval_ms: float = Field(default=1000, gt=0)
     commit_max_messages: int = Field(default=500, ge=1)
     quarantine_max_rows: int = Field(default=10_000, ge=1)
     quarantine_max_payload_bytes: int = Field(default=4096, ge=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,30 @@ def test_batches_are_fixed_and_resent_byte_identical_after_reopen(tmp_path: Path
     assert [encode_reading(r) for r in got] == records
     assert store.counters()["readings_sent"] == 1200
     assert store.stats().depth == 0
+
+
+def test_batches_are_stored_compressed_and_an_older_agents_rows_read_as_they_are(tmp_path: Path) -> None:
+    store = _store(tmp_path / "b.db")
+    store.commit(_intake([(_reading(i), False) for i in range(500)]))
+    formed = store.form_batch(TELEMETRY, 500, _build)
+    assert formed is not None
+    stored = store.conn.execute("SELECT payload FROM batches WHERE seq = ?", (formed.seq,)).fetchone()[0]
+    assert zlib.decompress(stored) == formed.payload
+    assert len(stored) < len(formed.payload) / 2  # what an SD card is spared
+    # A row an earlier agent wrote (the envelope as is) after an upgrade in place.
+    older = _build(99, "telemetry", formed.payload[-100:], {"evicted": 0})
+    store.conn.execute("INSERT INTO batches VALUES (99, ?, 1, 0, ?)", (TELEMETRY, older))
+    assert older[:1] != b"\x78"
+    assert [(b.seq, b.payload) for b in store.batches()] == [(formed.seq, formed.payload), (99, older)]
+    store.close()
+
+
+def test_a_freed_page_is_not_written_again_as_zeros(tmp_path: Path) -> None:
+    """Debian's SQLite zeroes freed pages by default (SECURE_DELETE): each batch deleted after
+    its PUBACK cost its size again in writes. The buffer turns that to FAST."""
+    store = _store(tmp_path / "b.db")
+    assert store.conn.execute("PRAGMA secure_delete").fetchone()[0] == 2  # FAST
+    store.close()
 
 
 def test_large_chunk_is_split_when_the_batch_size_is_lowered(tmp_path: Path) -> None:
