@@ -111,6 +111,8 @@ class Uplink:
         #: why the cloud broker refuses our batches (its reason code), None once one is accepted
         self.refused: str | None = None
         self.batches_refused = 0
+        #: answers "no matching subscribers" (a batch the cloud broker delivered to nobody)
+        self.batches_unheard = 0
         self._refused_in_row = 0
 
     # -- input ----------------------------------------------------------------------------
@@ -243,7 +245,13 @@ class Uplink:
         self._inflight[batch.seq] = _InFlight(batch, future)
 
     def _count(self, batch_class: int) -> int:
-        return sum(1 for f in self._inflight.values() if f.batch.batch_class == batch_class)
+        """Places taken in `batch_class`'s window: batches in flight, and batches waiting to go
+        again (delivered to nobody, or refused). A waiting batch keeps its place: otherwise each
+        place it freed formed another batch, and a backlog behind a broker that delivers to nobody
+        became batches held in memory (a 200,000-reading backlog: 400 batches, 45 MB)."""
+        return sum(1 for f in self._inflight.values() if f.batch.batch_class == batch_class) + sum(
+            1 for _, b in self._retry.values() if b.batch_class == batch_class
+        )
 
     async def _form_all(self, batch_class: int) -> None:
         limit = self.alarm_batches_in_flight if batch_class == ALARM else self.telemetry_batches_in_flight
@@ -314,6 +322,7 @@ class Uplink:
                 # broker restart): nobody has it, so it stays fixed and goes again shortly.
                 delay = NO_SUBSCRIBER_RETRY_S[f.batch.batch_class]
                 self._retry[seq] = (self.monotonic() + delay, f.batch)
+                self.batches_unheard += 1
                 _log.warning("batch_unheard", seq=seq, retry_in_s=delay)
                 continue
             if exc is not None:

@@ -391,3 +391,41 @@ async def test_a_batch_the_cloud_broker_delivers_to_nobody_is_kept_and_sent_agai
             if collector is not None:
                 collector.close()
             await buffer.close()
+
+
+async def test_batches_waiting_to_go_again_keep_their_places_in_the_window(
+    tmp_path: Path, make_broker: Callable[..., MosquittoBroker]
+) -> None:
+    """A backlog behind a broker that delivers to nobody is not formed into batches in memory: a
+    batch waiting to go again keeps its place in its class's window. (Before, each place it freed
+    formed another batch: `linli bench edge`'s 200,000-reading backlog, drained after a cloud
+    broker restart, became 400 batches held in memory, 45 MB more at the agent's peak.)"""
+    broker = make_broker()
+    buffer = await Buffer.open(tmp_path / "b.db", max_bytes=1 << 30, wall=lambda: NOW)
+    async with running_link(broker) as (link, _logs):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        uplink = Uplink(
+            link=link,
+            buffer=buffer,
+            topic="linli/v1/c/g/up",
+            gateway_id="g",
+            community_id="c",
+            batch_max_readings=1,
+            batch_max_latency_s=0.01,
+            alarm_batches_in_flight=4,
+        )
+        task = asyncio.create_task(uplink.run())
+        try:
+            await buffer.commit(_intake([(_reading(i, alarm=True), True) for i in range(20)]))
+            uplink.notify(alarm=20, telemetry=0)
+            # Each batch of the window sent three times and answered "no matching subscribers".
+            await _until(lambda: uplink.batches_unheard >= 12)
+            stats = await buffer.stats()
+            assert (stats.batches, stats.alarm_readings) == (4, 16)
+            assert uplink.unheard + uplink.in_flight == 4
+            assert uplink.batches_sent == 0
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await buffer.close()
