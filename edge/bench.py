@@ -29,6 +29,9 @@ Method (docs/benchmarks.md has the figures):
    during the throughput phase divided by the readings forwarded, and
    ``disk_written_bytes_per_buffered_reading`` the same while the buffer fills with the cloud
    down. Target: at most 300 bytes per reading at the default settings.
+6. A large gateway: the phases again (half the readings, a fifth of the backlog) on a new agent
+   whose inventory and load have ``--inventory-devices`` devices (default 10,000):
+   ``inventory_idle_rss_mb`` and ``inventory_peak_rss_mb``. Target: peak at most 64 MB in both.
 """
 
 from __future__ import annotations
@@ -82,6 +85,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--buffered", type=int, default=1_000_000, help="readings buffered for the footprint phase"
     )
     p.add_argument("--devices", type=int, default=2000)
+    p.add_argument(
+        "--inventory-devices",
+        type=int,
+        default=10_000,
+        help="then run again with an inventory and load of this many devices (0: skip)",
+    )
     p.set_defaults(handler=_handler)
 
 
@@ -499,5 +508,18 @@ def _handler(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     figures = run_bench(readings=args.readings, buffered=args.buffered, devices=args.devices, log=log)
+    if args.inventory_devices:
+        # The same phases again on an agent whose inventory (and load) has that many devices:
+        # what a large gateway holds per device (liveness, states, the inventory itself).
+        log(f"again with a {args.inventory_devices}-device inventory")
+        large = run_bench(
+            readings=args.readings // 2,
+            buffered=args.buffered // 5,
+            devices=args.inventory_devices,
+            log=log,
+        )
+        figures["inventory_devices"] = args.inventory_devices
+        figures["inventory_idle_rss_mb"] = large["idle_rss_mb"]
+        figures["inventory_peak_rss_mb"] = large["peak_rss_mb"]
     print(msgspec.json.encode(figures).decode())
     return 0
