@@ -353,8 +353,10 @@ class FieldLink:
                     await self._gone.wait()
                 finally:
                     pinger.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await pinger
+                    # gather: a cancel of this task landing meanwhile is not swallowed with the pinger's
+                    for outcome in await asyncio.gather(pinger, return_exceptions=True):
+                        if isinstance(outcome, Exception):
+                            raise outcome
                 if not self._closing and not conn.failed:  # else the cause is logged already
                     self._log.warning("connection_lost", broker=self.broker)
             self._teardown()

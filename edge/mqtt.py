@@ -223,8 +223,10 @@ class MqttLink:
                     await self._gone.wait()
                 finally:
                     misc.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await misc
+                    # gather: a cancel of this task landing meanwhile is not swallowed with misc's
+                    for outcome in await asyncio.gather(misc, return_exceptions=True):
+                        if isinstance(outcome, Exception):
+                            raise outcome
                 event, details = "connection_lost", {}
             self._teardown()
             if self._closing:

@@ -229,8 +229,11 @@ class Uplink:
         finally:
             for w in waiters:
                 w.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w
+            # Not `suppress(CancelledError): await w`: that also swallowed a cancel of this task
+            # landing meanwhile, and the agent's shutdown then waited for the uplink forever.
+            for outcome in await asyncio.gather(*waiters, return_exceptions=True):
+                if isinstance(outcome, Exception):  # not their cancellation: a fault of theirs
+                    raise outcome
 
     def _resend_due(self) -> None:
         now = self.monotonic()

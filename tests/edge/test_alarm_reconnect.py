@@ -429,3 +429,31 @@ async def test_batches_waiting_to_go_again_keep_their_places_in_the_window(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await buffer.close()
+
+
+@pytest.mark.parametrize("turns", range(6))
+async def test_a_cancel_landing_while_the_uplink_reaps_its_waiters_ends_the_task(
+    tmp_path: Path, turns: int
+) -> None:
+    """The agent's shutdown cancels every task once. A cancel that landed while the uplink awaited
+    the waiters it had just cancelled was swallowed with theirs, and the uplink went on, so the
+    agent never exited (seen under emulation, where that moment is longer). Cancelled at each of
+    the first suspension points of a loop of `_wait`, the task must end."""
+    buffer = await Buffer.open(tmp_path / "b.db", max_bytes=1 << 30, wall=lambda: NOW)
+    link = SilentLink()
+    link.up()
+    uplink = Uplink(link=link, buffer=buffer, topic="t", gateway_id="g", community_id="c")  # type: ignore[arg-type]
+
+    async def spin() -> None:
+        while True:
+            await uplink._wait(0)
+
+    task = asyncio.create_task(spin())
+    try:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+    finally:
+        await buffer.close()
