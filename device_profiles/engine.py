@@ -29,20 +29,23 @@ from device_profiles.standard import DecodeError
 
 #: Default cap on a payload's size. A profile's own `max_payload_bytes` may be lower.
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
-#: Topics whose profile candidates are remembered (the cache is emptied when full).
+#: Topics whose route is remembered (the cache is emptied when full). A gateway's topics are
+#: mostly one per device; each costs a dict slot and its key, the routes themselves are shared.
 ROUTE_CACHE_SIZE: Final = 16384
 
 
 class Route:
-    """What a topic leads to: its groups, candidate profiles, and each candidate's topic variables."""
+    """What topics of one shape lead to: their groups and candidate profiles.
 
-    __slots__ = ("candidates", "groups", "single", "topic_vars")
+    One object per distinct set of groups, shared by every topic that reaches it (a topic's
+    variables are read from the topic itself per message, so a route holds nothing per device).
+    """
 
-    def __init__(self, index: TopicIndex, topic: str) -> None:
-        parts = topic.split("/")
-        self.groups = index.groups_for(parts)
+    __slots__ = ("candidates", "groups", "single")
+
+    def __init__(self, groups: list[Group]) -> None:
+        self.groups = groups
         self.candidates = [c for g in self.groups for c in g.candidates]
-        self.topic_vars = {c: c.topic_vars(parts) for c in self.candidates}
         self.single = self.groups[0] if len(self.groups) == 1 else None
 
 
@@ -79,6 +82,7 @@ class ProfileSet:
         self._max_bytes = max_payload_bytes
         self._sources = MappingProxyType(dict(sources or {}))
         self._routes: dict[str, Route] = {}
+        self._shared_routes: dict[tuple[int, ...], Route] = {}
 
     @classmethod
     def load(cls, *dirs: Path, device_map: Mapping[str, str] | None = None) -> ProfileSet:
@@ -172,12 +176,16 @@ class ProfileSet:
                     "too_large",
                     f"payload is {len(payload)} bytes, the profile's cap is {decoder.max_payload_bytes}",
                 )
-            return decoder.decode(doc, route.topic_vars[candidate], payload, received_at)
+            return decoder.decode(doc, candidate.topic_vars(topic.split("/")), payload, received_at)
         except Rejected as exc:
             return DecodeError(reason=exc.reason, message=exc.message, topic=topic, profile=selected)
 
     def _route(self, topic: str) -> Route:
-        route = Route(self._index, topic)
+        groups = self._index.groups_for(topic.split("/"))
+        key = tuple(id(g) for g in groups)  # the index's groups live as long as the index
+        route = self._shared_routes.get(key)
+        if route is None:
+            route = self._shared_routes[key] = Route(groups)
         if len(self._routes) >= ROUTE_CACHE_SIZE:
             self._routes.clear()
         self._routes[topic] = route
@@ -213,9 +221,10 @@ class ProfileSet:
 
     def _by_inventory(self, topic: str, route: Route, docs: dict[Group, Any]) -> list[Candidate] | None:
         """[the candidate] the inventory names for this message's device, or None to fall back to rules."""
+        parts = topic.split("/")
         for c in route.candidates:
             try:
-                device_id = c.decoder.device_id(docs[c.group], route.topic_vars[c])
+                device_id = c.decoder.device_id(docs[c.group], c.topic_vars(parts))
             except Rejected:
                 continue
             mapped = self._device_map.get(device_id)

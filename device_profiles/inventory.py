@@ -102,6 +102,26 @@ class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     devices: tuple[Device, ...] = ()
 
 
+def _shared_strings(devices: tuple[Device, ...]) -> tuple[Device, ...]:
+    """The devices with one string object per distinct type, profile, community and gateway.
+
+    A decoder makes a new string for every value it reads, and these four repeat on every device:
+    sharing them saves about 250 bytes per device (2.5 MB of a gateway's 10,000-device inventory).
+    """
+    shared: dict[str, str] = {}
+    one = shared.setdefault
+    return tuple(
+        msgspec.structs.replace(
+            d,
+            device_type=one(d.device_type, d.device_type),
+            profile=one(d.profile, d.profile),
+            community_id=one(d.community_id, d.community_id),
+            gateway_id=one(d.gateway_id, d.gateway_id),
+        )
+        for d in devices
+    )
+
+
 class Inventory:
     """An immutable, validated list of devices with lookups by device id and gateway.
 
@@ -158,7 +178,7 @@ class Inventory:
             raise InventoryError(
                 file, "version", f"unsupported version {parsed.version} (this is {INVENTORY_VERSION})"
             )
-        inventory = cls(parsed.devices, path=file)
+        inventory = cls(_shared_strings(parsed.devices), path=file)
         if profiles is not None:
             inventory.check_profiles(profiles)
         return inventory

@@ -26,7 +26,7 @@ class InventoryView:
         self.gateway_id = gateway_id
         self._all = inventory
         self.devices: Mapping[str, Device] = MappingProxyType(
-            {d.device_id: d for d in inventory.for_gateway(gateway_id)}
+            {d.device_id: d for d in inventory if d.gateway_id == gateway_id}
         )
 
     @property

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -35,7 +35,8 @@ class DeviceMemory:
     last_seen_us: int
     persisted_seen_us: int
     offline: bool = False
-    state: dict[str, float] = field(default_factory=dict)
+    #: the last value of each state metric (None until the device sends one: most never do)
+    state: dict[str, float] | None = None
 
     def row(self) -> DeviceRow:
         return DeviceRow(
@@ -46,7 +47,7 @@ class DeviceMemory:
 
     @classmethod
     def from_row(cls, row: DeviceRow) -> DeviceMemory:
-        state = _state_dec.decode(row.state) if row.state else {}
+        state = _state_dec.decode(row.state) if row.state else None
         return cls(
             last_seen_us=row.last_seen_us,
             persisted_seen_us=row.last_seen_us,

@@ -117,6 +117,36 @@ class UnknownDevices:
         return count
 
 
+class RecentIds:
+    """The last `size` reading ids seen, to drop repeats: a dict for lookups and a ring for their
+    order (about 30 bytes per id besides the id, against about 100 in an `OrderedDict`)."""
+
+    __slots__ = ("_ids", "_next", "_ring")
+
+    def __init__(self, size: int) -> None:
+        self._ids: dict[str, None] = {}
+        self._ring: list[str | None] = [None] * size
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, reading_id: str) -> bool:
+        return reading_id in self._ids
+
+    def add(self, reading_id: str) -> None:
+        """Remember an id not yet remembered, forgetting the oldest when full."""
+        ring = self._ring
+        if not ring:
+            return
+        oldest = ring[self._next]
+        if oldest is not None:
+            del self._ids[oldest]
+        ring[self._next] = reading_id
+        self._ids[reading_id] = None
+        self._next = (self._next + 1) % len(ring)
+
+
 class Normaliser:
     """Turns field messages into intake entries (see the module docstring for the steps)."""
 
@@ -142,7 +172,7 @@ class Normaliser:
         self.dedupe_ids_remembered = dedupe_ids_remembered
         self.state_events = state_events
         self.wall = wall
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent = RecentIds(dedupe_ids_remembered)
         self.received = 0
         self.quarantined = 0
         self.duplicates = 0
@@ -210,9 +240,7 @@ class Normaliser:
                 self.duplicates += 1
                 intake.counters["duplicates_dropped"] = intake.counters.get("duplicates_dropped", 0) + 1
                 return False
-            self._recent[rid] = None
-            if len(self._recent) > self.dedupe_ids_remembered:
-                self._recent.popitem(last=False)
+            self._recent.add(rid)
         ts = device_ts = None
         quality = None
         if not estimated and abs(to_us(reading.ts) - now_us) > self.skew_us:
@@ -230,12 +258,15 @@ class Normaliser:
                 pair = STATE_EVENTS.get(metric)
                 if pair is None:
                     continue
-                before = mem.state.get(metric)
+                state = mem.state
+                before = state.get(metric) if state is not None else None
                 now_on = value != 0
                 if before is not None and (before != 0) != now_on:
                     derived.append(pair[0] if now_on else pair[1])
                 if before != value:
-                    mem.state[metric] = value
+                    if state is None:
+                        state = mem.state = {}
+                    state[metric] = value
                     persist = True
             if derived:
                 events = (*events, *derived)
