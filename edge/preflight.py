@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from device_profiles import DERIVED_EVENTS, SHIPPED_DIR, DeviceProfilesError, ProfileSet
+from device_profiles.inventory import Inventory
 from device_profiles.inventory import InventoryError as InventoryFileError
 from edge.config import EdgeConfig
 from edge.errors import InventoryError, PreflightError
@@ -61,28 +62,29 @@ def preflight(config: EdgeConfig) -> Loaded:
     listing every problem."""
     problems: list[str] = []
     profiles: ProfileSet | None = None
-    inventory: InventoryView | None = None
+    whole: Inventory | None = None
     try:
         profiles = load_profiles(config)
     except DeviceProfilesError as exc:  # a ProfileError names the file and the field
         problems.append(f"profiles: {exc}")
     try:
-        inventory = load_inventory(config.inventory, gateway_id=config.gateway_id)
+        whole = load_inventory(config.inventory)
     except InventoryError as exc:
         problems.append(f"inventory: {exc}")
-    if profiles is None or inventory is None:
+    if profiles is None or whole is None:
         raise PreflightError(problems)
+    inventory = InventoryView(whole, gateway_id=config.gateway_id)
     filters = tuple(profiles.topic_filters())
-    problems += _grouped(inventory.whole.profile_problems(profiles, gateway_id=config.gateway_id))
+    problems += _grouped(whole.profile_problems(profiles, gateway_id=config.gateway_id))
     problems += unheard_profiles(profiles, inventory, filters)
     if problems:
         raise PreflightError(problems)
     warnings = unmatched_classes(config, profiles)
     if not len(inventory):
-        gateways = ", ".join(inventory.whole.gateways()[:NAMED_PER_PROBLEM]) or "none"
+        gateways = ", ".join(whole.gateways()[:NAMED_PER_PROBLEM]) or "none"
         warnings.append(
             f"inventory: {config.inventory} assigns no device to gateway {config.gateway_id!r} "
-            f"(it has {len(inventory.whole)} devices, for gateways: {gateways}); "
+            f"(it has {len(whole)} devices, for gateways: {gateways}); "
             "every message will be quarantined as unknown_device"
         )
     return Loaded(profiles=profiles, inventory=inventory, filters=filters, warnings=tuple(warnings))
