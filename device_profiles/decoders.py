@@ -293,9 +293,22 @@ class CompiledDecoder:
 
         return device_id
 
-    def decode(self, doc: Any, topic_vars: dict[str, str], payload: bytes, received_at: datetime) -> Reading:
-        """Decode a payload already parsed (`doc`: the projected JSON document, None for hex/binary)."""
-        device_id = self.device_id(doc, topic_vars)
+    def decode(
+        self,
+        doc: Any,
+        topic_vars: dict[str, str],
+        payload: bytes,
+        received_at: datetime,
+        *,
+        device_id: str | None = None,
+    ) -> Reading:
+        """Decode a payload already parsed (`doc`: the projected JSON document, None for hex/binary).
+
+        `device_id`: the id already read and validated by this decoder's rule (profile selection
+        by the inventory reads it first), else it is read here.
+        """
+        if device_id is None:
+            device_id = self.device_id(doc, topic_vars)
         vals: tuple[Any, ...] = ()
         if self._unpack is not None and self._body is not None:
             body = self._body(doc, payload)

@@ -29,16 +29,15 @@ from device_profiles.standard import DecodeError
 
 #: Default cap on a payload's size. A profile's own `max_payload_bytes` may be lower.
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
-#: Topics whose route is remembered (the cache is emptied when full). A gateway's topics are
-#: mostly one per device; each costs a dict slot and its key, the routes themselves are shared.
-ROUTE_CACHE_SIZE: Final = 16384
 
 
 class Route:
     """What topics of one shape lead to: their groups and candidate profiles.
 
-    One object per distinct set of groups, shared by every topic that reaches it (a topic's
-    variables are read from the topic itself per message, so a route holds nothing per device).
+    One object per distinct set of groups, shared by every topic that reaches it. Nothing is kept
+    per topic: a gateway's topics are mostly one per device, and finding a topic's groups (a
+    comparison of its literal levels per group of its length) costs about as much as a cache's
+    lookup would save.
     """
 
     __slots__ = ("candidates", "groups", "single")
@@ -81,8 +80,7 @@ class ProfileSet:
         self._device_map = dict(device_map or {})
         self._max_bytes = max_payload_bytes
         self._sources = MappingProxyType(dict(sources or {}))
-        self._routes: dict[str, Route] = {}
-        self._shared_routes: dict[tuple[int, ...], Route] = {}
+        self._routes: dict[tuple[int, ...], Route] = {}
 
     @classmethod
     def load(cls, *dirs: Path, device_map: Mapping[str, str] | None = None) -> ProfileSet:
@@ -154,21 +152,25 @@ class ProfileSet:
                 if received_at.tzinfo is None or received_at.utcoffset() is None:
                     raise Rejected("bad_timestamp", "received_at must be timezone-aware")
                 received_at = received_at.astimezone(UTC)
-            route = self._routes.get(topic)
+            parts = topic.split("/")
+            groups = self._index.groups_for(parts)
+            key = tuple(map(id, groups))  # the index's groups live as long as the index
+            route = self._routes.get(key)
             if route is None:
-                route = self._route(topic)
+                route = self._routes[key] = Route(groups)
             if len(payload) > self._max_bytes:
                 raise Rejected("too_large", f"payload is {len(payload)} bytes, the cap is {self._max_bytes}")
             group = route.single
+            device_id: str | None = None
             if group is not None and profile is None and not self._device_map:  # the usual case, inline
                 doc = group.parse(payload)
                 matching = group.by_rules(doc)
                 if len(matching) == 1:
                     candidate = matching[0]
                 else:
-                    candidate, doc = self._select(topic, route, payload, profile)
+                    candidate, doc, device_id = self._select(topic, parts, route, payload, profile)
             else:
-                candidate, doc = self._select(topic, route, payload, profile)
+                candidate, doc, device_id = self._select(topic, parts, route, payload, profile)
             decoder = candidate.decoder
             selected = decoder.id
             if len(payload) > decoder.max_payload_bytes:
@@ -176,29 +178,21 @@ class ProfileSet:
                     "too_large",
                     f"payload is {len(payload)} bytes, the profile's cap is {decoder.max_payload_bytes}",
                 )
-            return decoder.decode(doc, candidate.topic_vars(topic.split("/")), payload, received_at)
+            return decoder.decode(doc, candidate.topic_vars(parts), payload, received_at, device_id=device_id)
         except Rejected as exc:
             return DecodeError(reason=exc.reason, message=exc.message, topic=topic, profile=selected)
 
-    def _route(self, topic: str) -> Route:
-        groups = self._index.groups_for(topic.split("/"))
-        key = tuple(id(g) for g in groups)  # the index's groups live as long as the index
-        route = self._shared_routes.get(key)
-        if route is None:
-            route = self._shared_routes[key] = Route(groups)
-        if len(self._routes) >= ROUTE_CACHE_SIZE:
-            self._routes.clear()
-        self._routes[topic] = route
-        return route
-
-    def _select(self, topic: str, route: Route, payload: bytes, forced: str | None) -> tuple[Candidate, Any]:
-        """The candidate profile for this message and the payload as its group parsed it."""
+    def _select(
+        self, topic: str, parts: list[str], route: Route, payload: bytes, forced: str | None
+    ) -> tuple[Candidate, Any, str | None]:
+        """The candidate profile for this message, the payload as its group parsed it, and the
+        device id when choosing found it already (by the inventory)."""
         if forced is not None:
             if forced not in self._profiles:
                 raise Rejected("unknown_profile", f"no profile with id {forced!r} is loaded")
             for c in route.candidates:
                 if c.decoder.id == forced:
-                    return c, c.group.parse(payload)
+                    return c, c.group.parse(payload), None
             raise Rejected("no_profile", f"topic {topic!r} does not fit profile {forced!r}")
         if not route.candidates:
             raise Rejected("no_profile", f"no profile handles topic {topic!r}")
@@ -206,22 +200,26 @@ class ProfileSet:
             doc = route.single.parse(payload)
             matching = route.single.by_rules(doc)
             if len(matching) == 1:
-                return matching[0], doc
+                return matching[0], doc, None
             docs = {route.single: doc}
         else:
             docs = {g: g.parse(payload) for g in route.groups}
-            chosen = self._by_inventory(topic, route, docs) if self._device_map else None
-            matching = [c for g in route.groups for c in g.by_rules(docs[g])] if chosen is None else chosen
+            chosen = self._by_inventory(topic, parts, route, docs) if self._device_map else None
+            if chosen is not None:
+                return chosen[0], docs[chosen[0].group], chosen[1]
+            matching = [c for g in route.groups for c in g.by_rules(docs[g])]
         if len(matching) == 1:
-            return matching[0], docs[matching[0].group]
+            return matching[0], docs[matching[0].group], None
         if not matching:
             raise Rejected("no_profile", f"no profile for topic {topic!r} matches the payload")
         ids = ", ".join(sorted(c.decoder.id for c in matching))
         raise Rejected("ambiguous_profile", f"the payload fits several profiles: {ids}")
 
-    def _by_inventory(self, topic: str, route: Route, docs: dict[Group, Any]) -> list[Candidate] | None:
-        """[the candidate] the inventory names for this message's device, or None to fall back to rules."""
-        parts = topic.split("/")
+    def _by_inventory(
+        self, topic: str, parts: list[str], route: Route, docs: dict[Group, Any]
+    ) -> tuple[Candidate, str | None] | None:
+        """The candidate the inventory names for this message's device, and the device id when that
+        candidate reads it the same way; or None to fall back to rules."""
         for c in route.candidates:
             try:
                 device_id = c.decoder.device_id(docs[c.group], c.topic_vars(parts))
@@ -232,7 +230,7 @@ class ProfileSet:
                 continue
             for other in route.candidates:
                 if other.decoder.id == mapped:
-                    return [other]
+                    return other, device_id if other.reads_id_as(c) else None
             if mapped not in self._profiles:
                 raise Rejected(
                     "unknown_profile", f"the inventory maps {device_id!r} to unknown profile {mapped!r}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any
 
 from device_profiles.decoders import CompiledDecoder
@@ -59,7 +60,7 @@ def compile_rules(rules: Iterable[MatchRule], getter: GetterFactory) -> Predicat
 class Candidate:
     """A profile under one of its topic patterns, compiled for its group's projection."""
 
-    __slots__ = ("decoder", "group", "names", "predicate", "rest")
+    __slots__ = ("decoder", "group", "id_key", "names", "predicate", "rest")
 
     def __init__(self, profile: Profile, pattern: str, group: Group) -> None:
         self.group = group
@@ -67,6 +68,14 @@ class Candidate:
         self.names = [(i, name) for i, (seg, name) in enumerate(_annotated(pattern)) if seg is None]
         self.predicate = compile_rules(profile.match, group.getter)
         self.rest = self.predicate  # replaced by the group when one rule becomes a table lookup
+        spec = profile.device_id
+        topic_level = next((i for i, name in self.names if name == spec.topic), None)
+        #: how the device id is read: candidates of one group with equal keys read the same id
+        self.id_key = (spec.path, topic_level, spec.case, spec.pattern)
+
+    def reads_id_as(self, other: Candidate) -> bool:
+        """Whether this candidate reads a message's device id exactly as `other` does."""
+        return self.group is other.group and self.id_key == other.id_key
 
     def topic_vars(self, parts: list[str]) -> dict[str, str]:
         return {name: parts[i] for i, name in self.names}
@@ -86,6 +95,13 @@ class Group:
     def __init__(self, filter_: str, members: list[tuple[Profile, str]]) -> None:
         self.filter = filter_
         self.literals = [(i, seg) for i, seg in enumerate(filter_.split("/")) if seg != "+"]
+        # The literal levels of a topic in one C call, compared with the filter's.
+        self._literals_of: Callable[[list[str]], Any] = (
+            itemgetter(*(i for i, _ in self.literals)) if self.literals else lambda parts: ()
+        )
+        self._literal_values: Any = (
+            self.literals[0][1] if len(self.literals) == 1 else tuple(seg for _, seg in self.literals)
+        )
         json_profiles = [p for p, _ in members if p.payload.format == "json"]
         self.is_json = bool(json_profiles)
         self.projection = (
@@ -133,7 +149,7 @@ class Group:
         )
 
     def matches(self, parts: list[str]) -> bool:
-        return all(parts[i] == seg for i, seg in self.literals)
+        return bool(self._literals_of(parts) == self._literal_values)
 
     def by_rules(self, doc: Any) -> list[Candidate]:
         """The candidates whose match rules hold for `doc`."""

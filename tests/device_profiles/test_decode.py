@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import yaml
 
 from device_profiles import DecodeError, ProfileSet, Reading
+from device_profiles.loader import SHIPPED_DIR
+from device_profiles.model import Profile
 from tests.device_profiles.conftest import (
     CS_TOPIC,
     DEDUP,
@@ -224,6 +227,22 @@ def test_device_map_naming_a_profile_of_another_topic(profiles: ProfileSet) -> N
     unknown = mapped.decode("zigbee2mqtt/door_2", dumps(Z2M_DOOR), RECEIVED)
     assert isinstance(unknown, DecodeError)
     assert unknown.reason == "unknown_profile"
+
+
+def test_device_map_choice_reads_the_device_id_the_chosen_profiles_way() -> None:
+    """The inventory is consulted with the id one candidate reads; the candidate it names reads
+    the id again when its rule differs (here: upper case), so the reading carries that one."""
+    base = yaml.safe_load((SHIPPED_DIR / "aqara" / "mccgq11lm.yaml").read_text())
+    keep = Profile.model_validate({**base, "id": "acme/keep"})
+    upper = Profile.model_validate(
+        {**base, "id": "acme/upper", "device_id": {"topic": "device_id", "case": "upper"}}
+    )
+    for order in ([keep, upper], [upper, keep]):
+        mapped = ProfileSet(order, device_map={"Door_1": "acme/upper", "DOOR_2": "acme/keep"})
+        first = decode_ok(mapped, "zigbee2mqtt/Door_1", dumps(Z2M_DOOR))
+        assert (first.profile, first.device_id) == ("acme/upper", "DOOR_1")
+        second = decode_ok(mapped, "zigbee2mqtt/door_2", dumps(Z2M_DOOR))
+        assert (second.profile, second.device_id) == ("acme/keep", "door_2")
 
 
 def test_ambiguous_profile(profiles: ProfileSet) -> None:

@@ -19,7 +19,7 @@ from edge.errors import NoSubscribers
 from edge.inventory import InventoryView
 from edge.liveness import Liveness
 from edge.mqtt import MqttLink, backoff_delay
-from edge.normalise import Classifier, Normaliser
+from edge.normalise import Classifier, Normaliser, RecentIds
 from simulators.services import MosquittoBroker
 from tests.edge.conftest import GATEWAY, Fleet
 
@@ -145,3 +145,22 @@ def test_a_bug_on_one_message_quarantines_it_and_intake_goes_on(tmp_path: Path) 
     topic, payload, _ = fleet.payload(door)
     with pytest.raises(MemoryError):
         norm.handle(topic, payload, intake)
+
+
+def test_recent_ids_forget_the_oldest_first() -> None:
+    recent = RecentIds(3)
+    for rid in ("a", "b", "c"):
+        recent.add(rid)
+    assert len(recent) == 3
+    assert all(r in recent for r in "abc")
+    recent.add("d")
+    assert "a" not in recent
+    assert all(r in recent for r in "bcd")
+    for rid in ("e", "f", "g"):
+        recent.add(rid)
+    assert len(recent) == 3
+    assert [r for r in "abcdefg" if r in recent] == ["e", "f", "g"]
+    nothing = RecentIds(0)
+    nothing.add("a")
+    assert "a" not in nothing
+    assert len(nothing) == 0
