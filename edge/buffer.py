@@ -6,8 +6,13 @@ Layout (docs/edge.md has the details):
   `chunk_max` readings each), the concatenated `edge.envelope.encode_reading` bytes compressed with
   zlib. A chunk costs one row and one compressed blob instead of hundreds of small rows, which
   keeps disk use far under 200 bytes per reading and makes intake one INSERT per commit.
-- ``batches``: envelopes fixed when formed (alarm batches first), stored zlib-compressed, and
-  deleted after their PUBACK, so a resend after a restart is byte-identical.
+- ``batches``: envelopes fixed when formed (alarm batches first) and deleted after their PUBACK,
+  so a resend after a restart is byte-identical. A batch of whole chunks stores only its header
+  (the envelope up to its readings) and the range of chunk ids it consists of; those chunks stay
+  where they are, marked as batched by ``meta.<class>_batched`` (the highest chunk id in a batch),
+  and go with the batch. So a reading is written once, not copied into a batch row (the bytes an
+  SD card is spared: docs/benchmarks.md). A batch cut from one oversized chunk (the batch size
+  was lowered) stores its whole envelope, zlib-compressed, as earlier agents did.
 - ``devices``: each device's last state (for state-change events) and last-seen time (liveness).
 - ``quarantine``: undecodable or unknown input, bounded, oldest dropped.
 - ``counters``: persisted counts (evicted, expired, quarantined, ...).
@@ -64,7 +69,7 @@ ALARM: Final = 0
 TELEMETRY: Final = 1
 CLASS_NAMES: Final = ("alarm", "telemetry")
 _TABLES: Final = ("alarm", "telemetry")
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: Counters persisted in the ``counters`` table.
 COUNTERS: Final = (
@@ -90,7 +95,7 @@ CREATE TABLE IF NOT EXISTS telemetry (
     data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY, class INTEGER NOT NULL, n INTEGER NOT NULL, at_min INTEGER NOT NULL,
-    payload BLOB NOT NULL);
+    payload BLOB NOT NULL, first_chunk INTEGER, last_chunk INTEGER);
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY, state BLOB, last_seen_us INTEGER NOT NULL, offline INTEGER NOT NULL)
     WITHOUT ROWID;
@@ -167,11 +172,17 @@ class Store:
             self._sync("FULL" if durability == "full" else "NORMAL")
             self.conn.executescript(_SCHEMA)
             self.conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('next_batch_seq', 1)",
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('next_batch_seq', 1), "
+                "('alarm_batched', 0), ('telemetry_batched', 0)",
                 (SCHEMA_VERSION,),
             )
             version = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-            if version != SCHEMA_VERSION:
+            if version == 1:  # an earlier agent's buffer: its batches hold whole envelopes
+                with self._transaction("upgrading the buffer"):
+                    self.conn.execute("ALTER TABLE batches ADD COLUMN first_chunk INTEGER")
+                    self.conn.execute("ALTER TABLE batches ADD COLUMN last_chunk INTEGER")
+                    self.conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
+            elif version != SCHEMA_VERSION:
                 raise BufferError_(f"{path}: schema version {version}, this agent reads {SCHEMA_VERSION}")
             self.conn.executemany(
                 "INSERT OR IGNORE INTO counters VALUES (?, 0)", [(name,) for name in COUNTERS]
@@ -180,6 +191,11 @@ class Store:
         except sqlite3.Error as exc:
             raise _mapped(f"cannot open the buffer {path}", exc) from exc
         self._synchronous = "FULL" if durability == "full" else "NORMAL"
+
+    def _batched(self, table: str) -> int:
+        """The highest chunk id of `table` in a batch: chunks up to it belong to batches."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (f"{table}_batched",)).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def _sync(self, mode: str) -> None:
         self.conn.execute(f"PRAGMA synchronous={mode}")
@@ -266,9 +282,16 @@ class Store:
             evicted = self._make_room(incoming)
             for table, chunks in (("alarm", alarm_chunks), ("telemetry", telemetry_chunks)):
                 if chunks:
+                    # Ids above every batched one, even when the batched chunks are gone (SQLite
+                    # would reuse the ids of deleted rows at the end of the table).
+                    last = self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]  # noqa: S608
+                    start = max(int(last), self._batched(table)) + 1
                     self.conn.executemany(
-                        f"INSERT INTO {table} (n, at_min, at_max, data) VALUES (?, ?, ?, ?)",  # noqa: S608
-                        [(n, intake.at_min, intake.at_max, data) for n, data in chunks],
+                        f"INSERT INTO {table} (id, n, at_min, at_max, data) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
+                        [
+                            (start + i, n, intake.at_min, intake.at_max, data)
+                            for i, (n, data) in enumerate(chunks)
+                        ],
                     )
             if intake.devices:
                 self.conn.executemany(
@@ -321,9 +344,10 @@ class Store:
             return 0
         target = used + incoming - int(self.db_budget * 0.85)
         evicted = freed = 0
+        batched = self._batched("telemetry")  # chunks in batches are in flight: not evicted
         while freed < target:
             rows = self.conn.execute(
-                "SELECT id, n, length(data) FROM telemetry ORDER BY id LIMIT 64"
+                "SELECT id, n, length(data) FROM telemetry WHERE id > ? ORDER BY id LIMIT 64", (batched,)
             ).fetchall()
             if not rows:
                 break
@@ -334,7 +358,7 @@ class Store:
                 if freed >= target:
                     last = rid
                     break
-            self.conn.execute("DELETE FROM telemetry WHERE id <= ?", (last,))
+            self.conn.execute("DELETE FROM telemetry WHERE id > ? AND id <= ?", (batched, last))
         if used + incoming - freed > self.db_budget:
             # Nothing left to evict: what is left is alarms (and batches in flight).
             raise BufferFull(used - freed, self.db_budget)
@@ -346,11 +370,12 @@ class Store:
         """Drop telemetry older than the TTL (whole chunks by their newest reading); count it."""
         cutoff = int(self.wall() - self.telemetry_max_age_s)
         with self._transaction("buffer expiry failed"):
+            batched = self._batched("telemetry")  # chunks in batches are in flight: not expired
             n = self.conn.execute(
-                "SELECT coalesce(sum(n), 0) FROM telemetry WHERE at_max < ?", (cutoff,)
+                "SELECT coalesce(sum(n), 0) FROM telemetry WHERE at_max < ? AND id > ?", (cutoff, batched)
             ).fetchone()[0]
             if n:
-                self.conn.execute("DELETE FROM telemetry WHERE at_max < ?", (cutoff,))
+                self.conn.execute("DELETE FROM telemetry WHERE at_max < ? AND id > ?", (cutoff, batched))
                 self._count({"expired": int(n)})
         return int(n)
 
@@ -368,9 +393,10 @@ class Store:
     def _form(self, table: str, batch_class: int, max_readings: int, build: EnvelopeBuilder) -> Batch | None:
         # Read chunks one at a time and stop at the first that does not fit: a backlog of full
         # chunks must not load hundreds of blobs to use one.
+        batched = self._batched(table)
         cursor = self.conn.execute(
-            f"SELECT id, n, at_min, data FROM {table} ORDER BY id LIMIT ?",  # noqa: S608
-            (max(1, max_readings),),
+            f"SELECT id, n, at_min, data FROM {table} WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608
+            (batched, max(1, max_readings)),
         )
         rows = []
         wanted = 0
@@ -385,6 +411,7 @@ class Store:
         taken: list[bytes] = []
         count = 0
         at_min = rows[0][2]
+        first_id = rows[0][0]
         last_id = None
         for rid, n, chunk_at, data in rows:
             if count and count + n > max_readings:
@@ -406,42 +433,74 @@ class Store:
             count += n
             at_min = min(at_min, chunk_at)
             last_id = rid
-        if last_id is not None:
-            self.conn.execute(f"DELETE FROM {table} WHERE id <= ?", (last_id,))  # noqa: S608
         seq = int(self.conn.execute("SELECT value FROM meta WHERE key = 'next_batch_seq'").fetchone()[0])
         self.conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'next_batch_seq'")
-        payload = build(
-            seq,
-            "alarm" if batch_class == ALARM else "telemetry",
-            pack_array(count, b"".join(taken)),
-            self.counters(),
-        )
-        self.conn.execute(
-            "INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
-            (seq, batch_class, count, at_min, zlib.compress(payload, 1)),
-        )
+        readings = pack_array(count, b"".join(taken))
+        payload = build(seq, "alarm" if batch_class == ALARM else "telemetry", readings, self.counters())
+        if last_id is not None and payload.endswith(readings):
+            # Whole chunks: the batch is its header and their ids; they stay, marked as batched.
+            self.conn.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, batch_class, count, at_min, payload[: len(payload) - len(readings)], first_id, last_id),
+            )
+            self.conn.execute("UPDATE meta SET value = ? WHERE key = ?", (last_id, f"{table}_batched"))
+        else:
+            if last_id is not None:
+                self.conn.execute(f"DELETE FROM {table} WHERE id > ? AND id <= ?", (batched, last_id))  # noqa: S608
+            self.conn.execute(
+                "INSERT INTO batches (seq, class, n, at_min, payload) VALUES (?, ?, ?, ?, ?)",
+                (seq, batch_class, count, at_min, zlib.compress(payload, 1)),
+            )
         return Batch(seq=seq, batch_class=batch_class, count=count, at_min=at_min, payload=payload)
 
     def batches(self) -> list[Batch]:
         """Batches formed and not yet acknowledged: alarm batches first, then by sequence."""
         try:
             rows = self.conn.execute(
-                "SELECT seq, class, n, at_min, payload FROM batches ORDER BY class, seq"
+                "SELECT seq, class, n, at_min, payload, first_chunk, last_chunk FROM batches "
+                "ORDER BY class, seq"
             ).fetchall()
+            return [
+                Batch(
+                    seq=seq,
+                    batch_class=cls,
+                    count=n,
+                    at_min=at_min,
+                    payload=_stored_payload(stored)
+                    if first is None
+                    else self._rebuilt(seq, cls, n, stored, first, last),
+                )
+                for seq, cls, n, at_min, stored, first, last in rows
+            ]
         except sqlite3.Error as exc:
             raise _mapped("reading batches failed", exc) from exc
-        return [
-            Batch(seq=r[0], batch_class=r[1], count=r[2], at_min=r[3], payload=_stored_payload(r[4]))
-            for r in rows
-        ]
+
+    def _rebuilt(self, seq: int, batch_class: int, count: int, header: bytes, first: int, last: int) -> bytes:
+        """A batch of whole chunks as it was formed: its header, then its chunks' readings."""
+        rows = self.conn.execute(
+            f"SELECT n, data FROM {_TABLES[batch_class]} WHERE id >= ? AND id <= ? ORDER BY id",  # noqa: S608
+            (first, last),
+        ).fetchall()
+        if sum(n for n, _ in rows) != count:
+            raise BufferError_(
+                f"batch {seq}: its chunks {first}-{last} hold {sum(n for n, _ in rows)} readings, not {count}"
+            )
+        return bytes(header) + pack_array(count, b"".join(zlib.decompress(data) for _, data in rows))
 
     def delete_batch(self, seq: int) -> None:
         # Not fsynced: if a power cut rolls the deletion back, the batch is resent byte for byte
         # and the cloud drops the repeat.
         with self._transaction(f"deleting batch {seq} failed", synchronous="NORMAL"):
-            row = self.conn.execute("SELECT n FROM batches WHERE seq = ?", (seq,)).fetchone()
+            row = self.conn.execute(
+                "SELECT n, class, first_chunk, last_chunk FROM batches WHERE seq = ?", (seq,)
+            ).fetchone()
             if row is not None:
                 self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+                if row[2] is not None:
+                    self.conn.execute(
+                        f"DELETE FROM {_TABLES[row[1]]} WHERE id >= ? AND id <= ?",  # noqa: S608
+                        (row[2], row[3]),
+                    )
                 self._count({"readings_sent": int(row[0]), "batches_sent": 1})
 
     # -- reading back ---------------------------------------------------------------------
@@ -488,7 +547,10 @@ class Store:
             depth = {}
             oldest: list[int] = []
             for table in _TABLES:
-                n, at = self.conn.execute(f"SELECT coalesce(sum(n), 0), min(at_min) FROM {table}").fetchone()  # noqa: S608
+                n, at = self.conn.execute(
+                    f"SELECT coalesce(sum(n), 0), min(at_min) FROM {table} WHERE id > ?",  # noqa: S608
+                    (self._batched(table),),
+                ).fetchone()
                 depth[table] = int(n)
                 if at is not None:
                     oldest.append(int(at))

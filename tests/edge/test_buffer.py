@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import uuid
 import zlib
 from pathlib import Path
@@ -116,20 +117,71 @@ def test_batches_are_fixed_and_resent_byte_identical_after_reopen(tmp_path: Path
     assert store.stats().depth == 0
 
 
-def test_batches_are_stored_compressed_and_an_older_agents_rows_read_as_they_are(tmp_path: Path) -> None:
-    store = _store(tmp_path / "b.db")
-    store.commit(_intake([(_reading(i), False) for i in range(500)]))
-    formed = store.form_batch(TELEMETRY, 500, _build)
+def test_a_batch_of_whole_chunks_keeps_them_in_place_and_resends_byte_for_byte(tmp_path: Path) -> None:
+    """Forming a batch writes its header and chunk range, not a copy of the readings; the chunks
+    are neither formed again, evicted nor expired while the batch is in flight, and go with it."""
+    path = tmp_path / "b.db"
+    store = _store(path)
+    for k in range(3):
+        store.commit(_intake([(_reading(100 * k + i), False) for i in range(100)]))
+    formed = store.form_batch(TELEMETRY, 250, _build)  # two whole chunks fit, the third waits
     assert formed is not None
-    stored = store.conn.execute("SELECT payload FROM batches WHERE seq = ?", (formed.seq,)).fetchone()[0]
-    assert zlib.decompress(stored) == formed.payload
-    assert len(stored) < len(formed.payload) / 2  # what an SD card is spared
-    # A row an earlier agent wrote (the envelope as is) after an upgrade in place.
-    older = _build(99, "telemetry", formed.payload[-100:], {"evicted": 0})
-    store.conn.execute("INSERT INTO batches VALUES (99, ?, 1, 0, ?)", (TELEMETRY, older))
-    assert older[:1] != b"\x78"
-    assert [(b.seq, b.payload) for b in store.batches()] == [(formed.seq, formed.payload), (99, older)]
+    assert formed.count == 200
+    header, first, last = store.conn.execute(
+        "SELECT payload, first_chunk, last_chunk FROM batches WHERE seq = ?", (formed.seq,)
+    ).fetchone()
+    assert len(header) < 200  # the envelope up to its readings
+    assert formed.payload.startswith(bytes(header))
+    assert (last - first, store.conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]) == (1, 3)
+    assert store.stats().telemetry_readings == 100
+    assert store.stats().batched_readings == 200
+    assert store.expire() == 0  # nothing is older than the TTL here; nor are batched chunks counted
     store.close()
+    again = _store(path)  # a restart: the same bytes go out again
+    assert [(b.seq, b.payload) for b in again.batches()] == [(formed.seq, formed.payload)]
+    second = again.form_batch(TELEMETRY, 250, _build)
+    assert second is not None
+    assert second.count == 100
+    again.delete_batch(formed.seq)
+    assert again.conn.execute("SELECT count(*) FROM telemetry").fetchone()[0] == 1
+    again.delete_batch(second.seq)
+    assert again.stats().depth == 0
+    # New chunks after every batched one was deleted get ids above them, not the freed ones.
+    again.commit(_intake([(_reading(1000), False)]))
+    third = again.form_batch(TELEMETRY, 250, _build)
+    assert third is not None
+    assert decode_envelope(third.payload).readings[0] == decode_reading(_reading(1000))
+    again.close()
+
+
+def test_an_older_agents_buffer_is_upgraded_and_its_batches_read_as_they_are(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    store = _store(path)
+    store.commit(_intake([(_reading(i), False) for i in range(10)]))
+    envelope = _build(7, "telemetry", b"\x90", {"evicted": 0})  # no readings: an empty array
+    store.close()
+    # What an agent of schema version 1 left: batches holding whole envelopes, raw or compressed.
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "ALTER TABLE batches RENAME TO new_batches; "
+            "CREATE TABLE batches (seq INTEGER PRIMARY KEY, class INTEGER NOT NULL, n INTEGER NOT NULL, "
+            "at_min INTEGER NOT NULL, payload BLOB NOT NULL); DROP TABLE new_batches; "
+            "UPDATE meta SET value = 1 WHERE key = 'schema_version'; "
+            "DELETE FROM meta WHERE key IN ('alarm_batched', 'telemetry_batched');"
+        )
+        conn.execute("INSERT INTO batches VALUES (7, ?, 0, 0, ?)", (TELEMETRY, envelope))
+        conn.execute("INSERT INTO batches VALUES (8, ?, 0, 0, ?)", (TELEMETRY, zlib.compress(envelope, 1)))
+    conn.close()
+    upgraded = _store(path)
+    assert upgraded.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 2
+    assert [(b.seq, b.payload) for b in upgraded.batches()] == [(7, envelope), (8, envelope)]
+    assert upgraded.stats().telemetry_readings == 10  # its chunks are not taken for batched
+    upgraded.delete_batch(7)
+    upgraded.delete_batch(8)
+    formed = upgraded.form_batch(TELEMETRY, 500, _build)
+    assert formed is not None
+    assert formed.count == 10
+    upgraded.close()
 
 
 def test_a_freed_page_is_not_written_again_as_zeros(tmp_path: Path) -> None:
