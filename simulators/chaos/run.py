@@ -211,12 +211,7 @@ class ChaosRun:
         self.pki = DemoPki(workdir / "pki")
         self.pg = PostgresCluster(datadir=workdir / "pg", durable=True)
         self.url = self.pg.dsn("postgres")
-        self.cloud = MosquittoBroker(
-            workdir=workdir / "cloud-broker",
-            tls=self.pki.broker,
-            require_client_cert=True,
-            extra_config=[f"acl_file {self.pki.acl}"],
-        )
+        self.cloud = self.pki.cloud_broker(workdir / "cloud-broker")
         self.fields = {gw: MosquittoBroker(workdir=workdir / f"field-{gw}") for gw in self.gateways}
         self.link = LinkCut(target_host=self.cloud.host, target_port=self.cloud.port)
         self.timeline: list[str] = []
@@ -281,7 +276,7 @@ class ChaosRun:
                 field_url=self.fields[gw].url,
                 cloud_url=cloud_url,
                 buffer=root / f"buffer-{gw}.db",
-                overrides={"cloud": {"tls": self.pki.client("gateways", gw)}},
+                overrides=self.pki.gateway_overrides(gw),
             )
             self.edges[gw] = Child.python(
                 name=gw, module="edge", args=["run", "--config", str(edge_toml)], log=root / f"edge-{gw}.log"
@@ -296,8 +291,8 @@ class ChaosRun:
             database_url=self.url,
             mqtt_url=self.cloud.url,
             client_id=client_id,
-            overrides={
-                "mqtt": {"tls": self.pki.client("services", "linli-ingest")},
+            overrides=self.pki.ingest_overrides()
+            | {
                 "alerts": {
                     "inventory": str(self.root / "inventory.json"),
                     "clock": "data",

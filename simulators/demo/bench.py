@@ -1,12 +1,13 @@
 """``linli bench e2e --json``: simulators for 10,000 devices through an edge agent into TimescaleDB.
 
-Private services under a temporary folder: a field broker, a cloud broker (Mosquitto), a durable
-PostgreSQL+TimescaleDB. ``linli cloud ingest`` (one worker) and ``linli edge run`` (one gateway
-serving all devices, default configuration: ``buffer.durability = "full"``) run as subprocesses;
-the simulator runs in this process, publishing at QoS 1 to the field broker, so every publish is
-time-stamped where it happens. A watcher thread polls ``reading_ids`` (the cloud's per-reading
-claim, written in the transaction that stores the reading) every 10 ms: a reading counts as
-committed when its id is first seen there, i.e. after its transaction committed.
+Private services under a temporary folder: a field broker, the cloud broker as linli ships it
+(Mosquitto, mutual TLS, each gateway confined to its topics), a durable PostgreSQL+TimescaleDB.
+``linli cloud ingest`` (one worker) and ``linli edge run`` (one gateway serving all devices, default
+configuration: ``buffer.durability = "full"``) run as subprocesses; the simulator runs in this
+process, publishing at QoS 1 to the field broker, so every publish is time-stamped where it happens.
+A watcher thread polls ``reading_ids`` (the cloud's per-reading claim, written in the transaction
+that stores the reading) every 10 ms: a reading counts as committed when its id is first seen there,
+i.e. after its transaction committed.
 
 1. **throughput** (``readings_per_s``): the agent subscribes once (creating its persistent session
    at the field broker) and stops; the simulator publishes ``--messages`` messages unpaced, which
@@ -45,6 +46,7 @@ from device_profiles.inventory import Inventory
 from simulators.clock import SimClock
 from simulators.demo.children import Child
 from simulators.demo.configs import write_cloud_config, write_edge_config
+from simulators.demo.pki import demo_pki
 from simulators.faults import FaultOptions
 from simulators.fleet import load_fleet
 from simulators.output import MqttSink, Sink
@@ -253,7 +255,8 @@ def run_bench(
     inventory.dump(inv)
     gateway = inventory.devices[0].gateway_id
     field = MosquittoBroker(workdir=workdir / "field")
-    cloud = MosquittoBroker(workdir=workdir / "cloud")
+    pki = demo_pki(workdir / "pki", community_id="bench", gateway_ids=[gateway])
+    cloud = pki.cloud_broker(workdir / "cloud")
     pg = PostgresCluster(datadir=workdir / "pg", durable=True)
     children: list[Child] = []
     try:
@@ -270,7 +273,14 @@ def run_bench(
                 "cloud",
                 "ingest",
                 "--config",
-                str(write_cloud_config(workdir / "cloud.toml", database_url=url, mqtt_url=cloud.url)),
+                str(
+                    write_cloud_config(
+                        workdir / "cloud.toml",
+                        database_url=url,
+                        mqtt_url=cloud.url,
+                        overrides=pki.ingest_overrides(),
+                    )
+                ),
             ],
             log=workdir / "ingest.log",
         )
@@ -282,7 +292,7 @@ def run_bench(
             field_url=field.url,
             cloud_url=cloud.url,
             buffer=workdir / "buffer.db",
-            overrides={"status": {"interval_s": 60.0}},
+            overrides=pki.gateway_overrides(gateway) | {"status": {"interval_s": 60.0}},
         )
         edge = Child.python(
             name="edge", module="edge", args=["run", "--config", str(edge_toml)], log=workdir / "edge.log"

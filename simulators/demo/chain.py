@@ -1,5 +1,6 @@
 """The whole chain for the latency benchmarks, every service the real command as a subprocess:
-a field broker, ``linli edge run`` for one gateway of a 2,000-device fleet, the cloud broker, one
+a field broker, ``linli edge run`` for one gateway of a 2,000-device fleet, the cloud broker as
+linli ships it (mutual TLS with a CA made for the run, each gateway confined to its topics), one
 ingest worker, ``linli cloud alerts`` on the wall clock, a durable PostgreSQL+TimescaleDB, and
 (for pushes) ``linli cloud incidents`` and ``linli cloud notify`` with a local webhook receiver.
 
@@ -30,10 +31,11 @@ from device_profiles.reading import Reading
 from simulators.demo.bench import _pg_pid, _phase
 from simulators.demo.children import Child
 from simulators.demo.configs import write_cloud_config, write_edge_config
+from simulators.demo.pki import DemoPki, demo_pki
 from simulators.fleet import load_fleet
 from simulators.pushes import PushServer
 from simulators.rand import RandomStream
-from simulators.services import MosquittoBroker, PostgresCluster, free_port
+from simulators.services import MosquittoBroker, PostgresCluster
 
 #: The benchmark webhook's signing key (a local receiver only).
 HOOK_KEY = "bench"
@@ -72,13 +74,16 @@ def pin_as_deployed(*, gateway: list[int | None], cloud: list[int | None]) -> No
 class Chain:
     """A running chain; build it with `running_chain`."""
 
-    def __init__(self, *, root: Path, profiles: ProfileSet, button: Device, fleet: Inventory) -> None:
+    def __init__(
+        self, *, root: Path, profiles: ProfileSet, button: Device, fleet: Inventory, pki: DemoPki
+    ) -> None:
         self.root = root
         self.profiles = profiles
         self.button = button
         self.fleet = fleet
         self.field = MosquittoBroker(workdir=root / "field")
-        self.cloud = MosquittoBroker(workdir=root / "cloud", port=free_port("127.0.0.1"))
+        self.pki = pki
+        self.cloud = pki.cloud_broker(root / "cloud")
         self.pg = PostgresCluster(datadir=root / "pgchain", durable=True)
         self.pushes: PushServer | None = None
         self.children: dict[str, Child] = {}
@@ -236,7 +241,9 @@ def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
     button = next(d for d in inventory.devices if d.profile == "generic_lorawan/sos_button")
     inv = root / "inventory.json"
     inventory.dump(inv)
+    gateway = inventory.devices[0].gateway_id
     chain = Chain(
+        pki=demo_pki(root / "pki", community_id="bench", gateway_ids=[gateway]),
         root=root,
         profiles=profiles,
         button=button,
@@ -250,7 +257,7 @@ def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
         chain.url = url = chain.pg.dsn("postgres")
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        overrides: dict[str, Any] = {"alerts": {"http": {"address": ""}}}
+        overrides: dict[str, Any] = chain.pki.ingest_overrides() | {"alerts": {"http": {"address": ""}}}
         if pushes:
             chain.pushes = PushServer()  # its clock checks the webhook's timestamps: the wall clock
             hook = chain.pushes.add_webhook("grid", HOOK_KEY)
@@ -267,7 +274,6 @@ def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
         toml = write_cloud_config(
             root / "chain.toml", database_url=url, mqtt_url=chain.cloud.url, overrides=overrides
         )
-        gateway = inventory.devices[0].gateway_id
         edge_toml = write_edge_config(
             root / "edge.toml",
             gateway_id=gateway,
@@ -276,6 +282,7 @@ def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
             field_url=chain.field.url,
             cloud_url=chain.cloud.url,
             buffer=root / "buffer.db",
+            overrides=chain.pki.gateway_overrides(gateway),
         )
         services = ["ingest", "alerts"] + (["incidents", "notify"] if pushes else [])
         for name in services:

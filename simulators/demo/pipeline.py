@@ -207,13 +207,7 @@ class DemoPipeline:
         self._migrate()
 
         pki = demo_pki(self.root / "pki", community_id=self.community, gateway_ids=gateway_ids)
-        self.cloud = MosquittoBroker(
-            workdir=self.root / "mqtt" / "cloud",
-            port=ports.get("mqtt_cloud"),
-            tls=pki.broker,
-            require_client_cert=True,
-            extra_config=[f"acl_file {pki.acl}"],
-        )
+        self.cloud = pki.cloud_broker(self.root / "mqtt" / "cloud", port=ports.get("mqtt_cloud"))
         self.cloud.start()
         fields = {}
         for gw in gateway_ids:
@@ -227,7 +221,7 @@ class DemoPipeline:
             database_url=self.database_url,
             mqtt_url=self.cloud.url,
             client_id="linli-demo-ingest-1",
-            overrides={"mqtt": {"tls": pki.client("services", "linli-ingest")}},
+            overrides=pki.ingest_overrides(),
         )
         self.ingest = Child.python(
             name="ingest",
@@ -273,7 +267,7 @@ class DemoPipeline:
                 cloud_url=self.cloud.url,
                 buffer=self.root / "edge" / gw / "buffer.db",
                 http_address=f"127.0.0.1:{metrics_port}",
-                overrides={"cloud": {"tls": pki.client("gateways", gw)}},
+                overrides=pki.gateway_overrides(gw),
             )
             edge = Child.python(
                 name=f"edge {gw}",

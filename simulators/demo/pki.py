@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from simulators.services import TlsFiles
+from simulators.services import MosquittoBroker, TlsFiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,25 @@ class DemoPki:
             client_cert=server / "linli-ingest.crt",
             client_key=server / "linli-ingest.key",
         )
+
+    def cloud_broker(self, workdir: Path, *, port: int | None = None) -> MosquittoBroker:
+        """The cloud broker as linli ships it: mutual TLS with this CA only, each gateway confined to
+        its own topics by the ACL (not started)."""
+        return MosquittoBroker(
+            workdir=workdir,
+            port=port,
+            tls=self.broker,
+            require_client_cert=True,
+            extra_config=[f"acl_file {self.acl}"],
+        )
+
+    def gateway_overrides(self, gateway_id: str) -> dict[str, Any]:
+        """An edge configuration's overrides: the gateway's certificate on its cloud link."""
+        return {"cloud": {"tls": self.client("gateways", gateway_id)}}
+
+    def ingest_overrides(self) -> dict[str, Any]:
+        """A cloud configuration's overrides: the ingest's certificate on its broker link."""
+        return {"mqtt": {"tls": self.client("services", "linli-ingest")}}
 
     def client(self, kind: str, name: str) -> dict[str, str]:
         """A ``[... .tls]`` section: the CA and `name`'s certificate and key."""
