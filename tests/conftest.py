@@ -28,8 +28,16 @@ import pytest
 from psycopg import sql
 
 from simulators.services import MosquittoBroker, PostgresCluster, TlsFiles, make_test_pki
+from tests.basetemp import private_basetemp
 
 TEMPLATE_DB = f"linli_template_{os.getpid()}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """This session's temporary files in a folder no other session touches (`tests.basetemp`)."""
+    if config.option.basetemp is None:
+        config.option.basetemp = str(private_basetemp())
 
 
 @dataclass(frozen=True, slots=True)
