@@ -13,7 +13,9 @@ Layout (docs/edge.md has the details):
   and go with the batch. So a reading is written once, not copied into a batch row (the bytes an
   SD card is spared: docs/benchmarks.md). A batch cut from one oversized chunk (the batch size
   was lowered) stores its whole envelope, zlib-compressed, as earlier agents did.
-- ``devices``: each device's last state (for state-change events) and last-seen time (liveness).
+- ``devices`` and ``device_log``: each device's last state (for state-change events), last-seen
+  time (liveness) and offline mark; a commit appends the rows it changes to the log, folded into
+  the table now and then (`edge.devicelog`).
 - ``quarantine``: undecodable or unknown input, bounded, oldest dropped.
 - ``counters``: persisted counts (evicted, expired, quarantined, ...).
 - ``subscriptions``: every topic filter the field broker's persistent session may still hold, so
@@ -42,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, Literal, ParamSpec, TypeVar
 
+from edge import devicelog
 from edge.envelope import pack_array, split_array
 from edge.errors import BufferError_, BufferFull
 from edge.records import Batch, BufferStats, DeviceRow, Intake, QuarantineEntry
@@ -69,7 +72,7 @@ ALARM: Final = 0
 TELEMETRY: Final = 1
 CLASS_NAMES: Final = ("alarm", "telemetry")
 _TABLES: Final = ("alarm", "telemetry")
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 #: Counters persisted in the ``counters`` table.
 COUNTERS: Final = (
@@ -99,6 +102,7 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY, state BLOB, last_seen_us INTEGER NOT NULL, offline INTEGER NOT NULL)
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_log (seq INTEGER PRIMARY KEY, n INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY, at_us INTEGER NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL,
     message TEXT NOT NULL, size INTEGER NOT NULL, payload BLOB NOT NULL);
@@ -182,12 +186,17 @@ class Store:
                     self.conn.execute("ALTER TABLE batches ADD COLUMN first_chunk INTEGER")
                     self.conn.execute("ALTER TABLE batches ADD COLUMN last_chunk INTEGER")
                     self.conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
+                version = 2
+            if version == 2:  # its device rows are all in the table; the log (created above) is empty
+                with self._transaction("upgrading the buffer"):
+                    self.conn.execute("UPDATE meta SET value = 3 WHERE key = 'schema_version'")
             elif version != SCHEMA_VERSION:
                 raise BufferError_(f"{path}: schema version {version}, this agent reads {SCHEMA_VERSION}")
             self.conn.executemany(
                 "INSERT OR IGNORE INTO counters VALUES (?, 0)", [(name,) for name in COUNTERS]
             )
             self._max_pages = int(self.conn.execute("PRAGMA max_page_count").fetchone()[0])
+            self._logged = devicelog.logged_rows(self.conn)
         except sqlite3.Error as exc:
             raise _mapped(f"cannot open the buffer {path}", exc) from exc
         self._synchronous = "FULL" if durability == "full" else "NORMAL"
@@ -293,13 +302,12 @@ class Store:
                             for i, (n, data) in enumerate(chunks)
                         ],
                     )
+            logged = self._logged
             if intake.devices:
-                self.conn.executemany(
-                    "INSERT INTO devices VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
-                    "state = excluded.state, last_seen_us = excluded.last_seen_us, "
-                    "offline = excluded.offline",
-                    [(d, r.state, r.last_seen_us, int(r.offline)) for d, r in intake.devices.items()],
-                )
+                logged += devicelog.append(self.conn, intake.devices)
+                if logged >= devicelog.FOLD_ROWS:
+                    devicelog.fold(self.conn)
+                    logged = 0
             counters = dict(intake.counters)
             if len(intake):
                 counters["readings_buffered"] = counters.get("readings_buffered", 0) + len(intake)
@@ -308,6 +316,7 @@ class Store:
             if evicted:
                 counters["evicted"] = counters.get("evicted", 0) + evicted
             self._count(counters)
+        self._logged = logged
         return evicted
 
     def _count(self, counters: dict[str, int]) -> None:
@@ -514,13 +523,9 @@ class Store:
 
     def devices(self) -> dict[str, DeviceRow]:
         try:
-            rows = self.conn.execute("SELECT device_id, state, last_seen_us, offline FROM devices").fetchall()
+            return devicelog.load(self.conn)
         except sqlite3.Error as exc:
             raise _mapped("reading devices failed", exc) from exc
-        return {
-            str(d): DeviceRow(last_seen_us=int(seen), offline=bool(off), state=state)
-            for d, state, seen, off in rows
-        }
 
     # -- the field session's subscriptions ------------------------------------------------
 

@@ -173,7 +173,7 @@ def test_an_older_agents_buffer_is_upgraded_and_its_batches_read_as_they_are(tmp
         conn.execute("INSERT INTO batches VALUES (8, ?, 0, 0, ?)", (TELEMETRY, zlib.compress(envelope, 1)))
     conn.close()
     upgraded = _store(path)
-    assert upgraded.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 2
+    assert upgraded.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 3
     assert [(b.seq, b.payload) for b in upgraded.batches()] == [(7, envelope), (8, envelope)]
     assert upgraded.stats().telemetry_readings == 10  # its chunks are not taken for batched
     upgraded.delete_batch(7)
