@@ -156,6 +156,9 @@ class AlertsConfig(_Section):
     poll_interval_s: float = Field(default=1.0, gt=0)
     #: Time-based rules (absence, pending periods, inactivity) are evaluated this often.
     tick_interval_s: float = Field(default=5.0, gt=0)
+    #: Run the detectors (rule kinds routine, lamp_drift, ... : docs/detection.md) on stored history,
+    #: each as often as its ``every`` says, between ticks.
+    detect: bool = True
     #: Feed rows (one ingest transaction of one community each) evaluated per alert transaction.
     max_feed_rows_per_txn: int = Field(default=200, ge=1)
     #: ... and readings: a transaction's evaluation stays short (about 0.3 s), so an alarm committed

@@ -120,6 +120,8 @@ class AlertsReport(msgspec.Struct, omit_defaults=False):
     informational: int = 0
     undetectable: int = 0
     incidents: int = 0
+    #: incidents of the detectors (early warnings: judged by ``linli bench detect``, not here)
+    early_warnings: int = 0
     occurrences: int = 0
     delays: dict[str, DelayStats] = msgspec.field(default_factory=dict)
     results: list[ConditionResult] = msgspec.field(default_factory=list)
@@ -308,6 +310,14 @@ def _load_incidents(database_url: str) -> tuple[dict[int, _Incident], int]:
     return incidents, occurrences
 
 
+def _detector_rules() -> frozenset[str]:
+    """Ids of the shipped detector rules (their incidents anticipate conditions, see docs/detection.md)."""
+    from cloud.alerts.detect.runner import detector_rules
+    from cloud.alerts.rules import RuleBook
+
+    return frozenset(r.id for r in detector_rules(RuleBook.load().rules))
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -319,7 +329,11 @@ def compare_alerts(
     report = AlertsReport(match=False, truth_interrupted=truth.interrupted, incidents=len(incidents))
     tally = _Tally()
     conditions, index = _conditions(truth, name, options, report, tally)
+    early = _detector_rules()
     for incident in incidents.values():
+        if incident.rule in early:
+            report.early_warnings += 1
+            continue
         candidates = index.get((incident.rule, incident.subject_kind, incident.subject), [])
         fired = incident.fired or [incident.detected_ms]
         points = [(t, True) for t in fired] + [(t, False) for t in incident.repeated]

@@ -36,8 +36,10 @@ def make_action(
     info: DeviceInfo | None,
     value: float | None = None,
     event: str | None = None,
+    why: tuple[str, str] = ("", ""),
 ) -> Action:
-    """The action, its templates filled in (`cloud.alerts.rules.PLACEHOLDERS`)."""
+    """The action, its templates filled in (`cloud.alerts.rulebase.PLACEHOLDERS`); `why` is a
+    detector's explanation (zh, en) for ``{why}``."""
     resident_id = subject if subject_kind == "resident" else (info.resident_id if info else None)
     fields: dict[str, Any] = {
         "rule": rule.id,
@@ -54,7 +56,9 @@ def make_action(
         "threshold": _threshold(rule),
         "duration": _duration(rule),
         "event": event or "",
+        "why": why[0],
     }
+    english = {**fields, "why": why[1]}
     return Action(
         kind=kind,
         rule=rule.id,
@@ -67,9 +71,9 @@ def make_action(
         device_id=device_id,
         resident_id=resident_id,
         title_zh=rule.title.zh.format_map(fields),
-        title_en=rule.title.en.format_map(fields),
+        title_en=rule.title.en.format_map(english),
         detail_zh=rule.detail.zh.format_map(fields),
-        detail_en=rule.detail.en.format_map(fields),
+        detail_en=rule.detail.en.format_map(english),
         started_us=started,
         at_us=at,
         evidence=tuple(evidence[:MAX_EVIDENCE]),

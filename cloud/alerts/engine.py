@@ -34,15 +34,14 @@ from cloud.alerts.actions import make_action
 from cloud.alerts.compiled import RuleIndex
 from cloud.alerts.feed import FeedRow
 from cloud.alerts.model import Action, ActionKind, Directory, Evidence, SubjectKind
+from cloud.alerts.rulebase import CLEAR_OP, compare
 from cloud.alerts.rules import (
-    CLEAR_OP,
     CompositeRule,
     EventRule,
     Rule,
     RuleBook,
     StateDurationRule,
     ThresholdRule,
-    compare,
 )
 from cloud.alerts.state import (
     DECODER,
@@ -101,6 +100,18 @@ class Engine(TimeChecks):
             + sum(r.firing for s in states for r in s.residents.values())
             + sum(g.firing for s in states for g in s.gateways.values()),
         }
+
+    def clocks(self, *, wall_us: int) -> dict[str, int]:
+        """Each known community's time (Unix us): its data clock, or `wall_us` (0: no data yet)."""
+        out = {}
+        for cid in self._members.keys() | self._states.keys():
+            cs = self._states.get(cid)
+            out[cid] = (cs.clock_us if cs is not None else 0) if self._data_clock else wall_us
+        return out
+
+    def rules_of(self, community_id: str) -> tuple[Rule, ...]:
+        """The rules of `community_id` (the shipped defaults with its overrides)."""
+        return self._rules.for_community(community_id)
 
     def _rules_of(self, community_id: str) -> RuleIndex:
         rules = self._rules.for_community(community_id)

@@ -9,8 +9,10 @@ import threading
 
 import psycopg
 
+from cloud.alerts.detect.round import DetectionRound
 from cloud.alerts.directory import load_directory
 from cloud.alerts.engine import Engine
+from cloud.alerts.feed import Partition
 from cloud.alerts.model import Directory
 from cloud.alerts.rules import RuleBook
 from cloud.alerts.service import AlertService
@@ -33,7 +35,15 @@ def build_service(settings: CloudSettings, directory: Directory | None = None) -
     def make_engine() -> Engine:
         return Engine(rules=rules, directory=directory, clock=config.clock)
 
-    return AlertService(database_url=settings.database_url, config=config, make_engine=make_engine)
+    def make_detection() -> DetectionRound:
+        return DetectionRound(directory=directory, partition=Partition.parse(config.partition))
+
+    return AlertService(
+        database_url=settings.database_url,
+        config=config,
+        make_engine=make_engine,
+        make_detection=make_detection if config.detect else None,
+    )
 
 
 def wait_for_schema(settings: CloudSettings, stop: threading.Event, rng: random.Random) -> bool:

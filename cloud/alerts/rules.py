@@ -30,7 +30,6 @@ The kinds and their keys are documented on their classes below and in docs/alert
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -38,127 +37,28 @@ from typing import Annotated, Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cloud.alerts.detect.kinds import (
+    DETECTOR_KINDS,
+    BatteryLifeRule,
+    LampDriftRule,
+    LampTimingRule,
+    ReportDriftRule,
+    RoutineRule,
+    WaterTrendRule,
+)
+from cloud.alerts.rulebase import (
+    CLEAR_OP,
+    Duration,
+    Op,
+    compare,
+)
+from cloud.alerts.rulebase import RuleBase as _Rule
 from cloud.errors import AlertRuleError, RuleProblem
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 #: The folder of the shipped default rules.
 SHIPPED_DIR: Final = Path(__file__).parent / "rules"
-
-#: What a title or detail template may name.
-PLACEHOLDERS: Final = frozenset(
-    {
-        "rule",
-        "device_id",
-        "device_type",
-        "resident_id",
-        "gateway_id",
-        "community_id",
-        "building",
-        "unit",
-        "room",
-        "metric",
-        "value",
-        "threshold",
-        "duration",
-        "event",
-    }
-)
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
-
-Op = Literal[">", ">=", "<", "<=", "==", "!="]
-
-
-def parse_duration(value: object) -> float:
-    """Seconds of ``"90s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"250ms"`` or a number."""
-    if isinstance(value, bool):
-        raise ValueError("a duration such as 90s, 5m, 2h or 1d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration such as 90s, 5m, 2h or 1d")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, Field(ge=0)]
-
-
-def compare(op: str, value: float, threshold: float) -> bool:
-    if op == ">":
-        return value > threshold
-    if op == ">=":
-        return value >= threshold
-    if op == "<":
-        return value < threshold
-    if op == "<=":
-        return value <= threshold
-    if op == "==":
-        return value == threshold
-    return value != threshold
-
-
-#: The clear side of each operator: a condition ``value op threshold`` is over when
-#: ``value CLEAR_OP[op] clear`` holds.
-CLEAR_OP: Final = {">": "<=", ">=": "<", "<": ">=", "<=": ">", "==": "!=", "!=": "=="}
-
-
-class Text(BaseModel):
-    """A template in both languages."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    zh: str
-    en: str
-
-    @field_validator("zh", "en")
-    @classmethod
-    def _placeholders(cls, value: str) -> str:
-        try:
-            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        except ValueError as exc:
-            raise ValueError(f"not a template: {exc}") from exc
-        unknown = sorted(n for n in names if n not in PLACEHOLDERS)
-        if unknown:
-            raise ValueError(f"unknown placeholder(s) {unknown}; known: {sorted(PLACEHOLDERS)}")
-        return value
-
-
-class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-    enabled: bool = True
-    severity: Literal["critical", "major", "minor", "info"]
-    #: Device types the rule watches (empty: every type).
-    device_types: tuple[str, ...] = ()
-    title: Text
-    detail: Text
-
-    @field_validator(
-        "for_",
-        "keep_firing_for",
-        "no_data_after",
-        "after",
-        "clear_after",
-        "fresh_for",
-        mode="before",
-        check_fields=False,
-    )
-    @classmethod
-    def _durations(cls, value: object) -> object:
-        return value if value is None else parse_duration(value)
-
-    def applies_to(self, device_type: str) -> bool:
-        return not self.device_types or device_type in self.device_types
-
-
-_DURATION_FIELDS: Final = frozenset(
-    {"for_", "keep_firing_for", "no_data_after", "after", "clear_after", "fresh_for"}
-)
 
 
 class Condition(BaseModel):
@@ -292,10 +192,21 @@ class CompositeRule(_Rule):
 
 
 Rule = Annotated[
-    ThresholdRule | EventRule | StateDurationRule | AbsenceRule | InactivityRule | CompositeRule,
+    ThresholdRule
+    | EventRule
+    | StateDurationRule
+    | AbsenceRule
+    | InactivityRule
+    | CompositeRule
+    | RoutineRule
+    | LampDriftRule
+    | LampTimingRule
+    | WaterTrendRule
+    | BatteryLifeRule
+    | ReportDriftRule,
     Field(discriminator="kind"),
 ]
-KINDS: Final = ("threshold", "event", "state_duration", "absence", "inactivity", "composite")
+KINDS: Final = ("threshold", "event", "state_duration", "absence", "inactivity", "composite", *DETECTOR_KINDS)
 
 
 class _One(BaseModel):
@@ -510,6 +421,8 @@ def describe(rule: Rule) -> str:
     if isinstance(rule, InactivityRule):
         active = f"{rule.hours:g} h of active time ({rule.active_hours})"
         return f"no door activity for {active}; clears on door activity"
+    if not isinstance(rule, CompositeRule):
+        return rule.describe()
     parts = [" and ".join(cond(c) for c in rule.all)] if rule.all else []
     if rule.any:
         parts.append("any of " + ", ".join(cond(c) for c in rule.any))

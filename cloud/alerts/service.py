@@ -39,8 +39,10 @@ from typing import Any, Final, Protocol
 import psycopg
 
 from cloud.alerts import ledger
+from cloud.alerts.detect.runner import STATE_PREFIX as DETECT_PREFIX
 from cloud.alerts.feed import FEED_CHANNEL, FeedRow, Partition, feed_horizon, prune_feed, read_feed
 from cloud.alerts.model import Action
+from cloud.alerts.rules import Rule
 from cloud.config import AlertsConfig
 from cloud.endpoint import Snapshot
 from cloud.errors import FeedError, StoreUnavailable
@@ -66,6 +68,18 @@ class EngineLike(Protocol):
     def tick(self, *, wall_us: int) -> list[Action]: ...
     def take_dirty(self) -> dict[str, bytes | None]: ...
     def snapshot(self) -> dict[str, int]: ...
+    def clocks(self, *, wall_us: int) -> dict[str, int]: ...
+    def rules_of(self, community_id: str) -> tuple[Rule, ...]: ...
+
+
+class DetectionLike(Protocol):
+    """The detection rounds (`cloud.alerts.detect.round.DetectionRound`), as the service sees them."""
+
+    def restore(self, states: Iterable[tuple[str, bytes]]) -> None: ...
+    def run(
+        self, conn: psycopg.Connection[Any], clocks: dict[str, int], engine: EngineLike
+    ) -> list[Action]: ...
+    def take_dirty(self) -> dict[str, bytes | None]: ...
 
 
 def partition_lock_key(partition: Partition) -> int:
@@ -86,6 +100,7 @@ class AlertService:
         database_url: str,
         config: AlertsConfig,
         make_engine: Callable[[], EngineLike],
+        make_detection: Callable[[], DetectionLike] | None = None,
         clock_us: Callable[[], int] = wall_clock_us,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -94,6 +109,8 @@ class AlertService:
         self._config = config
         self._partition = Partition.parse(config.partition)
         self._make_engine = make_engine
+        self._make_detection = make_detection
+        self._detection: DetectionLike | None = None
         self._clock_us = clock_us
         self._monotonic = monotonic
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
@@ -107,6 +124,7 @@ class AlertService:
             "alerts_incidents_repeated_total": 0,
             "alerts_incidents_cleared_total": 0,
             "alerts_sessions_total": 0,
+            "alerts_detector_actions_total": 0,
         }
         self.checkpoint = 0
         self.database = "down"
@@ -149,6 +167,7 @@ class AlertService:
                 stop.wait(delay)
             finally:
                 self._engine = None
+                self._detection = None
 
     def _session(self, stop: threading.Event) -> None:
         try:
@@ -179,8 +198,11 @@ class AlertService:
         self.role = "active"
         saved = ledger.load(conn, self._partition)
         engine = self._make_engine()
-        engine.restore(saved.states)
+        engine.restore((k, v) for k, v in saved.states if not k.startswith(DETECT_PREFIX))
         self._engine = engine
+        self._detection = self._make_detection() if self._make_detection is not None else None
+        if self._detection is not None:
+            self._detection.restore(saved.states)
         self.checkpoint = saved.feed_seq
         log.info("partition %s active from feed_seq %d", self._partition, self.checkpoint)
         tick_every = self._config.tick_interval_s
@@ -242,6 +264,12 @@ class AlertService:
         if tick:
             actions.extend((checkpoint, a) for a in engine.tick(wall_us=wall_us))
         states = engine.take_dirty()
+        detection = self._detection
+        if tick and detection is not None and not full:
+            found = detection.run(conn, engine.clocks(wall_us=wall_us), engine)
+            actions.extend((checkpoint, a) for a in found)
+            states.update(detection.take_dirty())
+            self.counters["alerts_detector_actions_total"] += len(found)
         if checkpoint == self.checkpoint and not actions and not states:
             return False
         ledger.commit(conn, partition=self._partition, feed_seq=checkpoint, actions=actions, states=states)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud.alerts.rulebase import parse_duration
 from cloud.alerts.rules import (
     SHIPPED_DIR,
     CompositeRule,
@@ -16,7 +17,6 @@ from cloud.alerts.rules import (
     RuleBook,
     ThresholdRule,
     describe,
-    parse_duration,
 )
 from cloud.errors import AlertRuleError
 from simulators.verify_alerts import DETECTION
@@ -44,12 +44,19 @@ def test_shipped_defaults_cover_every_condition_the_simulators_produce() -> None
         "absence",
         "inactivity",
         "composite",
+        "routine",
+        "lamp_drift",
+        "lamp_timing",
+        "water_trend",
+        "battery_life",
+        "report_drift",
     }
     sos = next(r for r in book.rules if r.id == "sos_pressed")
     assert isinstance(sos, EventRule)
     assert sos.latched
     assert sos.severity == "critical"
     assert sorted(p.name for p in SHIPPED_DIR.glob("*.yaml")) == [
+        "detectors.yaml",
         "devices.yaml",
         "manholes.yaml",
         "residents.yaml",
@@ -109,7 +116,7 @@ def test_every_problem_is_reported_with_file_rule_and_key(tmp_path: Path) -> Non
     assert "unknown placeholder" in done.stderr
     ok = linli("alerts", "check")
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.startswith("15 rules ok")
+    assert ok.stdout.startswith("21 rules ok")
 
 
 def test_not_yaml_and_not_rules(tmp_path: Path) -> None:

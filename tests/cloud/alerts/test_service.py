@@ -18,6 +18,7 @@ import pytest
 
 from cloud.alerts.feed import FeedRow, Partition
 from cloud.alerts.model import Action
+from cloud.alerts.rules import Rule
 from cloud.alerts.service import AlertService
 from cloud.config import AlertsConfig
 from cloud.ingest.envelope import Envelope, decode
@@ -58,6 +59,12 @@ class CountingEngine:
         out: dict[str, bytes | None] = {k: msgspec.msgpack.encode(self.presses[k]) for k in self.dirty}
         self.dirty.clear()
         return out
+
+    def clocks(self, *, wall_us: int) -> dict[str, int]:
+        return dict.fromkeys(self.presses, wall_us)
+
+    def rules_of(self, community_id: str) -> tuple[Rule, ...]:
+        return ()
 
     def snapshot(self) -> dict[str, int]:
         return {"communities": len(self.presses)}

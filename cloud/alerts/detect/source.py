@@ -1,0 +1,139 @@
+"""A community's `History` from TimescaleDB: one query per series, only what its detectors read.
+
+Raw readings are read where a detector needs the moments themselves (door activity, switch-ons,
+the last half hour of water levels); the hourly rollup (``readings_hourly``, up to date to the
+latest reading in every storage mode) where an aggregate does: messages per hour (the largest
+count of any metric in the hour), battery levels (the mean of six hours), and a lamp's power at
+full output (the hourly median of power normalised to a 100 % dim level, from the raw rows of
+the hours it burnt at full output). Each query is bounded by the community's devices and the
+longest window its rules ask for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import numpy as np
+import psycopg
+
+from cloud.alerts.detect.history import ACTIVITY, FULL_POWER, MESSAGES, History, Series
+from cloud.alerts.detect.kinds import (
+    DAY,
+    BatteryLifeRule,
+    DetectorRule,
+    LampDriftRule,
+    LampTimingRule,
+    ReportDriftRule,
+    RoutineRule,
+    WaterTrendRule,
+)
+from cloud.alerts.model import DeviceInfo
+from cloud.errors import StoreUnavailable
+
+_ACTIVITY: Final = """
+SELECT device_id, extract(epoch FROM time)::bigint FROM readings
+WHERE device_id = ANY(%(ids)s) AND metric = 'contact_open' AND value >= 0.5
+  AND time > to_timestamp(%(start)s) AND time <= to_timestamp(%(now)s)
+UNION ALL
+SELECT device_id, extract(epoch FROM time)::bigint FROM events
+WHERE device_id = ANY(%(ids)s) AND event = 'door_opened'
+  AND time > to_timestamp(%(start)s) AND time <= to_timestamp(%(now)s)
+"""
+
+_RAW: Final = """
+SELECT device_id, extract(epoch FROM time)::bigint, value FROM readings
+WHERE device_id = ANY(%(ids)s) AND metric = %(metric)s
+  AND time > to_timestamp(%(start)s) AND time <= to_timestamp(%(now)s)
+"""
+
+_MESSAGES: Final = """
+SELECT device_id, extract(epoch FROM bucket)::bigint, max(n)::float8 FROM readings_hourly
+WHERE device_id = ANY(%(ids)s) AND bucket >= to_timestamp(%(start)s) AND bucket <= to_timestamp(%(now)s)
+GROUP BY device_id, bucket
+"""
+
+_SIX_HOURLY: Final = """
+SELECT device_id, extract(epoch FROM time_bucket('6 hours', bucket))::bigint + 10800,
+       sum(sum) / sum(n)
+FROM readings_hourly
+WHERE device_id = ANY(%(ids)s) AND metric = %(metric)s
+  AND bucket >= to_timestamp(%(start)s) AND bucket <= to_timestamp(%(now)s)
+GROUP BY 1, 2
+"""
+
+_FULL_POWER: Final = """
+SELECT p.device_id, extract(epoch FROM time_bucket('1 hour', p.time))::bigint + 1800,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY p.value * 100 / d.value)
+FROM readings p JOIN readings d ON d.device_id = p.device_id AND d.time = p.time AND d.metric = 'dim_pct'
+WHERE p.device_id = ANY(%(ids)s) AND p.metric = 'power_w' AND d.value >= %(dim)s
+  AND p.time > to_timestamp(%(start)s) AND p.time <= to_timestamp(%(now)s)
+  AND d.time > to_timestamp(%(start)s) AND d.time <= to_timestamp(%(now)s)
+GROUP BY 1, 2
+"""
+
+
+def load_history(
+    conn: psycopg.Connection[Any], *, devices: Sequence[DeviceInfo], rules: Sequence[DetectorRule], now: int
+) -> History:
+    """The history `rules` read about `devices` up to `now` (Unix seconds).
+
+    Raises `StoreUnavailable` when the database fails (the service retries in a new session).
+    """
+    index = {d.device_id: i for i, d in enumerate(devices)}
+    n = len(devices)
+    series: dict[str, Series] = {}
+
+    def ids(types: Sequence[str], *, alone: bool = False) -> list[str]:
+        return [
+            d.device_id
+            for d in devices
+            if (not types or d.device_type in types) and (d.living_alone or not alone)
+        ]
+
+    def read(sql: str, params: dict[str, Any], *, values: bool = True) -> Series:
+        rows = conn.execute(sql, params).fetchall()
+        dev = [index[r[0]] for r in rows]
+        t = [r[1] for r in rows]
+        v = [r[2] for r in rows] if values else None
+        return Series.of(dev, t, v, n_devices=n)
+
+    def merge(name: str, s: Series) -> None:
+        old = series.get(name)
+        if old is None or len(old) == 0:
+            series[name] = s
+            return
+        series[name] = Series.of(
+            np.concatenate([old.dev, s.dev]),
+            np.concatenate([old.t, s.t]),
+            np.concatenate([old.v, s.v]),
+            n_devices=n,
+        )
+
+    try:
+        for rule in rules:
+            if isinstance(rule, RoutineRule):
+                p = {"ids": ids(rule.device_types, alone=True), "start": now - rule.history, "now": now}
+                series[ACTIVITY] = read(_ACTIVITY, p, values=False)
+            elif isinstance(rule, LampDriftRule):
+                start = now - rule.baseline - rule.recent
+                p = {"ids": ids(rule.device_types), "start": start, "now": now, "dim": rule.full_dim_pct}
+                series[FULL_POWER] = read(_FULL_POWER, p)
+            elif isinstance(rule, LampTimingRule):
+                p = {"ids": ids(rule.device_types), "metric": "lamp_on", "now": now}
+                series["lamp_on"] = read(_RAW, {**p, "start": now - (rule.nights + 2) * DAY})
+            elif isinstance(rule, WaterTrendRule):
+                p = {"ids": ids(rule.device_types), "metric": rule.metric, "now": now}
+                merge(rule.metric, read(_RAW, {**p, "start": now - rule.window}))
+            elif isinstance(rule, BatteryLifeRule):
+                p = {"ids": ids(rule.device_types), "metric": rule.metric, "now": now}
+                series[rule.metric] = read(_SIX_HOURLY, {**p, "start": now - rule.window})
+            elif isinstance(rule, ReportDriftRule):
+                start = now - rule.window - rule.baseline - 3600
+                p = {"ids": ids(rule.device_types), "start": start, "now": now}
+                series[MESSAGES] = read(_MESSAGES, p)
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"database unavailable while reading history: {exc}") from exc
+    except psycopg.Error as exc:
+        raise StoreUnavailable(f"the database refused a history query: {exc}") from exc
+    return History(devices=devices, series=series)
