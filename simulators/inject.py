@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, Any
 from device_profiles import Event
 from simulators.behaviour import DoorBehaviour, ManholeBehaviour, SimDevice, StreetlightBehaviour, Tag
 from simulators.behaviour.sos import SCENARIO_PRESS
-from simulators.clock import MS_PER_HOUR
+from simulators.clock import MS_PER_DAY, MS_PER_HOUR
 from simulators.errors import ScenarioError
 from simulators.scenarios import (
+    BatteryDraining,
     DevicesSilent,
     GatewayStorm,
+    LampDegrading,
     LampFailure,
     LampOnDaytime,
     ManholeLifted,
+    RadioFading,
     ResidentInactive,
     Scenario,
     SosPress,
@@ -151,6 +154,8 @@ def apply_scenario(sim: Simulation, scenario: Scenario) -> None:
             _storm(sim, pick, event, name)
         elif isinstance(event, DevicesSilent):
             _silent(sim, pick, event, name)
+        elif isinstance(event, LampDegrading | BatteryDraining | RadioFading):
+            _slow(sim, pick, event, name)
 
 
 def _record(condition: str, dev: SimDevice, start: int, end: int | None, **extra: Any) -> dict[str, Any]:
@@ -221,5 +226,43 @@ def _silent(sim: Simulation, pick: _Picker, event: DevicesSilent, name: str) -> 
         t = resolve_at(event, start_ms=sim.start_ms, offset_ms=dev.offset_ms)
         end = t + duration_ms(event.duration)
         cid = sim.silence(dev, (t, end), reason="scenario", scenario=name)
+        sim.report_now(end, dev)
+        sim.tag(dev, Tag(start_ms=end, end_ms=2**62, condition_id=cid, once=True))
+
+
+def _slow(
+    sim: Simulation, pick: _Picker, event: LampDegrading | BatteryDraining | RadioFading, name: str
+) -> None:
+    """The slow conditions (the detectors': docs/detection.md), recorded with their onset."""
+    if isinstance(event, LampDegrading):
+        dev = pick.device(event.device, "streetlight")
+        t = resolve_at(event, start_ms=sim.start_ms, offset_ms=dev.offset_ms)
+        fail = t + round(event.days * MS_PER_DAY)
+        end = fail + duration_ms(event.failed_for)
+        light = dev.behaviour
+        assert isinstance(light, StreetlightBehaviour)  # noqa: S101 - chosen by device type
+        light.degrade(dev, t, fail, event.to_ratio)
+        light.override(dev, "failed", (fail, end))
+        record = _record("lamp_degrading", dev, t, end, fails_at=fail, to_ratio=event.to_ratio)
+        sim.scenario_condition(t, record, name)
+    elif isinstance(event, BatteryDraining):
+        dev = pick.device(event.device, event.device_type)
+        t = resolve_at(event, start_ms=sim.start_ms, offset_ms=dev.offset_ms)
+        rate = event.from_pct / (event.days * MS_PER_DAY)
+        dev.discharge = (t, event.from_pct, rate)
+        if dev.battery is not None and t <= sim.start_ms:
+            dev.battery = event.from_pct
+        empty = t + round(event.days * MS_PER_DAY)
+        record = _record("battery_draining", dev, t, empty, from_pct=event.from_pct, days=event.days)
+        sim.scenario_condition(t, record, name)
+    else:
+        dev = pick.device(event.device, event.device_type)
+        t = resolve_at(event, start_ms=sim.start_ms, offset_ms=dev.offset_ms)
+        silent = t + duration_ms(event.ramp)
+        end = silent + duration_ms(event.silent_for)
+        dev.fade = (t, silent, silent)  # losses ramp up; then the silence, a condition of its own
+        record = _record("radio_fading", dev, t, end, silent_at=silent)
+        _tag(sim, dev, sim.scenario_condition(t, record, name), t, silent)  # the messages that got through
+        cid = sim.silence(dev, (silent, end), reason="scenario", scenario=name)
         sim.report_now(end, dev)
         sim.tag(dev, Tag(start_ms=end, end_ms=2**62, condition_id=cid, once=True))

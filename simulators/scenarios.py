@@ -11,7 +11,8 @@
         duration: 2h
 
 Event types: ``resident_inactive``, ``manhole_lifted``, ``lamp_failure``, ``lamp_on_daytime``,
-``sos_press``, ``gateway_storm``, ``devices_silent`` (fields below and in docs/simulators.md).
+``sos_press``, ``gateway_storm``, ``devices_silent``, and the slow ones the detectors anticipate
+(``lamp_degrading``, ``battery_draining``, ``radio_fading``) (fields below and in docs/simulators.md).
 Shipped scenarios live in ``simulators/scenarios/``; `load_scenario` takes their name or a path.
 """
 
@@ -138,8 +139,55 @@ class DevicesSilent(_Event):
     _duration = field_validator("duration")(_check_duration)
 
 
+class LampDegrading(_Event):
+    """A lamp's power at full output falls linearly to `to_ratio` of its rating over `days`; then
+    the lamp fails (switched on, no power) for `failed_for`."""
+
+    type: Literal["lamp_degrading"]
+    device: str = "auto"
+    days: float = Field(default=21.0, gt=0, le=365)
+    to_ratio: float = Field(default=0.4, gt=0, lt=1)
+    failed_for: str = "2d"
+
+    _failed_for = field_validator("failed_for")(_check_duration)
+
+
+class BatteryDraining(_Event):
+    """A battery starts at `from_pct` at `at` and runs flat linearly in `days` (a faulty cell, a
+    device stuck retrying)."""
+
+    type: Literal["battery_draining"]
+    device: str = "auto"
+    device_type: str = "door_contact"
+    from_pct: float = Field(default=40.0, gt=0, le=100)
+    days: float = Field(default=30.0, gt=0, le=3650)
+
+
+class RadioFading(_Event):
+    """A device's messages are lost more and more often over `ramp` (none lost at the start, all
+    at the end), then it is silent for `silent_for`: radio trouble before silence."""
+
+    type: Literal["radio_fading"]
+    device: str = "auto"
+    device_type: str = "door_contact"
+    ramp: str = "3d"
+    silent_for: str = "1d"
+
+    _ramp = field_validator("ramp")(_check_duration)
+    _silent_for = field_validator("silent_for")(_check_duration)
+
+
 ScenarioEvent = Annotated[
-    ResidentInactive | ManholeLifted | LampFailure | LampOnDaytime | SosPress | GatewayStorm | DevicesSilent,
+    ResidentInactive
+    | ManholeLifted
+    | LampFailure
+    | LampOnDaytime
+    | SosPress
+    | GatewayStorm
+    | DevicesSilent
+    | LampDegrading
+    | BatteryDraining
+    | RadioFading,
     Field(discriminator="type"),
 ]
 
@@ -212,11 +260,14 @@ def duration_ms(text: str) -> int:
 
 __all__ = [
     "MS_PER_HOUR",
+    "BatteryDraining",
     "DevicesSilent",
     "GatewayStorm",
+    "LampDegrading",
     "LampFailure",
     "LampOnDaytime",
     "ManholeLifted",
+    "RadioFading",
     "ResidentInactive",
     "Scenario",
     "ScenarioEvent",

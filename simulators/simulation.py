@@ -43,7 +43,7 @@ STORM: Final = 2
 CALLBACK: Final = 3
 
 ESTIMATED: Final = ("estimated_ts",)
-_TIME_KEYS: Final = frozenset({"at", "from", "to", "cancelled_at", "last_open_at"})
+_TIME_KEYS: Final = frozenset({"at", "from", "to", "cancelled_at", "last_open_at", "fails_at", "silent_at"})
 
 #: A heap entry is one int, so 100,000 devices fit in little memory: ordered by simulated time,
 #: then by scheduling order; it also holds the device index and the operation (kind, plus an
@@ -325,7 +325,9 @@ class Simulation:
                 sample = dev.behaviour.act(dev, t, arg)
             if sample is None:
                 continue
-            if dev.silent is not None and in_windows(dev.silent, t):
+            if (dev.silent is not None and in_windows(dev.silent, t)) or (
+                dev.fade is not None and self._faded(dev.fade, t)
+            ):
                 del notes[mark:]
                 continue
             out = self._emit(dev, t, sample[0], sample[1])
@@ -337,6 +339,13 @@ class Simulation:
         if notes:
             yield from notes
             notes.clear()
+
+    def _faded(self, fade: tuple[int, int, int], t: int) -> bool:
+        """Whether a fading radio loses the message sent at `t`."""
+        start, silent, end = fade
+        if t < start or t >= end:
+            return False
+        return t >= silent or self._rs.random() < (t - start) / (silent - start)
 
     def flush_held(self) -> Iterator[Emission]:
         """Messages still held back for reordering (sent late, but nothing newer was sent)."""
@@ -368,7 +377,7 @@ class Simulation:
         """The message(s) `dev` sends at `t` (none while one is held back for reordering)."""
         rs = self._rs
         shape = dev.shape
-        level = drain(dev)
+        level = drain(dev, t)
         if level is not None:
             metrics["battery_pct"] = level
         if shape.has_rssi:

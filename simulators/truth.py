@@ -91,6 +91,11 @@ class ConditionRecord(
     battery_pct: int | UnsetType = UNSET
     factor: float | UnsetType = UNSET
     devices: int | UnsetType = UNSET
+    fails_at: str | UnsetType = UNSET
+    silent_at: str | UnsetType = UNSET
+    to_ratio: float | UnsetType = UNSET
+    from_pct: float | UnsetType = UNSET
+    days: float | UnsetType = UNSET
     source: str
 
 

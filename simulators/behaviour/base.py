@@ -69,7 +69,9 @@ class SimDevice:
         "battery_low",
         "behaviour",
         "device",
+        "discharge",
         "drain",
+        "fade",
         "held",
         "index",
         "interval_ms",
@@ -97,6 +99,10 @@ class SimDevice:
         self.battery: float | None = None
         self.battery_low = False
         self.drain = 0.0
+        #: a battery running flat by time, not by message: (from ms, level then, points per ms)
+        self.discharge: tuple[int, float, float] | None = None
+        #: radio trouble: (from ms, silent from ms, silent until ms); losses ramp up in between
+        self.fade: tuple[int, int, int] | None = None
         #: radio baselines as small ints (shared objects: 100,000 devices stay small): path loss in
         #: dB (RSSI is its negative) and Zigbee link quality.
         self.path_loss = 90

@@ -30,11 +30,16 @@ def init_power_and_radio(dev: SimDevice, rs: RandomStream) -> None:
     dev.lqi = round(rs.uniform(60.0, 220.0))
 
 
-def drain(dev: SimDevice) -> float | None:
-    """Take one message's charge; returns the new level (None for mains power)."""
+def drain(dev: SimDevice, t_ms: int) -> float | None:
+    """Take one message's charge; returns the new level (None for mains power). A battery with a
+    ``discharge`` (scenario ``battery_draining``) follows it from its start instead."""
     level = dev.battery
     if level is None:
         return None
-    level = max(1.0, level - dev.drain)
+    discharge = dev.discharge
+    if discharge is not None and t_ms >= discharge[0]:
+        level = max(1.0, discharge[1] - (t_ms - discharge[0]) * discharge[2])
+    else:
+        level = max(1.0, level - dev.drain)
     dev.battery = level
     return level

@@ -26,6 +26,7 @@ class LightState:
     __slots__ = (
         "dawn",
         "day",
+        "degrade",
         "dusk",
         "energy_wh",
         "failed",
@@ -47,6 +48,8 @@ class LightState:
         self.dusk = 0
         self.failed: list[Window] | None = None
         self.forced_on: list[Window] | None = None
+        #: (from ms, fails at ms, ratio at failure): power at full output falls linearly, then none
+        self.degrade: tuple[int, int, float] | None = None
 
 
 class StreetlightBehaviour(Behaviour):
@@ -54,15 +57,17 @@ class StreetlightBehaviour(Behaviour):
 
     def setup(self, dev: SimDevice, start_ms: int) -> None:
         rs = self.rs
-        pending: list[tuple[str, Window]] = dev.state or []
+        pending: list[tuple[str, Window, float]] = dev.state or []
         st = LightState(
             rating_w=rs.choice(RATINGS_W),
             volt_0=rs.uniform(216.0, 229.0),
             energy_wh=rs.uniform(100.0, 5000.0) * 1000,
             start_ms=start_ms,
         )
-        for kind, window in pending:
-            if kind == "failed":
+        for kind, window, ratio in pending:
+            if kind == "degrade":
+                st.degrade = (window[0], window[1], ratio)
+            elif kind == "failed":
                 st.failed = [*(st.failed or []), window]
             else:
                 st.forced_on = [*(st.forced_on or []), window]
@@ -73,7 +78,14 @@ class StreetlightBehaviour(Behaviour):
         """``failed`` (on, no power) or ``forced_on`` (on all day) during `window`, before `setup`."""
         if isinstance(dev.state, LightState):
             raise RuntimeError("overrides must be added before the device is set up")
-        dev.state = [*(dev.state or []), (kind, window)]
+        dev.state = [*(dev.state or []), (kind, window, 0.0)]
+
+    def degrade(self, dev: SimDevice, start_ms: int, fail_ms: int, to_ratio: float) -> None:
+        """From `start_ms` the lamp's power falls linearly to `to_ratio` at `fail_ms`; then it
+        fails (on, no power) until a ``failed`` window ends. Before `setup`."""
+        if isinstance(dev.state, LightState):
+            raise RuntimeError("overrides must be added before the device is set up")
+        dev.state = [*(dev.state or []), ("degrade", (start_ms, fail_ms), to_ratio)]
 
     def _sun(self, dev: SimDevice, t_ms: int) -> LightState:
         st: LightState = dev.state
@@ -110,6 +122,9 @@ class StreetlightBehaviour(Behaviour):
         volts = st.volt_0 + rs.normal(0.0, 1.5)
         if on and not in_windows(st.failed, t_ms):
             power = st.rating_w * dim / 100.0 * (1.0 + rs.normal(0.0, 0.01))
+            if st.degrade is not None and t_ms >= st.degrade[0]:
+                begin, fail, ratio = st.degrade
+                power *= 1.0 - (1.0 - ratio) * min(1.0, (t_ms - begin) / (fail - begin))
             current = power / (volts * POWER_FACTOR)
         else:
             power = current = 0.0

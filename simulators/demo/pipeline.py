@@ -130,7 +130,7 @@ class DemoPipeline:
         gateways: int = 2,
         community: str = "demo",
         speed: float = 600.0,
-        scenarios: tuple[str, ...] = ("sos-press", "manhole-lifted"),
+        scenarios: tuple[str, ...] = ("sos-press", "manhole-lifted", "radio-fading"),
         log: Callable[[str], None] = print,
     ) -> None:
         if devices < gateways:
@@ -403,7 +403,12 @@ class DemoPipeline:
 
     def _scenarios_for(self, inventory: Inventory, *, first: bool) -> list[str]:
         """The scenarios run by the first gateway's simulator, when its devices allow them."""
-        needs = {"sos-press": "sos_button", "manhole-lifted": "manhole_cover", "lamp-failure": "streetlight"}
+        needs = {
+            "sos-press": "sos_button",
+            "manhole-lifted": "manhole_cover",
+            "lamp-failure": "streetlight",
+            "radio-fading": "door_contact",
+        }
         types = {d.device_type for d in inventory.devices}
         return [s for s in self.scenarios if first and needs.get(s, "") in types | {""}]
 

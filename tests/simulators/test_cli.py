@@ -124,6 +124,7 @@ def test_list_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
         "gateway-storm",
         "lamp-failure",
         "manhole-lifted",
+        "radio-fading",
         "sos-press",
     ]
 

@@ -43,6 +43,7 @@ HOURS = {
     "gateway-storm": 3,
     "lamp-failure": 30,
     "manhole-lifted": 24,
+    "radio-fading": 57,
     "sos-press": 2,
 }
 
@@ -57,6 +58,7 @@ SHOWS: dict[str, Check] = {
     "sos_pressed": lambda c, m, r: "sos_pressed" in r.events,
     "gateway_storm": lambda c, m, r: m["gateway_id"] == c["gateway_id"],
     "device_silent": lambda c, m, r: m["sent"] >= c["to"],
+    "radio_fading": lambda c, m, r: c["from"] <= m["sent"] < c["silent_at"],
 }
 
 

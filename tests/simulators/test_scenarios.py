@@ -42,13 +42,14 @@ def _ms(text: str) -> int:
     return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def test_shipped_scenarios_are_the_six_of_the_issue() -> None:
+def test_shipped_scenarios_are_the_six_of_the_issue_and_the_detectors_demo() -> None:
     assert shipped_scenarios() == [
         "elderly-inactive",
         "flaky-devices",
         "gateway-storm",
         "lamp-failure",
         "manhole-lifted",
+        "radio-fading",
         "sos-press",
     ]
     for name in shipped_scenarios():

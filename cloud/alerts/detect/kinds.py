@@ -44,7 +44,7 @@ class RoutineRule(DetectorBase):
     history: Duration = Field(default=56 * DAY, ge=7 * DAY)
     min_history: Duration = Field(default=14 * DAY, ge=3 * DAY)
     quantile: float = Field(default=0.9, gt=0.5, lt=1.0)
-    margin: Duration = 1.5 * HOUR
+    margin: Duration = 2.5 * HOUR
     min_gap: Duration = 3 * HOUR
     max_probability: float = Field(default=0.05, gt=0.0, lt=1.0)
     half_life: Duration = Field(default=14 * DAY, gt=0)
@@ -103,10 +103,10 @@ class WaterTrendRule(DetectorBase):
     metric: str = "water_level_mm"
     window: Duration = Field(default=90 * 60.0, gt=0)
     min_points: int = Field(default=3, ge=3)
-    min_rate: float = Field(default=3.0, gt=0.0)
+    min_rate: float = Field(default=5.0, gt=0.0)
     overflow_mm: float = Field(default=1000.0, gt=0.0)
     floor_mm: float = Field(default=200.0, ge=0.0)
-    horizon: Duration = Field(default=2 * HOUR, gt=0)
+    horizon: Duration = Field(default=HOUR, gt=0)
 
     def describe(self) -> str:
         return (

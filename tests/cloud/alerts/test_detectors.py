@@ -76,14 +76,14 @@ def test_routine_fires_when_the_morning_opening_is_overdue_and_explains_why() ->
     h = doors(30)  # the last activity: about 18:00 on day 29
     assert routine.detect(r, h, at(30, 6.0), PLACE) == []  # asleep: the usual night
     assert routine.detect(r, h, at(30, 7.6), PLACE) == []  # a little late: within the resident's spread
-    found = routine.detect(r, h, at(30, 10.0), PLACE)
+    found = routine.detect(r, h, at(30, 11.0), PLACE)
     assert [f.device_id for f in found] == ["d0"]
     f = found[0]
-    m = routine.model(r, h, at(30, 10.0), PLACE)
+    m = routine.model(r, h, at(30, 11.0), PLACE)
     last = int(m.last[0])
     assert 7.0 * H < last + m.usual[0] - at(29, 0) - DAY < 8.0 * H  # usually out again by about 07:xx
     assert f.started_s == last + int(m.usual[0] + r.margin)  # when the quiet time became improbable
-    assert f.started_s < at(30, 10.0)
+    assert f.started_s < at(30, 11.0)
     assert f.value == 0.0  # none of the past days was this quiet at this time
     assert "no door activity since 18:" in f.why_en
     assert "yesterday" in f.why_en
@@ -119,7 +119,7 @@ def test_routine_adapts_to_a_changed_routine_within_two_weeks() -> None:
 def test_routine_vectorised_over_residents_matches_one_by_one() -> None:
     r = rule(RoutineRule)
     h = doors(40, n=30, seed=5)
-    now = at(40, 10.5)
+    now = at(40, 11.5)
     m = routine.model(r, h, now, PLACE)
     for i in range(30):
         one = History(
@@ -131,7 +131,7 @@ def test_routine_vectorised_over_residents_matches_one_by_one() -> None:
         assert single.usual[0] == pytest.approx(m.usual[i])
         assert single.prob[0] == pytest.approx(m.prob[i])
         assert bool(single.fire[0]) == bool(m.fire[i])
-    assert m.fire.all()  # every resident is 16 hours quiet at 10:30, when they are always out by 08:00
+    assert m.fire.all()  # every resident is 17 hours quiet at 11:30, when they are always out by 08:30
 
 
 def lamp_history(recent_w: float) -> History:
@@ -187,7 +187,7 @@ def test_lamp_timing_against_dusk() -> None:
 
 
 def test_water_trend_projects_the_overflow() -> None:
-    r = rule(WaterTrendRule)  # 3 mm/min, 1000 mm, 2 h horizon, floor 300
+    r = rule(WaterTrendRule, min_rate=3.0, horizon=7200.0)  # 3 mm/min, 1000 mm, 2 h, floor 200
     now = at(5, 14.0)
     t = [now - 60 * m for m in (80, 50, 20, 0)]
     rising = History(
@@ -252,7 +252,7 @@ def test_detection_state_fires_once_and_clears_and_survives_a_restart() -> None:
     h = doors(30)
     directory = Directory(devices={d.device_id: d for d in h.devices}, communities={}, profile_intervals={})
     state = DetectionState(directory=directory)
-    first = state.apply("c1", rules, run_detectors(rules, h, at(30, 10.0), PLACE), at(30, 10.0))
+    first = state.apply("c1", rules, run_detectors(rules, h, at(30, 11.0), PLACE), at(30, 11.0))
     assert [(a.kind, a.subject, a.subject_kind) for a in first] == [("fire", "r0", "resident")]
     assert "no door activity since" in first[0].detail_en
     assert first[0].detail_en.endswith("Call or visit.")
@@ -260,10 +260,10 @@ def test_detection_state_fires_once_and_clears_and_survives_a_restart() -> None:
     saved = state.take_dirty()
     again = DetectionState(directory=directory)
     again.restore(saved.items())  # type: ignore[arg-type]
-    assert again.apply("c1", rules, run_detectors(rules, h, at(30, 10.2), PLACE), at(30, 10.2)) == []
-    assert again.due("c1", rules, at(30, 10.25)) == []  # every 10 min
+    assert again.apply("c1", rules, run_detectors(rules, h, at(30, 11.2), PLACE), at(30, 11.2)) == []
+    assert again.due("c1", rules, at(30, 11.25)) == []  # every 10 min
     acts = h.get(ACTIVITY)
-    moved = Series.of(np.zeros(len(acts) + 1, int), [*acts.t, at(30, 10.3)], n_devices=1)
+    moved = Series.of(np.zeros(len(acts) + 1, int), [*acts.t, at(30, 11.3)], n_devices=1)
     h2 = History(devices=h.devices, series={ACTIVITY: moved})
-    cleared = again.apply("c1", rules, run_detectors(rules, h2, at(30, 10.4), PLACE), at(30, 10.4))
+    cleared = again.apply("c1", rules, run_detectors(rules, h2, at(30, 11.4), PLACE), at(30, 11.4))
     assert [(a.kind, a.subject) for a in cleared] == [("clear", "r0")]
