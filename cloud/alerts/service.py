@@ -76,6 +76,7 @@ class DetectionLike(Protocol):
     """The detection rounds (`cloud.alerts.detect.round.DetectionRound`), as the service sees them."""
 
     def restore(self, states: Iterable[tuple[str, bytes]]) -> None: ...
+    def observe(self, row: FeedRow) -> None: ...
     def run(
         self, conn: psycopg.Connection[Any], clocks: dict[str, int], engine: EngineLike
     ) -> list[Action]: ...
@@ -246,8 +247,11 @@ class AlertService:
         readings = 0
         full = len(rows) >= limit
         evaluated = 0
+        detection = self._detection
         for row in rows:
             fired = engine.step(row, wall_us=wall_us)
+            if detection is not None:
+                detection.observe(row)
             actions.extend((row.feed_seq, action) for action in fired)
             readings += sum(len(env.readings) for env in row.envelopes)
             evaluated += 1
@@ -264,7 +268,6 @@ class AlertService:
         if tick:
             actions.extend((checkpoint, a) for a in engine.tick(wall_us=wall_us))
         states = engine.take_dirty()
-        detection = self._detection
         if tick and detection is not None and not full:
             found = detection.run(conn, engine.clocks(wall_us=wall_us), engine)
             actions.extend((checkpoint, a) for a in found)

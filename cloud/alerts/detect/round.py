@@ -22,8 +22,8 @@ import psycopg
 
 from cloud.alerts.detect.finding import Place
 from cloud.alerts.detect.runner import US, DetectionState, detector_rules, run_detectors
-from cloud.alerts.detect.source import load_history
-from cloud.alerts.feed import Partition
+from cloud.alerts.detect.source import SeriesCache, load_history
+from cloud.alerts.feed import FeedRow, Partition
 from cloud.alerts.model import Action, DeviceInfo, Directory
 from cloud.alerts.rules import Rule
 
@@ -60,6 +60,8 @@ class DetectionRound:
                 lat=comm.lat if comm else ds[0].lat,
                 lon=comm.lon if comm else ds[0].lon,
             )
+        self._caches = {c: SeriesCache() for c in self._members}
+        self._late: dict[str, int] = {}
         self._order = list(self._members)
         self._next = 0
         self._budget_s = budget_s
@@ -69,6 +71,14 @@ class DetectionRound:
 
     def restore(self, states: Iterable[tuple[str, bytes]]) -> None:
         self._state.restore(states)
+
+    def observe(self, row: FeedRow) -> None:
+        """A feed row evaluated: remember its oldest reading, so the next round of its community
+        reads the history from there (readings stored late, after a gateway's outage)."""
+        oldest = min((r.ts_us for env in row.envelopes for r in env.readings), default=None)
+        if oldest is not None:
+            known = self._late.get(row.community_id)
+            self._late[row.community_id] = oldest if known is None else min(known, oldest)
 
     def take_dirty(self) -> dict[str, bytes | None]:
         return self._state.take_dirty()
@@ -87,7 +97,15 @@ class DetectionRound:
             due = self._state.due(cid, detector_rules(engine.rules_of(cid)), now)
             if not due:
                 continue
-            history = load_history(conn, devices=self._members[cid], rules=due, now=now)
+            late_us = self._late.pop(cid, None)
+            history = load_history(
+                conn,
+                devices=self._members[cid],
+                rules=due,
+                now=now,
+                cache=self._caches[cid],
+                late=None if late_us is None else late_us // US,
+            )
             cpu = time.process_time()
             findings = run_detectors(due, history, now, self._places[cid])
             self.cpu_s += time.process_time() - cpu

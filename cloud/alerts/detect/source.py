@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import psycopg
@@ -52,7 +52,7 @@ WHERE device_id = ANY(%(ids)s) AND metric = %(metric)s
 
 _MESSAGES: Final = """
 SELECT device_id, extract(epoch FROM bucket)::bigint, max(n)::float8 FROM readings_hourly
-WHERE device_id = ANY(%(ids)s) AND bucket >= to_timestamp(%(start)s) AND bucket <= to_timestamp(%(now)s)
+WHERE device_id = ANY(%(ids)s) AND bucket > to_timestamp(%(start)s) AND bucket <= to_timestamp(%(now)s)
 GROUP BY device_id, bucket
 """
 
@@ -76,10 +76,58 @@ GROUP BY 1, 2
 """
 
 
+class _Cached(NamedTuple):
+    series: Series
+    start: float
+    end: int
+    full_at: int
+
+
+class SeriesCache:
+    """A community's two big series (door activity over eight weeks, messages per hour over two)
+    kept between rounds: a round reads only the rows after the previous round's end, less
+    `overlap_s` (rows stored late, the hour still filling), and everything again every
+    `full_every_s` (rows stored later than that: a gateway back after a long outage)."""
+
+    def __init__(self, *, overlap_s: int = 3600, full_every_s: int = 86_400) -> None:
+        self.overlap_s = overlap_s
+        self.full_every_s = full_every_s
+        self._entries: dict[str, _Cached] = {}
+        #: rows read by the last round (for tests and logs)
+        self.rows_read = 0
+
+    def get(
+        self, name: str, start: float, now: int, *, late: int | None = None, bucket: int = 1
+    ) -> tuple[Series | None, float]:
+        """The cached series trimmed to after `start`, and from when to read; (None, start): all.
+        `late`: the oldest reading time stored since the last round (the feed says), if older;
+        `bucket`: the series' rows are buckets of so many seconds (named by their start)."""
+        e = self._entries.get(name)
+        if e is None or e.end > now or now - e.full_at >= self.full_every_s or e.start > start:
+            return None, start
+        edge = min(e.end - self.overlap_s, late if late is not None else e.end)
+        since = max(start, edge // bucket * bucket - 1)  # whole buckets: one still filling is read again
+        keep = (e.series.t > start) & (e.series.t <= since)
+        s = e.series
+        return Series(dev=s.dev[keep], t=s.t[keep], v=s.v[keep], n_devices=len(s.starts) - 1), since
+
+    def put(self, name: str, series: Series, start: float, now: int, *, full: bool) -> None:
+        e = self._entries.get(name)
+        self._entries[name] = _Cached(series, start, now, now if full or e is None else e.full_at)
+
+
 def load_history(
-    conn: psycopg.Connection[Any], *, devices: Sequence[DeviceInfo], rules: Sequence[DetectorRule], now: int
+    conn: psycopg.Connection[Any],
+    *,
+    devices: Sequence[DeviceInfo],
+    rules: Sequence[DetectorRule],
+    now: int,
+    cache: SeriesCache | None = None,
+    late: int | None = None,
 ) -> History:
-    """The history `rules` read about `devices` up to `now` (Unix seconds).
+    """The history `rules` read about `devices` up to `now` (Unix seconds); with a `cache`, door
+    activity and messages per hour are read incrementally (from `late` at the latest: the oldest
+    reading time stored since the previous round).
 
     Raises `StoreUnavailable` when the database fails (the service retries in a new session).
     """
@@ -106,6 +154,26 @@ def load_history(
         v = [r[2] for r in rows] if values else None
         return Series.of(dev, t, v, n_devices=n)
 
+    def incremental(
+        name: str, sql: str, p: dict[str, Any], start: float, *, values: bool = True, bucket: int = 1
+    ) -> Series:
+        if cache is None:
+            return read(sql, {**p, "start": start}, values=values)
+        kept, since = cache.get(name, start, now, late=late, bucket=bucket)
+        new = read(sql, {**p, "start": since}, values=values)
+        cache.rows_read += len(new)
+        if kept is None:
+            cache.put(name, new, start, now, full=True)
+            return new
+        both = Series.of(
+            np.concatenate([kept.dev, new.dev]),
+            np.concatenate([kept.t, new.t]),
+            np.concatenate([kept.v, new.v]),
+            n_devices=n,
+        )
+        cache.put(name, both, start, now, full=False)
+        return both
+
     def merge(name: str, s: Series) -> None:
         old = series.get(name)
         if old is None or len(old) == 0:
@@ -121,8 +189,8 @@ def load_history(
     try:
         for rule in rules:
             if isinstance(rule, RoutineRule):
-                p = {"ids": ids(rule.device_types, alone=True), "start": now - rule.history, "now": now}
-                series[ACTIVITY] = read(_ACTIVITY, p, values=False)
+                p = {"ids": ids(rule.device_types, alone=True), "now": now}
+                series[ACTIVITY] = incremental(ACTIVITY, _ACTIVITY, p, now - rule.history, values=False)
             elif isinstance(rule, LampDriftRule):
                 start = now - rule.baseline - rule.recent
                 p = {"ids": ids(rule.device_types), "start": start, "now": now, "dim": rule.full_dim_pct}
@@ -138,8 +206,8 @@ def load_history(
                 series[rule.metric] = read(_SIX_HOURLY, {**p, "start": now - rule.window})
             elif isinstance(rule, ReportDriftRule):
                 start = now - rule.window - rule.baseline - 3600
-                p = {"ids": ids(rule.device_types), "start": start, "now": now}
-                series[MESSAGES] = read(_MESSAGES, p)
+                p = {"ids": ids(rule.device_types), "now": now}
+                series[MESSAGES] = incremental(MESSAGES, _MESSAGES, p, start, bucket=3600)
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"database unavailable while reading history: {exc}") from exc
     except psycopg.Error as exc:

@@ -22,7 +22,7 @@ import pytest
 from cloud.alerts.detect.history import ACTIVITY, MESSAGES
 from cloud.alerts.detect.round import DetectionRound
 from cloud.alerts.detect.runner import STATE_PREFIX, CommunityDetection, detector_rules
-from cloud.alerts.detect.source import load_history
+from cloud.alerts.detect.source import SeriesCache, load_history
 from cloud.alerts.directory import build_directory
 from cloud.alerts.engine import Engine
 from cloud.alerts.feed import Partition
@@ -157,10 +157,28 @@ def test_history_queries_read_what_the_ingest_stored(migrated_url: str) -> None:
     opened = sorted(r.ts_us // S for r in stored if r.metrics.get("contact_open") == 1)
     assert list(h.get(ACTIVITY).t) == opened
     messages = h.get(MESSAGES)
-    assert messages.v.sum() == len([r for r in stored if r.ts_us // S >= now - 14 * DAY - 13 * H])
+    start = now - 14 * DAY - 13 * H  # the baseline and window, from the hour after
+    assert messages.v.sum() == len([r for r in stored if r.ts_us // S // H * H > start])
     battery = h.get("battery_pct")
     assert len(battery) > 20  # six-hour means
     assert np.all(np.diff(battery.v) < 0)  # falling one point a day
+
+    # read incrementally: a round reads what is new (and the overlap), and sees what a full read sees
+    cache = SeriesCache()
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        load_history(conn, devices=devices, rules=rules, now=now, cache=cache)
+        first = cache.rows_read
+        more = history(21, until=DAY0 + 21 * DAY)[len(stored) :]
+        store(migrated_url, more, 5_000)
+        later = now + 15 * H
+        cache.rows_read = 0
+        oldest = min(r.ts_us for r in more) // S  # the feed tells the service
+        step = load_history(conn, devices=devices, rules=rules, now=later, cache=cache, late=oldest)
+        full = load_history(conn, devices=devices, rules=rules, now=later)
+    assert cache.rows_read < first / 5
+    for name in (ACTIVITY, MESSAGES):
+        assert list(step.get(name).t) == list(full.get(name).t), name
+        assert list(step.get(name).v) == list(full.get(name).v), name
 
 
 def test_the_service_writes_detector_incidents_once_and_clears_them(
