@@ -86,12 +86,13 @@ def score(
     cases: list[Case],
     *,
     late_s: int,
+    faulty: dict[str, list[tuple[int, int]]] | None = None,
 ) -> dict[str, Any]:
     """`cases`: (device, from, to, moment of the fixed rule or failure, None if none)."""
     by_device: dict[str, list[tuple[int, int, int | None]]] = {}
     for device, a, b, fixed in cases:
         by_device.setdefault(device, []).append((a, b, fixed))
-    tp = fp = 0
+    tp = fp = on_faulty = 0
     first: dict[tuple[str, int], int] = {}
     for ep in eps:
         hit = None
@@ -100,6 +101,8 @@ def score(
                 hit = a
         if hit is None:
             fp += 1
+            if faulty and any(a <= ep.first <= b for a, b in faulty.get(ep.device, ())):
+                on_faulty += 1
             continue
         tp += 1
         key = (ep.device, hit)
@@ -110,7 +113,8 @@ def score(
         if t is not None and fixed is not None:
             leads.append((fixed - t) / H)
     detected = len(first)
-    return {
+    extra = {"false_positives_on_failing_radios": on_faulty} if faulty is not None else {}
+    return extra | {
         "cases": len(cases),
         "detected": detected,
         "recall": round(detected / len(cases), 3) if cases else None,
@@ -148,6 +152,16 @@ def lamp_cases(collected: Collected) -> list[Case]:
     ]
 
 
+def failing_radios(collected: Collected) -> dict[str, list[tuple[int, int]]]:
+    """Per device: the windows its radio was fading or silent (ground truth)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for c in collected.conditions:
+        if c.condition in ("radio_fading", "device_silent"):
+            end = _s(c.to) if c.to else 2**62
+            out.setdefault(str(c.device_id), []).append((_s(c.from_), end))
+    return out
+
+
 def fading_cases(collected: Collected) -> list[Case]:
     msgs = collected.message_keys
     out: list[Case] = []
@@ -182,10 +196,13 @@ def battery_accuracy(
     collected: Collected, rule: BatteryLifeRule, *, ahead_days: float, start: int, end: int
 ) -> dict[str, Any]:
     """For every device whose battery reaches ``empty_pct`` in the run (with enough history
-    before): the prediction made `ahead_days` before, against the day it really got there."""
+    before): the days left predicted `ahead_days` before, against `ahead_days`. Separately for the
+    batteries the scenario drains (the target) and those that ran down by themselves (slow: a
+    1 % step of a dialect that reports whole per cents is a week of their drain)."""
     s = collected.series["battery_pct"]  # six-hour means, as the database gives them
     history = collected.history()
-    errors = []
+    draining = {str(c.device_id) for c in conditions(collected, "battery_draining")}
+    errors: dict[bool, list[float | None]] = {True: [], False: []}
     for d in np.unique(s.dev):
         lo, hi = s.starts[d], s.starts[d + 1]
         under = np.flatnonzero(s.v[lo:hi] <= rule.empty_pct)
@@ -198,8 +215,11 @@ def battery_accuracy(
         rows = {o.device_id: o for o in battery.outlook(rule, history, at)}
         device_id = collected.devices[int(d)].device_id
         o = rows.get(device_id)
-        predicted = o.days_left if o is not None else None
-        errors.append(None if predicted is None else predicted - ahead_days)
+        errors[device_id in draining].append(None if o is None else o.days_left - ahead_days)
+    return {"draining": _accuracy(errors[True]), "natural": _accuracy(errors[False])}
+
+
+def _accuracy(errors: list[float | None]) -> dict[str, Any]:
     known = [abs(e) for e in errors if e is not None]
     within = sum(1 for e in known if e <= 3)
     return {

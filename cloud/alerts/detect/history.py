@@ -160,7 +160,7 @@ class History:
         intervals: each device's report interval in seconds (from its profile), by position.
     """
 
-    __slots__ = ("devices", "index", "intervals", "series")
+    __slots__ = ("devices", "index", "intervals", "memo", "series")
 
     def __init__(
         self,
@@ -172,6 +172,8 @@ class History:
         self.devices = tuple(devices)
         self.index = {d.device_id: i for i, d in enumerate(self.devices)}
         self.series = dict(series)
+        #: what a detector derived from this history and may reuse at a later `now` (the same arrays)
+        self.memo: dict[tuple[object, ...], object] = {}
         given = intervals if intervals is not None else [d.report_interval_s for d in self.devices]
         self.intervals: F64 = np.asarray(given, dtype=np.float64)
 

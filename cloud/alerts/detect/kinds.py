@@ -33,7 +33,11 @@ class RoutineRule(DetectorBase):
     are a sample of how long this resident usually stays quiet after activity at that time of
     day (at least ``min_days`` such days are needed); the incident fires when the current
     quiet time exceeds the weighted ``quantile`` of those samples by ``margin`` (and is at least
-    ``min_gap``), and at most ``max_probability`` of the weighted days were as quiet. Recent days
+    ``min_gap``), at most ``max_probability`` of the weighted days were as quiet, and at most
+    ``population_max`` of the community's quiet times after activity in that hour of the day were
+    as long (a rare day of this resident that is ordinary life for the community). A door contact
+    that sent less than ``min_reports`` of its periodic reports over the quiet time is losing its
+    messages: its quiet says nothing about the resident (``report_interval_drift``). Recent days
     weigh more (``half_life``), so a routine that changes for good is learnt within days; days
     of the other kind (weekday, weekend) weigh ``other_day_weight``. With less than
     ``min_history`` of history it stays silent: the fixed ``inactivity`` rule covers the cold
@@ -42,15 +46,17 @@ class RoutineRule(DetectorBase):
     kind: Literal["routine"]
     device_types: tuple[str, ...] = ("door_contact",)
     history: Duration = Field(default=56 * DAY, ge=7 * DAY)
-    min_history: Duration = Field(default=14 * DAY, ge=3 * DAY)
+    min_history: Duration = Field(default=21 * DAY, ge=3 * DAY)
     quantile: float = Field(default=0.9, gt=0.5, lt=1.0)
-    margin: Duration = 2.5 * HOUR
+    margin: Duration = 3 * HOUR
+    population_max: float = Field(default=0.01, gt=0.0, le=1.0)
+    min_reports: float = Field(default=0.8, ge=0.0, le=1.0)
     min_gap: Duration = 3 * HOUR
     max_probability: float = Field(default=0.05, gt=0.0, lt=1.0)
     half_life: Duration = Field(default=14 * DAY, gt=0)
     other_day_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     match_within: Duration = Field(default=2 * HOUR, gt=0)
-    min_days: int = Field(default=7, ge=1)
+    min_days: int = Field(default=14, ge=1)
 
     def describe(self) -> str:
         return (

@@ -31,11 +31,14 @@ import numpy as np
 import numpy.typing as npt
 
 from cloud.alerts.detect.finding import DAY_S, Finding, Place, clock, span
-from cloud.alerts.detect.history import ACTIVITY, F64, I64, History, Series
+from cloud.alerts.detect.history import ACTIVITY, F64, I64, MESSAGES, History, Series
 from cloud.alerts.detect.kinds import RoutineRule
 from cloud.alerts.model import Evidence
 
 _WEEKEND: Final = 5  # Saturday and Sunday: datetime.weekday() >= 5
+#: residents sampled for the community's quiet times by hour, and the fewest samples that count
+_POPULATION: Final = 200
+_MIN_POOL: Final = 50
 
 
 class RoutineModel:
@@ -58,10 +61,10 @@ class RoutineModel:
 
 
 def _quiet_after(
-    acts: Series, devs: I64, anchors: I64, *, start: int, within: int
+    acts: Series, devs: I64, anchors: I64, *, start: int, within: int, until: int | None = None
 ) -> tuple[F64, npt.NDArray[np.bool_]]:
     """Per (resident, day): the activity of that day nearest the anchor (within `within` seconds,
-    not before `start`), and how long the door stayed quiet after it."""
+    not before `start`), and how long the door stayed quiet after it (to an activity by `until`)."""
     if not len(acts):
         return np.zeros(anchors.shape), np.zeros(anchors.shape, dtype=bool)
     d = np.broadcast_to(devs[:, None], anchors.shape)
@@ -78,8 +81,54 @@ def _quiet_after(
     dist = np.minimum(dist_b, dist_a)
     nxt = np.clip(pos + 1, 0, last)
     valid = (dist <= within) & (acts.t[pos] >= start) & (pos + 1 <= last) & (acts.dev[nxt] == d)
+    if until is not None:
+        valid &= acts.t[nxt] <= until
     quiet = np.where(valid, acts.t[nxt] - acts.t[pos], 0).astype(np.float64)
     return quiet, valid
+
+
+def _population(rule: RoutineRule, history: History, devs: I64, now: int, place: Place) -> list[F64]:
+    """Per local hour of the day: how long the door stayed quiet after each activity in that hour,
+    for up to `_POPULATION` residents of the community over the last 28 days, sorted. Computed
+    once a day (memo on the history)."""
+    offset = _offset(now, place)
+    key = ("routine_population", rule.id, (now + offset) // DAY_S)
+    found = history.memo.get(key)
+    if found is not None:
+        return found  # type: ignore[return-value]
+    acts = history.get(ACTIVITY)
+    sample = devs[:: max(1, len(devs) // _POPULATION)]
+    pick = np.isin(acts.dev, sample)
+    dev, t = acts.dev[pick], acts.t[pick]
+    follows = (dev[1:] == dev[:-1]) & (t[:-1] >= now - 28 * DAY_S) & (t[1:] <= now)
+    quiet = (t[1:] - t[:-1])[follows].astype(np.float64)
+    hour = ((t[:-1][follows] + offset) % DAY_S) // 3600
+    table = [np.sort(quiet[hour == h]) for h in range(24)]
+    history.memo[key] = table
+    return table
+
+
+def _reporting(rule: RoutineRule, history: History, devs: I64, last: I64, now: int) -> npt.NDArray[np.bool_]:
+    """Whether each door contact sent at least ``min_reports`` of its periodic reports over the
+    quiet time (complete hours): a door contact losing its messages shows no openings either, and
+    that is a device's trouble (``report_interval_drift``, ``device_silent``), not the resident's."""
+    msgs = history.get(MESSAGES)
+    if not len(msgs):
+        return np.ones(len(devs), dtype=bool)
+    csum = np.concatenate([[0.0], np.cumsum(msgs.v)])
+    first_hour = (last // 3600 + 1) * 3600
+    this_hour = now // 3600 * 3600
+    lo = np.searchsorted(msgs.keys, msgs.key(devs, first_hour), side="left")
+    hi = np.searchsorted(msgs.keys, msgs.key(devs, this_hour), side="left")
+    got = csum[hi] - csum[lo]
+    expected = np.maximum(this_hour - first_hour, 0) / history.intervals[devs]
+    alive: npt.NDArray[np.bool_] = (expected < 3) | (got >= rule.min_reports * expected)
+    return alive
+
+
+def _offset(now: int, place: Place) -> int:
+    delta = datetime.fromtimestamp(now, tz=place.zone).utcoffset()
+    return int(delta.total_seconds()) if delta is not None else 0
 
 
 def model(rule: RoutineRule, history: History, now: int, place: Place) -> RoutineModel:
@@ -115,6 +164,15 @@ def model(rule: RoutineRule, history: History, now: int, place: Place) -> Routin
     bound = np.maximum(np.nan_to_num(usual, nan=np.inf) + rule.margin, rule.min_gap)
     enough = (known >= rule.min_history) & (days >= rule.min_days)
     m.fire = has & enough & (total > 0) & (gap >= bound) & (prob <= rule.max_probability)
+    m.fire &= _reporting(rule, history, devs, last, now)
+    if m.fire.any():  # and rare across the community: a long quiet time many residents have is life
+        table = _population(rule, history, devs, now, place)
+        hour = ((last + _offset(now, place)) % DAY_S) // 3600
+        for i in np.flatnonzero(m.fire):
+            pool = table[int(hour[i])]
+            if len(pool) >= _MIN_POOL:
+                share = 1.0 - np.searchsorted(pool, gap[i], side="left") / len(pool)
+                m.fire[i] = share <= rule.population_max
     m.started = np.where(m.fire, last + np.where(np.isfinite(bound), bound, 0), 0).astype(np.int64)
     return m
 

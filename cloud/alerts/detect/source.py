@@ -34,6 +34,10 @@ from cloud.errors import StoreUnavailable
 
 log = logging.getLogger("linli.cloud.alerts")
 
+#: a round of the routine detector reads the messages per hour of this long (its door contacts'
+#: health over the quiet time), rounded up to what the drift detector reads: one cached series
+_ROUTINE_MESSAGES_S: Final = 15 * 86_400
+
 _ACTIVITY: Final = """
 SELECT device_id, extract(epoch FROM time)::bigint FROM readings
 WHERE device_id = ANY(%(ids)s) AND metric = 'contact_open' AND value >= 0.5
@@ -186,6 +190,7 @@ def load_history(
             n_devices=n,
         )
 
+    messages_from: float = now
     try:
         for rule in rules:
             if isinstance(rule, RoutineRule):
@@ -205,9 +210,12 @@ def load_history(
                 p = {"ids": ids(rule.device_types), "metric": rule.metric, "now": now}
                 series[rule.metric] = read(_SIX_HOURLY, {**p, "start": now - rule.window})
             elif isinstance(rule, ReportDriftRule):
-                start = now - rule.window - rule.baseline - 3600
-                p = {"ids": ids(rule.device_types), "now": now}
-                series[MESSAGES] = incremental(MESSAGES, _MESSAGES, p, start, bucket=3600)
+                messages_from = min(messages_from, now - rule.window - rule.baseline - 3600)
+            if isinstance(rule, RoutineRule):  # is the door contact alive? (the messages it sent)
+                messages_from = min(messages_from, now - _ROUTINE_MESSAGES_S)
+        if messages_from < now:
+            p = {"ids": [d.device_id for d in devices], "now": now}
+            series[MESSAGES] = incremental(MESSAGES, _MESSAGES, p, messages_from, bucket=3600)
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"database unavailable while reading history: {exc}") from exc
     except psycopg.Error as exc:

@@ -69,9 +69,9 @@ def door(t: int, open_: int, battery: float) -> R:
     return R(DOOR, t * S, metrics, device_type="door_contact", profile=PROFILE)
 
 
-def history(days: int, *, until: int) -> list[R]:
+def history(days: int, *, until: int, quiet_from: int | None = None) -> list[R]:
     """Openings about 07:00, 12:00 and 18:00 each day, hourly closed reports, the battery falling
-    one point a day from 30 %; nothing after `until`."""
+    one point a day from 30 %; no opening after `quiet_from`, nothing after `until`."""
     rng = np.random.default_rng(3)
     out = []
     for d in range(days + 1):
@@ -83,7 +83,11 @@ def history(days: int, *, until: int) -> list[R]:
         for hour in range(24):
             t = base + hour * H + 1800
             out.append(door(t, 0, 30 - (t - DAY0) / DAY))
-    return sorted((r for r in out if r.ts_us <= until * S), key=lambda r: r.ts_us)
+    quiet_us = (quiet_from if quiet_from is not None else until) * S
+    kept = (
+        r for r in out if r.ts_us <= until * S and (r.ts_us <= quiet_us or r.metrics["contact_open"] == 0)
+    )
+    return sorted(kept, key=lambda r: r.ts_us)
 
 
 def store(url: str, readings: list[R], seq: int) -> None:
@@ -157,7 +161,7 @@ def test_history_queries_read_what_the_ingest_stored(migrated_url: str) -> None:
     opened = sorted(r.ts_us // S for r in stored if r.metrics.get("contact_open") == 1)
     assert list(h.get(ACTIVITY).t) == opened
     messages = h.get(MESSAGES)
-    start = now - 14 * DAY - 13 * H  # the baseline and window, from the hour after
+    start = now - 15 * DAY  # what the routine detector reads (covers the drift detector's 14 days + 13 h)
     assert messages.v.sum() == len([r for r in stored if r.ts_us // S // H * H > start])
     battery = h.get("battery_pct")
     assert len(battery) > 20  # six-hour means
@@ -184,9 +188,9 @@ def test_history_queries_read_what_the_ingest_stored(migrated_url: str) -> None:
 def test_the_service_writes_detector_incidents_once_and_clears_them(
     migrated_url: str, tmp_path: Path
 ) -> None:
-    quiet_from = DAY0 + 19 * DAY + 19 * H  # nothing after the evening opening of day 19
-    store(migrated_url, history(20, until=quiet_from), 1)
-    now = DAY0 + 20 * DAY + 11 * H  # 11:00 next day: no morning opening
+    quiet_from = DAY0 + 24 * DAY + 19 * H  # nothing after the evening opening of day 24
+    now = DAY0 + 25 * DAY + 12 * H + 1800  # 12:30 next day: no morning opening
+    store(migrated_url, history(25, until=now, quiet_from=quiet_from), 1)  # hourly reports go on
     with service(migrated_url, now):
         found = wait_for(lambda: len(got := incidents(migrated_url)) == 2 and got, "two incidents")
     (battery, b_subject, b_sev, b_detail, b_n, _), (rule, subject, severity, detail, n, cleared) = found

@@ -72,7 +72,7 @@ def at(day: int, hour: float) -> int:
 
 
 def test_routine_fires_when_the_morning_opening_is_overdue_and_explains_why() -> None:
-    r = rule(RoutineRule)
+    r = rule(RoutineRule, margin=2.5 * H)
     h = doors(30)  # the last activity: about 18:00 on day 29
     assert routine.detect(r, h, at(30, 6.0), PLACE) == []  # asleep: the usual night
     assert routine.detect(r, h, at(30, 7.6), PLACE) == []  # a little late: within the resident's spread
@@ -92,14 +92,14 @@ def test_routine_fires_when_the_morning_opening_is_overdue_and_explains_why() ->
 
 
 def test_routine_is_silent_in_the_cold_start() -> None:
-    r = rule(RoutineRule)  # min_history 14 days
-    h = doors(10)
-    assert routine.detect(r, h, at(11, 12.0), PLACE) == []  # 18 hours quiet: the fixed rule's business
-    assert routine.detect(r, doors(20), at(20, 12.0), PLACE)  # enough history: flagged
+    r = rule(RoutineRule, margin=2.5 * H)  # min_history 21 days
+    h = doors(15)
+    assert routine.detect(r, h, at(16, 12.0), PLACE) == []  # 18 hours quiet: the fixed rule's business
+    assert routine.detect(r, doors(25), at(25, 12.0), PLACE)  # enough history: flagged
 
 
 def test_routine_adapts_to_a_changed_routine_within_two_weeks() -> None:
-    r = rule(RoutineRule)
+    r = rule(RoutineRule, margin=2.5 * H)
     before = doors(30, morning=7.0, seed=2)
     after = doors(30, morning=11.0, seed=3)  # from day 30 the resident goes out at 11:00 for good
     a, b = before.get(ACTIVITY), after.get(ACTIVITY)
@@ -117,7 +117,7 @@ def test_routine_adapts_to_a_changed_routine_within_two_weeks() -> None:
 
 
 def test_routine_vectorised_over_residents_matches_one_by_one() -> None:
-    r = rule(RoutineRule)
+    r = rule(RoutineRule, margin=2.5 * H)
     h = doors(40, n=30, seed=5)
     now = at(40, 11.5)
     m = routine.model(r, h, now, PLACE)
@@ -252,7 +252,7 @@ def test_detection_state_fires_once_and_clears_and_survives_a_restart() -> None:
     h = doors(30)
     directory = Directory(devices={d.device_id: d for d in h.devices}, communities={}, profile_intervals={})
     state = DetectionState(directory=directory)
-    first = state.apply("c1", rules, run_detectors(rules, h, at(30, 11.0), PLACE), at(30, 11.0))
+    first = state.apply("c1", rules, run_detectors(rules, h, at(30, 12.5), PLACE), at(30, 12.5))
     assert [(a.kind, a.subject, a.subject_kind) for a in first] == [("fire", "r0", "resident")]
     assert "no door activity since" in first[0].detail_en
     assert first[0].detail_en.endswith("Call or visit.")
@@ -260,10 +260,10 @@ def test_detection_state_fires_once_and_clears_and_survives_a_restart() -> None:
     saved = state.take_dirty()
     again = DetectionState(directory=directory)
     again.restore(saved.items())  # type: ignore[arg-type]
-    assert again.apply("c1", rules, run_detectors(rules, h, at(30, 11.2), PLACE), at(30, 11.2)) == []
-    assert again.due("c1", rules, at(30, 11.25)) == []  # every 10 min
+    assert again.apply("c1", rules, run_detectors(rules, h, at(30, 12.7), PLACE), at(30, 12.7)) == []
+    assert again.due("c1", rules, at(30, 12.75)) == []  # every 10 min
     acts = h.get(ACTIVITY)
-    moved = Series.of(np.zeros(len(acts) + 1, int), [*acts.t, at(30, 11.3)], n_devices=1)
+    moved = Series.of(np.zeros(len(acts) + 1, int), [*acts.t, at(30, 12.8)], n_devices=1)
     h2 = History(devices=h.devices, series={ACTIVITY: moved})
-    cleared = again.apply("c1", rules, run_detectors(rules, h2, at(30, 11.4), PLACE), at(30, 11.4))
+    cleared = again.apply("c1", rules, run_detectors(rules, h2, at(30, 12.9), PLACE), at(30, 12.9))
     assert [(a.kind, a.subject) for a in cleared] == [("clear", "r0")]
