@@ -131,6 +131,7 @@ class RuleBase(BaseModel):
         "min_span",
         "every",
         "match_within",
+        "min_baseline",
         mode="before",
         check_fields=False,
     )

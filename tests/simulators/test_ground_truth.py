@@ -43,7 +43,7 @@ HOURS = {
     "gateway-storm": 3,
     "lamp-failure": 30,
     "manhole-lifted": 24,
-    "radio-fading": 57,
+    "radio-fading": 97,
     "sos-press": 2,
 }
 

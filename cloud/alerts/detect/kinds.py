@@ -141,14 +141,16 @@ class BatteryLifeRule(DetectorBase):
 
 class ReportDriftRule(DetectorBase):
     """Radio trouble before silence: a device that sent less than ``ratio`` of its usual
-    messages over the last ``window`` (its usual rate learnt over ``baseline``; at least
-    ``min_expected`` messages expected), while it is not silent yet."""
+    messages over the last ``window`` (its usual count per hour of the day learnt over
+    ``baseline``, of which at least ``min_baseline``; at least ``min_expected`` messages
+    expected)."""
 
     kind: Literal["report_drift"]
     window: Duration = Field(default=12 * HOUR, gt=0)
     baseline: Duration = Field(default=14 * DAY, ge=DAY)
     ratio: float = Field(default=0.6, gt=0.0, lt=1.0)
     min_expected: float = Field(default=8.0, gt=0.0)
+    min_baseline: Duration = Field(default=2 * DAY, ge=DAY)
 
     def describe(self) -> str:
         return f"under {self.ratio:.0%} of its usual messages over {self.window / HOUR:g} h; clears when back"

@@ -233,17 +233,30 @@ def test_report_drift_against_the_devices_own_rate() -> None:
     dev, t, v = [], [], []
     for hour in range(16 * 24):
         ts = end - (hour + 1) * H
-        for i in range(2):
+        # d0 and d1 report hourly; d1 is heard in only 3 of the last 12 hours. d2 (an SOS button,
+        # every 4 hours) sends half its usual count in the last 12 hours. d3 (hourly) sends a
+        # quarter of its usual count, but every hour: a resident staying in, not a radio.
+        rows = [(0, 2.0)]
+        if hour >= 12 or hour % 4 == 0:
+            rows.append((1, 2.0))
+        if hour % 2 == 0:
+            rows.append((2, 0.5 if hour < 12 else 1.0))
+        rows.append((3, 4.0 if hour >= 12 else 1.0))
+        for i, count in rows:
             dev.append(i)
             t.append(ts)
-            v.append(2.0 if i == 0 or hour >= 12 else 0.5)  # d1 thins out in the last 12 hours
+            v.append(count)
+    sos = device(2, "sos_button")
     h = History(
-        devices=[device(0, "door_contact"), device(1, "door_contact")],
-        series={MESSAGES: Series.of(dev, t, v, n_devices=2)},
+        devices=[device(0, "door_contact"), device(1, "door_contact"), sos, device(3, "door_contact")],
+        series={MESSAGES: Series.of(dev, t, v, n_devices=4)},
+        intervals=[3600.0, 3600.0, 14400.0, 3600.0],
     )
+    r = rule(ReportDriftRule, min_expected=3.0)
     found = drift.detect(r, h, now, PLACE)
-    assert [(f.device_id, f.value) for f in found] == [("d1", 0.25)]
-    assert "Sent 6 messages in the last 12 h where it usually sends 24" in found[0].why_en
+    assert [(f.device_id, f.value) for f in found] == [("d1", 0.25), ("d2", pytest.approx(0.5, abs=0.01))]
+    assert "Not a single message in 9 of the last 12 hours, where it is usually heard" in found[0].why_en
+    assert "Sent 3 messages in the last 12 h where it usually sends 6" in found[1].why_en
 
 
 def test_detection_state_fires_once_and_clears_and_survives_a_restart() -> None:
