@@ -38,7 +38,7 @@ def outlook(rule: BatteryLifeRule, history: History, now: int) -> list[BatteryOu
     s = history.get(rule.metric).window(now - int(rule.window), now + 1)
     if not len(devs) or not len(s):
         return []
-    fit = LineFit(s, at=now, n_devices=n)
+    fit = LineFit(series=s, at=now, n_devices=n)
     per_day = fit.slope * DAY_S
     with np.errstate(invalid="ignore", divide="ignore"):
         left = (fit.level - rule.empty_pct) / -per_day

@@ -115,7 +115,8 @@ class LineFit:
 
     __slots__ = ("level", "n", "slope", "span")
 
-    def __init__(self, s: Series, *, at: int, n_devices: int) -> None:
+    def __init__(self, *, series: Series, at: int, n_devices: int) -> None:
+        s = series
         x = (s.t - at).astype(np.float64)
         n = np.bincount(s.dev, minlength=n_devices).astype(np.float64)
         sx = np.bincount(s.dev, x, minlength=n_devices)

@@ -57,7 +57,7 @@ def drift(rule: LampDriftRule, history: History, now: int, place: Place) -> list
     nights = np.unique(base.dev * 100_000 + evening // DAY_S)
     night_count = np.bincount(nights // 100_000, minlength=n)
     week = full.window(now - 7 * DAY_S, now + 1)
-    fit = LineFit(week, at=now, n_devices=n)
+    fit = LineFit(series=week, at=now, n_devices=n)
     out = []
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = recent_med / base_med

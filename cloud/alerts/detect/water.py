@@ -24,7 +24,7 @@ def detect(rule: WaterTrendRule, history: History, now: int, place: Place) -> li
     s = history.get(rule.metric).window(now - int(rule.window), now + 1)
     if not len(devs) or not len(s):
         return []
-    fit = LineFit(s, at=now, n_devices=n)
+    fit = LineFit(series=s, at=now, n_devices=n)
     rate = fit.slope * 60  # mm per minute
     with np.errstate(invalid="ignore", divide="ignore"):
         minutes = (rule.overflow_mm - fit.level) / rate
