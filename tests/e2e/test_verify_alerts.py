@@ -164,8 +164,12 @@ def test_every_condition_type_maps_to_rules_or_is_informational() -> None:
         "gas_alarm",
         "water_alarm",
         "gateway_storm",
+        "lamp_degrading",
+        "battery_draining",
+        "radio_fading",
     }
-    assert DETECTION["gateway_storm"] is None
+    for informational in ("gateway_storm", "lamp_degrading", "battery_draining", "radio_fading"):
+        assert DETECTION[informational] is None, informational
 
 
 def test_detected_with_delay_and_exit_0(migrated_url: str, tmp_path: Path) -> None:
