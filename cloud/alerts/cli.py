@@ -38,13 +38,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     explain.add_argument("--rule", required=True, help="rule id, e.g. battery_low")
     explain.add_argument("--device", required=True, help="device id")
-    explain.add_argument("--from", dest="start", required=True, type=_time, help="ISO 8601 time")
-    explain.add_argument("--to", dest="end", required=True, type=_time, help="ISO 8601 time")
+    explain.add_argument("--from", dest="start", required=True, type=parse_time, help="ISO 8601 time")
+    explain.add_argument("--to", dest="end", required=True, type=parse_time, help="ISO 8601 time")
     explain.add_argument("--community", help="evaluate with this community's rules (default: the device's)")
     explain.set_defaults(handler=_explain)
 
 
-def _time(text: str) -> datetime:
+def parse_time(text: str) -> datetime:
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:

@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from cloud.alerts.cli import parse_time
+
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     detect = subparsers.add_parser("detect", help="the detectors on stored history: findings, batteries")
@@ -27,19 +29,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     for p in (run, batteries):
         p.add_argument("--config", type=Path, required=True, help="the cloud configuration")
         p.add_argument("--community", action="append", default=[], help="only this community (repeatable)")
-        p.add_argument("--at", type=_time, help="evaluate at this ISO 8601 time (default: now)")
+        p.add_argument("--at", type=parse_time, help="evaluate at this ISO 8601 time (default: now)")
         p.add_argument("--json", action="store_true", help="one JSON object per line")
     batteries.add_argument("--within", default="30d", help="list batteries empty within this (default 30d)")
     run.set_defaults(handler=_run)
     batteries.set_defaults(handler=_batteries)
-
-
-def _time(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _communities(args: argparse.Namespace) -> Any:
@@ -57,14 +51,7 @@ def _communities(args: argparse.Namespace) -> Any:
     for d in sorted(directory.devices.values(), key=lambda d: d.device_id):
         if not args.community or d.community_id in args.community:
             members.setdefault(d.community_id, []).append(d)
-    places = {}
-    for cid, devices in members.items():
-        comm = directory.communities.get(cid)
-        places[cid] = Place(
-            timezone=comm.timezone if comm else directory.default_timezone,
-            lat=comm.lat if comm else devices[0].lat,
-            lon=comm.lon if comm else devices[0].lon,
-        )
+    places = {cid: Place.of(directory, cid, devices) for cid, devices in members.items()}
     return settings, book, members, places
 
 

@@ -3,13 +3,14 @@ English, as a grid worker reads them ("no door activity since 19:42 yesterday").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
 import msgspec
 
-from cloud.alerts.model import Evidence
+from cloud.alerts.model import DeviceInfo, Directory, Evidence
 
 DAY_S: Final = 86_400
 
@@ -24,6 +25,21 @@ class Place(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @classmethod
+    def of(cls, directory: Directory, community_id: str, devices: Sequence[DeviceInfo]) -> Place:
+        """The community's place from the directory, else its first device's and the default zone."""
+        comm = directory.communities.get(community_id)
+        return cls(
+            timezone=comm.timezone if comm else directory.default_timezone,
+            lat=comm.lat if comm else devices[0].lat,
+            lon=comm.lon if comm else devices[0].lon,
+        )
+
+    def utc_offset(self, now: int) -> int:
+        """Seconds the local clock is ahead of UTC at `now`."""
+        delta = datetime.fromtimestamp(now, tz=self.zone).utcoffset()
+        return int(delta.total_seconds()) if delta is not None else 0
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):

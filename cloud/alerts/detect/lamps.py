@@ -17,8 +17,6 @@ dark at night long enough for the fixed rules.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import numpy as np
 
 from cloud.alerts.detect.finding import DAY_S, Finding, Place, clock
@@ -53,7 +51,7 @@ def drift(rule: LampDriftRule, history: History, now: int, place: Place) -> list
     recent = full.window(recent_from, now + 1)
     base_med, _ = group_median(base.dev, base.v, n)
     recent_med, recent_n = group_median(recent.dev, recent.v, n)
-    evening = base.t + _utc_offset(place, now) - 43_200  # a night: local noon to the next local noon
+    evening = base.t + place.utc_offset(now) - 43_200  # a night: local noon to the next local noon
     nights = np.unique(base.dev * 100_000 + evening // DAY_S)
     night_count = np.bincount(nights // 100_000, minlength=n)
     week = full.window(now - 7 * DAY_S, now + 1)
@@ -110,7 +108,7 @@ def timing(rule: LampTimingRule, history: History, now: int, place: Place) -> li
     if not len(devs) or not len(ons):
         return []
     # dusk of the evening each switch-on belongs to: the UTC day of (switch-on - 12 h + local noon)
-    local = ons.t + _utc_offset(place, now)
+    local = ons.t + place.utc_offset(now)
     days = (local - 43_200) // DAY_S + 1  # evenings: local noon to the next local noon
     cand = np.stack([dusk_s(place.lat, place.lon, days + j, rule.sun_deg) for j in (-1, 0)])
     nearest = cand[np.argmin(np.abs(ons.t[None, :] - cand), axis=0), np.arange(len(ons))]
@@ -146,8 +144,3 @@ def timing(rule: LampTimingRule, history: History, now: int, place: Place) -> li
             )
         )
     return out
-
-
-def _utc_offset(place: Place, now: int) -> int:
-    delta = datetime.fromtimestamp(now, tz=place.zone).utcoffset()
-    return int(delta.total_seconds()) if delta is not None else 0

@@ -52,14 +52,7 @@ class DetectionRound:
             if partition.owns(d.community_id):
                 members[d.community_id].append(d)
         self._members = {c: sorted(ds, key=lambda d: d.device_id) for c, ds in sorted(members.items())}
-        self._places: dict[str, Place] = {}
-        for c, ds in self._members.items():
-            comm = directory.communities.get(c)
-            self._places[c] = Place(
-                timezone=comm.timezone if comm else directory.default_timezone,
-                lat=comm.lat if comm else ds[0].lat,
-                lon=comm.lon if comm else ds[0].lon,
-            )
+        self._places = {c: Place.of(directory, c, ds) for c, ds in self._members.items()}
         self._caches = {c: SeriesCache() for c in self._members}
         self._late: dict[str, int] = {}
         self._order = list(self._members)

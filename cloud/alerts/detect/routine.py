@@ -91,7 +91,7 @@ def _population(rule: RoutineRule, history: History, devs: I64, now: int, place:
     """Per local hour of the day: how long the door stayed quiet after each activity in that hour,
     for up to `_POPULATION` residents of the community over the last 28 days, sorted. Computed
     once a day (memo on the history)."""
-    offset = _offset(now, place)
+    offset = place.utc_offset(now)
     key = ("routine_population", rule.id, (now + offset) // DAY_S)
     found = history.memo.get(key)
     if found is not None:
@@ -124,11 +124,6 @@ def _reporting(rule: RoutineRule, history: History, devs: I64, last: I64, now: i
     expected = np.maximum(this_hour - first_hour, 0) / history.intervals[devs]
     alive: npt.NDArray[np.bool_] = (expected < 3) | (got >= rule.min_reports * expected)
     return alive
-
-
-def _offset(now: int, place: Place) -> int:
-    delta = datetime.fromtimestamp(now, tz=place.zone).utcoffset()
-    return int(delta.total_seconds()) if delta is not None else 0
 
 
 def model(rule: RoutineRule, history: History, now: int, place: Place) -> RoutineModel:
@@ -167,7 +162,7 @@ def model(rule: RoutineRule, history: History, now: int, place: Place) -> Routin
     m.fire &= _reporting(rule, history, devs, last, now)
     if m.fire.any():  # and rare across the community: a long quiet time many residents have is life
         table = _population(rule, history, devs, now, place)
-        hour = ((last + _offset(now, place)) % DAY_S) // 3600
+        hour = ((last + place.utc_offset(now)) % DAY_S) // 3600
         for i in np.flatnonzero(m.fire):
             pool = table[int(hour[i])]
             if len(pool) >= _MIN_POOL:
