@@ -23,7 +23,9 @@ from device_profiles.model import DEFAULT_REPORT_INTERVAL_S, Profile
 from device_profiles.reading import DEVICE_TYPES, Reading
 from device_profiles.standard import (
     ALL_EVENTS,
+    ALL_METRICS,
     DERIVED_EVENTS,
+    ENVIRONMENT_METRICS,
     EVENTS,
     LIVENESS_EVENTS,
     METRICS,
@@ -36,9 +38,11 @@ from device_profiles.standard import (
 
 __all__ = [
     "ALL_EVENTS",
+    "ALL_METRICS",
     "DEFAULT_REPORT_INTERVAL_S",
     "DERIVED_EVENTS",
     "DEVICE_TYPES",
+    "ENVIRONMENT_METRICS",
     "EVENTS",
     "LIVENESS_EVENTS",
     "MAX_PAYLOAD_BYTES",

@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from device_profiles.paths import WILDCARD, parse_path
-from device_profiles.standard import DERIVED_EVENTS, EVENTS, METRICS
+from device_profiles.standard import ALL_METRICS, DERIVED_EVENTS, EVENTS, METRICS
 
 Scalar = StrictBool | StrictInt | StrictStr
 JsonType = Literal["number", "integer", "bool", "string"]
@@ -51,6 +51,9 @@ DEFAULT_REPORT_INTERVAL_S: Final = {
     "sos_button": 14400.0,
     "manhole_cover": 1800.0,
     "streetlight": 900.0,
+    "environment_sensor": 3600.0,
+    "smoke_detector": 14400.0,
+    "water_leak_sensor": 14400.0,
 }
 FALLBACK_REPORT_INTERVAL_S: Final = 3600.0
 
@@ -330,10 +333,20 @@ def _cross_field_errors(p: Profile) -> list[tuple[str, str]]:
             if f.metric in seen:
                 errors.append((f"{where}.metric", f"{f.metric!r} is also given by fields[{seen[f.metric]}]"))
             seen[f.metric] = i
-            if known_metrics is not None and f.metric not in known_metrics and not f.metric.startswith("x_"):
+            if f.metric.startswith("x_"):
+                pass
+            elif known_metrics is not None and f.metric not in known_metrics:
                 allowed = ", ".join(sorted(known_metrics))
                 errors.append(
                     (f"{where}.metric", f"{f.metric!r} is not canonical for {p.device_type} ({allowed})")
+                )
+            elif known_metrics is None and f.metric not in ALL_METRICS:
+                errors.append(
+                    (
+                        f"{where}.metric",
+                        f"{f.metric!r} is not a canonical metric (docs/data-standard.md lists them); "
+                        f"use one, or prefix a vendor extension with x_",
+                    )
                 )
         for event in (f.events or {}).values():
             if event in DERIVED_EVENTS:

@@ -14,7 +14,15 @@ import msgspec
 
 #: Device types known to the standard. Profiles may declare others (the set is extensible);
 #: these are the ones with canonical metric and event names in docs/data-standard.md.
-DEVICE_TYPES: Final = ("door_contact", "manhole_cover", "streetlight", "sos_button")
+DEVICE_TYPES: Final = (
+    "door_contact",
+    "manhole_cover",
+    "streetlight",
+    "sos_button",
+    "environment_sensor",
+    "smoke_detector",
+    "water_leak_sensor",
+)
 
 
 class Reading(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

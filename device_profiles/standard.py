@@ -1,8 +1,9 @@
 """The data standard as data: canonical metric and event names, units, quality flags, reason codes.
 
 docs/data-standard.md describes the same tables in prose; a test keeps the two in step. Profiles
-for the device types below may only use these names (plus vendor extensions prefixed ``x_``);
-profiles for other device types may use any snake_case name.
+for the device types below may only use their names (plus vendor extensions prefixed ``x_``);
+profiles for other device types may use any canonical name (`ALL_METRICS`) or an ``x_`` name, so a
+temperature is ``temperature_c`` whoever reports it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,21 @@ _LQI = MetricDef("1", "Zigbee link quality indicator", 0, 255)
 #: Metrics any device type may report.
 COMMON_METRICS: Final = MappingProxyType({"battery_pct": _BATTERY, "rssi_dbm": _RSSI, "link_quality": _LQI})
 
+#: Environmental metrics: what community sensors commonly measure, allowed for every device type
+#: (an Aqara door contact reports its temperature too), so nobody invents a name for them.
+ENVIRONMENT_METRICS: Final = MappingProxyType(
+    {
+        "temperature_c": MetricDef("°C", "air temperature", -40, 125),
+        "humidity_pct": MetricDef("%RH", "relative humidity", 0, 100),
+        "pm25_ugm3": MetricDef("µg/m³", "fine particulate matter (PM2.5) concentration", 0, 1000),
+        "co_ppm": MetricDef("ppm", "carbon monoxide concentration", 0, 10000),
+        "smoke": MetricDef("0/1", "1 when smoke is detected", 0, 1),
+        "water_leak": MetricDef("0/1", "1 when the probe is wet (water on the floor)", 0, 1),
+    }
+)
+
+_ANY_TYPE: Final = MappingProxyType({**COMMON_METRICS, **ENVIRONMENT_METRICS})
+
 #: Canonical metrics per device type (name -> definition). Common metrics are repeated where the
 #: issue lists them, so each table reads as the complete set for its type.
 METRICS: Final = MappingProxyType(
@@ -38,7 +54,7 @@ METRICS: Final = MappingProxyType(
             {
                 "contact_open": MetricDef("0/1", "1 when the door or window is open", 0, 1),
                 "open_count": MetricDef("1", "openings counted by the device since reset", 0, 2**32),
-                **COMMON_METRICS,
+                **_ANY_TYPE,
             }
         ),
         "manhole_cover": MappingProxyType(
@@ -48,7 +64,7 @@ METRICS: Final = MappingProxyType(
                 "water_level_mm": MetricDef("mm", "water level below the cover", 0, 65535),
                 "h2s_ppm": MetricDef("ppm", "hydrogen sulphide concentration", 0, 1000),
                 "ch4_pct_lel": MetricDef("%LEL", "methane, percent of lower explosive limit", 0, 100),
-                **COMMON_METRICS,
+                **_ANY_TYPE,
             }
         ),
         "streetlight": MappingProxyType(
@@ -60,12 +76,18 @@ METRICS: Final = MappingProxyType(
                 "power_w": MetricDef("W", "active power", 0, 10000),
                 "energy_kwh": MetricDef("kWh", "energy meter reading since install", 0, 10**7),
                 "lamp_fault": MetricDef("0/1", "1 when the driver reports a lamp fault", 0, 1),
-                **COMMON_METRICS,
+                **_ANY_TYPE,
             }
         ),
-        "sos_button": MappingProxyType({**COMMON_METRICS}),
+        "sos_button": MappingProxyType({**_ANY_TYPE}),
+        "environment_sensor": MappingProxyType({**_ANY_TYPE}),
+        "smoke_detector": MappingProxyType({**_ANY_TYPE}),
+        "water_leak_sensor": MappingProxyType({**_ANY_TYPE}),
     }
 )
+
+#: Every canonical metric name, whatever the device type.
+ALL_METRICS: Final = frozenset(name for table in METRICS.values() for name in table)
 
 
 class Event(StrEnum):
@@ -90,6 +112,10 @@ class Event(StrEnum):
     COVER_CLOSED = "cover_closed"
     LAMP_SWITCHED_ON = "lamp_switched_on"
     LAMP_SWITCHED_OFF = "lamp_switched_off"
+    SMOKE_DETECTED = "smoke_detected"
+    SMOKE_CLEARED = "smoke_cleared"
+    LEAK_DETECTED = "leak_detected"
+    LEAK_CLEARED = "leak_cleared"
     # derived by the edge's liveness check (`LIVENESS_EVENTS`)
     DEVICE_OFFLINE = "device_offline"
     DEVICE_ONLINE = "device_online"
@@ -110,6 +136,10 @@ EVENT_DESCRIPTIONS: Final = MappingProxyType(
         Event.COVER_CLOSED: "`cover_open` went from 1 to 0",
         Event.LAMP_SWITCHED_ON: "`lamp_on` went from 0 to 1",
         Event.LAMP_SWITCHED_OFF: "`lamp_on` went from 1 to 0",
+        Event.SMOKE_DETECTED: "`smoke` went from 0 to 1",
+        Event.SMOKE_CLEARED: "`smoke` went from 1 to 0",
+        Event.LEAK_DETECTED: "`water_leak` went from 0 to 1",
+        Event.LEAK_CLEARED: "`water_leak` went from 1 to 0",
         Event.DEVICE_OFFLINE: "the device was silent for longer than its liveness limit",
         Event.DEVICE_ONLINE: "a device marked offline reported again",
     }
@@ -124,6 +154,9 @@ EVENTS: Final = MappingProxyType(
         "sos_button": frozenset(
             {Event.SOS_PRESSED, Event.SOS_LONG_PRESSED, Event.SOS_CANCELLED, Event.HEARTBEAT}
         ),
+        "environment_sensor": frozenset[str](),
+        "smoke_detector": frozenset({Event.HEARTBEAT}),
+        "water_leak_sensor": frozenset({Event.HEARTBEAT}),
     }
 )
 
@@ -134,6 +167,8 @@ STATE_EVENTS: Final = MappingProxyType(
         "contact_open": (Event.DOOR_OPENED, Event.DOOR_CLOSED),
         "cover_open": (Event.COVER_OPENED, Event.COVER_CLOSED),
         "lamp_on": (Event.LAMP_SWITCHED_ON, Event.LAMP_SWITCHED_OFF),
+        "smoke": (Event.SMOKE_DETECTED, Event.SMOKE_CLEARED),
+        "water_leak": (Event.LEAK_DETECTED, Event.LEAK_CLEARED),
     }
 )
 

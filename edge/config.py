@@ -48,10 +48,12 @@ DEFAULT_ALARM_EVENTS = (
     Event.COVER_OPENED,
     Event.WATER_ALARM,
     Event.GAS_ALARM,
+    Event.SMOKE_DETECTED,
+    Event.LEAK_DETECTED,
     Event.DEVICE_OFFLINE,
     Event.DEVICE_ONLINE,
 )
-DEFAULT_ALARM_METRICS = {"cover_open": 1.0, "lamp_fault": 1.0}
+DEFAULT_ALARM_METRICS = {"cover_open": 1.0, "lamp_fault": 1.0, "smoke": 1.0, "water_leak": 1.0}
 
 #: Keys renamed for clarity: old -> new. The old names (in the file or the environment) work,
 #: with a warning, until the next release.

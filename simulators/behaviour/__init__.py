@@ -2,6 +2,7 @@
 
 from simulators.behaviour.base import REPORT_NOW, Behaviour, Context, Sample, SimDevice, Tag
 from simulators.behaviour.door import DoorBehaviour
+from simulators.behaviour.environment import EnvironmentBehaviour, LeakBehaviour, SmokeBehaviour
 from simulators.behaviour.manhole import ManholeBehaviour
 from simulators.behaviour.sos import SosBehaviour
 from simulators.behaviour.streetlight import StreetlightBehaviour
@@ -12,6 +13,9 @@ MODELS: dict[str, type[Behaviour]] = {
     "sos_button": SosBehaviour,
     "manhole_cover": ManholeBehaviour,
     "streetlight": StreetlightBehaviour,
+    "environment_sensor": EnvironmentBehaviour,
+    "smoke_detector": SmokeBehaviour,
+    "water_leak_sensor": LeakBehaviour,
 }
 
 __all__ = [
@@ -20,9 +24,12 @@ __all__ = [
     "Behaviour",
     "Context",
     "DoorBehaviour",
+    "EnvironmentBehaviour",
+    "LeakBehaviour",
     "ManholeBehaviour",
     "Sample",
     "SimDevice",
+    "SmokeBehaviour",
     "SosBehaviour",
     "StreetlightBehaviour",
     "Tag",

@@ -91,10 +91,25 @@ def dumps(doc: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
+#: Zigbee2MQTT state messages of the environmental sensors, as its device pages document them.
+Z2M_CLIMATE = {
+    "temperature": 22.51,
+    "humidity": 45.2,
+    "pressure": 1002.4,
+    "battery": 91,
+    "voltage": 3005,
+    "linkquality": 120,
+}
+Z2M_LEAK = {"water_leak": True, "battery": 100, "voltage": 3015, "linkquality": 87}
+Z2M_SMOKE = {"smoke": False, "battery_low": False, "tamper": False, "battery": 98, "linkquality": 102}
+
 #: (topic, payload) of a valid message for every shipped profile.
 VALID: dict[str, tuple[str, bytes]] = {
     "aqara/mccgq11lm": ("zigbee2mqtt/door_3_2_401", dumps(Z2M_DOOR)),
     "tuya/ts0215a_sos": ("zigbee2mqtt/sos_3_2_401", dumps(Z2M_SOS)),
+    "aqara/wsdcgq11lm": ("zigbee2mqtt/climate_3_2_401", dumps(Z2M_CLIMATE)),
+    "aqara/sjcgq11lm": ("zigbee2mqtt/leak_3_2_401", dumps(Z2M_LEAK)),
+    "heiman/hs1sa": ("zigbee2mqtt/smoke_3_2_401", dumps(Z2M_SMOKE)),
     "generic_lorawan/manhole_cover": (CS_TOPIC, chirpstack(2, MANHOLE_BODY)),
     "generic_lorawan/streetlight": (CS_TOPIC, chirpstack(3, STREETLIGHT_BODY)),
     "generic_lorawan/door_contact": (CS_TOPIC, chirpstack(4, DOOR_BODY)),

@@ -25,7 +25,7 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "profiles", "list")
     assert code == 0
     lines = out.splitlines()
-    assert len(lines) == 8
+    assert len(lines) == 11
     assert lines[0].split()[:3] == ["aqara/mccgq11lm", "door_contact", "json"]
     assert any(
         line.split()[:3] == ["generic_lorawan/sos_button", "sos_button", "json+base64"] for line in lines
@@ -40,7 +40,7 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_shipped_and_bad_dir(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = run(capsys, "profiles", "check")
     assert code == 0
-    assert "8 profile(s) valid, 0 error(s)" in out
+    assert "11 profile(s) valid, 0 error(s)" in out
     (tmp_path / "acme").mkdir()
     (tmp_path / "acme" / "bad.yaml").write_text("id: acme/bad\nvendor: Acme\n")
     (tmp_path / "acme" / "typo.yaml").write_text(

@@ -269,7 +269,7 @@ def test_forced_profile(profiles: ProfileSet) -> None:
 
 
 def test_profile_set_api(profiles: ProfileSet) -> None:
-    assert len(profiles) == 8
+    assert len(profiles) == 11
     assert "aqara/mccgq11lm" in profiles
     p = profiles.get("generic_lorawan/manhole_cover")
     assert (p.vendor, p.device_type) == ("Generic LoRaWAN", "manhole_cover")

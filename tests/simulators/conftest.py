@@ -38,6 +38,18 @@ class Run:
         return [e for e in self.emissions if condition_id in e.conditions]
 
 
+#: The default mix with every device type the shipped profiles cover.
+EVERY_TYPE: dict[str, float] = {
+    "door_contact": 40,
+    "sos_button": 20,
+    "manhole_cover": 10,
+    "streetlight": 30,
+    "environment_sensor": 4,
+    "smoke_detector": 3,
+    "water_leak_sensor": 3,
+}
+
+
 def simulate(
     *,
     devices: int = 200,

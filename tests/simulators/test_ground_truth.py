@@ -34,7 +34,7 @@ from simulators.truth import (
     read_truth,
 )
 
-from .conftest import HOUR_MS, START, simulate
+from .conftest import EVERY_TYPE, HOUR_MS, START, simulate
 
 #: Simulated hours each scenario needs to show its condition (and, for silences, the return).
 HOURS = {
@@ -188,6 +188,7 @@ def test_every_payload_decodes_back_under_all_scenarios_and_faults(profiles: Pro
         seed=23,
         faults=faults,
         scenarios=[load_scenario(name) for name in shipped_scenarios()],
+        mix=EVERY_TYPE,
     )
     decoder = profiles.with_device_map(run.inventory.device_profile_map())
     decoded = 0

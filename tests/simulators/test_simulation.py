@@ -16,14 +16,14 @@ from simulators.scenarios import load_scenario, shipped_scenarios
 from simulators.simulation import Simulation
 from simulators.truth import TruthWriter, read_truth
 
-from .conftest import HOUR_MS, START, Run, simulate
+from .conftest import EVERY_TYPE, HOUR_MS, START, Run, simulate
 
 FAULTS = FaultOptions(malformed=0.1, duplicate=0.1, reordered=0.1, clock_skew_min=10, skew_share=0.3)
 
 
 @pytest.fixture(scope="module")
 def faulty() -> Run:
-    return simulate(devices=300, hours=24, seed=11, faults=FAULTS)
+    return simulate(devices=300, hours=24, seed=11, faults=FAULTS, mix=EVERY_TYPE)
 
 
 def _write(tmp: Path, seed: int) -> tuple[bytes, bytes]:

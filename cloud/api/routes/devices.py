@@ -15,7 +15,7 @@ from cloud.api import pages
 from cloud.api.access import Disclosure, community_clause
 from cloud.api.deps import Address, Db, DeviceReader, State, not_found
 from cloud.api.problems import Instant
-from device_profiles.standard import METRICS
+from device_profiles.standard import ENVIRONMENT_METRICS, METRICS
 
 router = APIRouter(tags=["devices"])
 
@@ -206,6 +206,8 @@ def device(
             "value": v,
         }
         for m, t, v in latest_rows
+        # the environmental metrics every type may report: only those this device reports
+        if t is not None or m not in ENVIRONMENT_METRICS
     ]
     body["open_incidents"] = open_row[0] if open_row else 0
     known = state.profiles.get(row["profile"])

@@ -58,6 +58,7 @@ def test_shipped_defaults_cover_every_condition_the_simulators_produce() -> None
     assert sorted(p.name for p in SHIPPED_DIR.glob("*.yaml")) == [
         "detectors.yaml",
         "devices.yaml",
+        "environment.yaml",
         "manholes.yaml",
         "residents.yaml",
         "streetlights.yaml",
@@ -116,7 +117,7 @@ def test_every_problem_is_reported_with_file_rule_and_key(tmp_path: Path) -> Non
     assert "unknown placeholder" in done.stderr
     ok = linli("alerts", "check")
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.startswith("21 rules ok")
+    assert ok.stdout.startswith("25 rules ok")
 
 
 def test_not_yaml_and_not_rules(tmp_path: Path) -> None:
