@@ -4,6 +4,8 @@
     linli profiles check [DIR ...]                   exit 1 and the errors when a file is invalid
     linli profiles decode --topic T [--payload-file F] [--profile ID] [--received-at ISO]
     linli profiles schema [--profile-format]
+    linli profiles new --from-sample FILE --topic T [--id ID] [--type T] [-o FILE]   a starter profile
+    linli profiles test PROFILE --sample FILE [--topic T]   the reading one sample decodes to
 
 ``--dir DIR`` (before the subcommand, repeatable) loads profiles from DIR besides the shipped ones.
 Heavy imports happen inside the handlers, so ``linli --help`` stays fast.
@@ -51,6 +53,30 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     decode.add_argument("--profile", help="force this profile id instead of selecting by topic and payload")
     decode.add_argument("--received-at", help="ISO 8601 receive time with offset (default: now)")
     decode.set_defaults(handler=_decode)
+
+    new = commands.add_parser("new", help="a starter profile from one sample payload (JSON)")
+    new.add_argument(
+        "--from-sample", type=Path, required=True, metavar="FILE", help="one message the device sent"
+    )
+    new.add_argument(
+        "--topic", required=True, help="its topic, a + level for the device id: 'sensors/+/data'"
+    )
+    new.add_argument(
+        "--id", dest="profile_id", help="profile id, vendor/model (default custom/<first topic level>)"
+    )
+    new.add_argument("--type", dest="device_type", help="device type (default: guessed from the fields)")
+    new.add_argument(
+        "--output", "-o", type=Path, help="write the YAML here (default: stdout); never overwritten"
+    )
+    new.set_defaults(handler=_new)
+
+    test = commands.add_parser("test", help="decode a sample with one profile and show the reading")
+    test.add_argument("profile", help="a profile file (.yaml) or the id of a loaded profile")
+    test.add_argument(
+        "--sample", type=Path, required=True, metavar="FILE", help="one message the device sent"
+    )
+    test.add_argument("--topic", help="its topic (default: the profile's first, with sample values)")
+    test.set_defaults(handler=_test)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the canonical reading")
     schema.add_argument("--profile-format", action="store_true", help="the schema of a profile file instead")
@@ -155,4 +181,85 @@ def _schema(args: argparse.Namespace) -> int:
     from device_profiles.jsonschema import profile_schema, reading_schema
 
     _print_json(profile_schema() if args.profile_format else reading_schema())
+    return 0
+
+
+def _new(args: argparse.Namespace) -> int:
+    from device_profiles.errors import ProfileError
+    from device_profiles.scaffold import ScaffoldError, scaffold
+
+    try:
+        sample = args.from_sample.read_bytes()
+        text, profile = scaffold(
+            sample, topic=args.topic, profile_id=args.profile_id, device_type=args.device_type
+        )
+    except OSError as exc:
+        print(f"error: cannot read {args.from_sample}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except (ScaffoldError, ProfileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            with args.output.open("x") as fh:
+                fh.write(text)
+        except OSError as exc:
+            print(f"error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return 1
+    reviews = text.count("REVIEW")
+    print(
+        f"{profile.id}: {len(profile.fields)} field(s), device type {profile.device_type}; "
+        f"{reviews} line(s) marked REVIEW",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    import msgspec
+
+    from device_profiles.engine import MAX_PAYLOAD_BYTES, ProfileSet
+    from device_profiles.errors import ProfileError
+    from device_profiles.loader import load_file
+    from device_profiles.scaffold import fields_not_read
+    from device_profiles.standard import METRICS, DecodeError
+
+    try:
+        if args.profile.endswith((".yaml", ".yml")):
+            profile = load_file(Path(args.profile))
+        else:
+            profile = _load(args).get(args.profile)
+        sample = args.sample.read_bytes()[: MAX_PAYLOAD_BYTES + 1]
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot read {args.sample}: {exc.strerror}", file=sys.stderr)
+        return 1
+    topic = args.topic or "/".join(
+        "sample" if level.startswith("{") else level for level in profile.topics[0].split("/")
+    )
+    result = ProfileSet([profile]).decode(topic, sample, datetime.now(UTC), profile=profile.id)
+    if isinstance(result, DecodeError):
+        _print_json({"error": result.reason, "message": result.message, "profile": result.profile})
+        return 1
+    _print_json(result)
+    units = {m: d.unit for table in METRICS.values() for m, d in table.items()}
+    for metric, value in result.metrics.items():
+        unit = units.get(metric, "vendor extension" if metric.startswith("x_") else "?")
+        print(f"  {metric} = {value:g} ({unit})", file=sys.stderr)
+    for event in result.events:
+        print(f"  event {event}", file=sys.stderr)
+    if result.quality:
+        print(f"  quality: {', '.join(result.quality)}", file=sys.stderr)
+    try:
+        unread = fields_not_read(profile, msgspec.json.decode(sample))
+    except msgspec.DecodeError:
+        unread = []
+    if unread:
+        print(f"  not read by the profile: {', '.join(unread)}", file=sys.stderr)
     return 0

@@ -2,7 +2,8 @@
 
 `Agent.run()` owns every long-running task in one `asyncio.TaskGroup`, each with a name:
 ``field-link``, ``cloud-link``, ``buffer-writer``, ``uplink``, ``liveness``, ``status``,
-``housekeeping``, ``reloader``, ``unsubscribe``, ``watchdog`` (systemd's, `edge.sdnotify`: pings
+``housekeeping``, ``reloader``, ``file-watch`` (reloads a changed inventory or profile file),
+``unsubscribe``, ``watchdog`` (systemd's, `edge.sdnotify`: pings
 while the buffer writer keeps committing). SIGTERM (or SIGINT) shuts down in order:
 
 1. stop intake: stop reading the field socket (the broker keeps the rest in our session);
@@ -14,8 +15,8 @@ while the buffer writer keeps committing). SIGTERM (or SIGINT) shuts down in ord
 
 Before anything starts, `edge.preflight.preflight` checks the profiles and the inventory together
 (the same checks as ``linli edge check-config``): on any problem the agent refuses to start with
-`PreflightError`. SIGHUP reloads the profiles and the inventory through the same checks; a reload
-that fails them keeps the running set.
+`PreflightError`. SIGHUP, or a change to the inventory or a profile file, reloads the profiles and
+the inventory through the same checks; a reload that fails them keeps the running set.
 
 Subscriptions outlive the configuration that made them: the field broker keeps them in the
 persistent session. The buffer remembers every filter subscribed (before subscribing), so at
@@ -34,6 +35,7 @@ from typing import Any, Final
 from device_profiles import ProfileSet
 from edge.buffer import Buffer, Intake
 from edge.config import BrokerConfig, EdgeConfig
+from edge.discovery import Discovery
 from edge.endpoint import Endpoint, Snapshot
 from edge.errors import BufferError_, BufferFull, EdgeError, MqttError
 from edge.fieldlink import FieldLink
@@ -42,7 +44,7 @@ from edge.liveness import DeviceMemory, Liveness
 from edge.logs import get_logger
 from edge.mqtt import Message, MqttLink, Will, tls_context
 from edge.normalise import Classifier, Normaliser
-from edge.preflight import Loaded, preflight
+from edge.preflight import Loaded, bridge_topic, discovery_filters, preflight
 from edge.sdnotify import Notifier
 from edge.status import StatusReporter, offline_payload
 from edge.uplink import Uplink
@@ -132,6 +134,7 @@ class Agent:
             chunk_max=cfg.uplink.batch_max_readings,
             quarantine_max_rows=cfg.buffer.quarantine_max_rows,
             quarantine_max_payload_bytes=cfg.buffer.quarantine_max_payload_bytes,
+            pending_max=cfg.discovery.max_pending,
             wall=self.wall,
         )
         try:
@@ -161,11 +164,18 @@ class Agent:
             max_clock_skew_s=cfg.normalise.max_clock_skew_s,
             dedupe_ids_remembered=cfg.normalise.dedupe_ids_remembered,
             state_events=cfg.normalise.state_events,
+            discovery=Discovery(
+                profiles=profiles,
+                inventory=inventory,
+                pending=cfg.discovery.pending,
+                bridge_topic=bridge_topic(cfg, profiles),
+            ),
             wall=self.wall,
             monotonic=self.monotonic,
         )
         self._enrol()
-        filters = profiles.topic_filters()
+        await self._forget_approved(inventory)
+        filters = [*profiles.topic_filters(), *discovery_filters(cfg, profiles)]
         stale: list[str] = []
         try:
             stale = [f for f in await self.buffer.subscriptions() if f not in filters]
@@ -247,6 +257,7 @@ class Agent:
                     tg.create_task(self._status_loop(), name="status"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                     tg.create_task(self._reloader(), name="reloader"),
+                    tg.create_task(self._watch_files(), name="file-watch"),
                     tg.create_task(self._forget_unsubscribed(stale), name="unsubscribe"),
                     tg.create_task(self.notifier.watchdog(self._writer_alive), name="watchdog"),
                 ]
@@ -492,6 +503,47 @@ class Agent:
                 _log.warning("subscriptions_not_recorded", error=str(exc))
             self.field.set_subscriptions(loaded.filters)
             _log.info("reloaded", devices=len(inventory), profiles=len(profiles))
+            await self._forget_approved(inventory)
+
+    async def _forget_approved(self, inventory: InventoryView) -> None:
+        """Pending entries of devices the inventory now lists are done with."""
+        try:
+            forgotten = await self.buffer.forget_pending(inventory.devices)
+        except BufferError_ as exc:  # tried again at the next reload; listing them is harmless
+            _log.warning("pending_not_forgotten", error=str(exc))
+            return
+        if forgotten:
+            _log.info("pending_approved", devices=forgotten)
+
+    async def _watch_files(self) -> None:
+        """Reload when the inventory or a profile file changes (an approval, an import, an edit)."""
+        interval = self.config.discovery.watch_interval_s
+        if not interval:
+            return
+        seen = await asyncio.to_thread(self._file_stamps)
+        while True:
+            await asyncio.sleep(interval)
+            now = await asyncio.to_thread(self._file_stamps)
+            if now != seen:
+                seen = now
+                _log.info("files_changed")
+                self.reload()
+
+    def _file_stamps(self) -> tuple[tuple[str, int, int, int], ...]:
+        """(path, inode, size, mtime) of the inventory and of every profile file in the folders."""
+        paths = [self.config.inventory]
+        for folder in self.config.profiles:
+            with contextlib.suppress(OSError):
+                paths.extend(sorted(folder.rglob("*.y*ml")))
+        stamps = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                stamps.append((str(path), 0, -1, 0))
+                continue
+            stamps.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
 
     # -- shutdown -------------------------------------------------------------------------
 

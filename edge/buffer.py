@@ -44,9 +44,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, Literal, ParamSpec, TypeVar
 
-from edge import devicelog
+from edge import devicelog, pending
 from edge.envelope import pack_array, split_array
 from edge.errors import BufferError_, BufferFull
+from edge.pending import PendingDevice
 from edge.records import Batch, BufferStats, DeviceRow, Intake, QuarantineEntry
 
 __all__ = [
@@ -87,7 +88,8 @@ COUNTERS: Final = (
     "unknown_device_messages",
 )
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alarm (
@@ -108,6 +110,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
     message TEXT NOT NULL, size INTEGER NOT NULL, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS subscriptions (filter TEXT PRIMARY KEY) WITHOUT ROWID;
 """
+    + pending.SCHEMA
+)
 
 
 def _mapped(what: str, exc: sqlite3.Error) -> BufferError_:
@@ -143,8 +147,10 @@ class Store:
         quarantine_max_payload_bytes: int,
         wall: Callable[[], float],
         read_only: bool = False,
+        pending_max: int = 1000,
     ) -> None:
         self.path = path
+        self.pending_max = pending_max
         self.max_bytes = max_bytes
         self.telemetry_max_age_s = telemetry_max_age_s
         self.durability = durability
@@ -313,6 +319,8 @@ class Store:
                 counters["readings_buffered"] = counters.get("readings_buffered", 0) + len(intake)
             if intake.quarantine:
                 counters.update(self._quarantine(intake.quarantine))
+            if intake.pending:
+                pending.upsert(self.conn, intake.pending.values(), cap=self.pending_max)
             if evicted:
                 counters["evicted"] = counters.get("evicted", 0) + evicted
             self._count(counters)
@@ -596,6 +604,16 @@ class Store:
             for r in rows
         ]
 
+    def pending_devices(self) -> list[PendingDevice]:
+        try:
+            return pending.rows(self.conn)
+        except sqlite3.Error as exc:
+            raise _mapped("reading the pending devices failed", exc) from exc
+
+    def forget_pending(self, device_ids: Iterable[str]) -> int:
+        with self._transaction("forgetting pending devices failed"):
+            return pending.forget(self.conn, device_ids)
+
     def checkpoint(self) -> None:
         try:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -625,6 +643,7 @@ class Buffer:
         chunk_max: int = 500,
         quarantine_max_rows: int = 10_000,
         quarantine_max_payload_bytes: int = 4096,
+        pending_max: int = 1000,
         wall: Callable[[], float] = time.time,
     ) -> Buffer:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="linli-buffer")
@@ -640,6 +659,7 @@ class Buffer:
                     chunk_max=chunk_max,
                     quarantine_max_rows=quarantine_max_rows,
                     quarantine_max_payload_bytes=quarantine_max_payload_bytes,
+                    pending_max=pending_max,
                     wall=wall,
                 ),
             )
@@ -675,6 +695,12 @@ class Buffer:
 
     async def counters(self) -> dict[str, int]:
         return await self._run(self._store.counters)
+
+    async def pending_devices(self) -> list[PendingDevice]:
+        return await self._run(self._store.pending_devices)
+
+    async def forget_pending(self, device_ids: Iterable[str]) -> int:
+        return await self._run(self._store.forget_pending, list(device_ids))
 
     async def checkpoint(self) -> None:
         await self._run(self._store.checkpoint)

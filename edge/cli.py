@@ -1,4 +1,4 @@
-"""``linli edge ...``: run the agent, check a configuration, list the quarantine.
+"""``linli edge ...``: run the agent, check a configuration, list the quarantine, approve devices.
 
 Registered with the root ``linli`` command through the ``linli.commands`` entry point; also
 runnable as ``python -m edge ...``.
@@ -13,11 +13,15 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from edge.errors import EdgeError
+
+if TYPE_CHECKING:
+    from edge.buffer import Store
+    from edge.config import EdgeConfig
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -39,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     qlist.add_argument("--limit", type=int, default=50)
     qlist.add_argument("--json", action="store_true", help="one JSON object per line, payload in base64")
     qlist.set_defaults(handler=_quarantine_list)
+
+    from edge.devices_cli import register_devices
+
+    register_devices(commands)
 
 
 def _fail(exc: Exception) -> int:
@@ -89,28 +97,34 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quarantine_list(args: argparse.Namespace) -> int:
+def read_only_store(config: EdgeConfig) -> Store:
+    """The agent's buffer opened read-only (beside a running agent); `EdgeError` when it cannot be."""
     from edge.buffer import Store
+
+    if not config.buffer.path.exists():
+        raise EdgeError(f"no buffer at {config.buffer.path}")
+    return Store(
+        config.buffer.path,
+        max_bytes=config.buffer.max_bytes,
+        telemetry_max_age_s=config.buffer.telemetry_max_age_s,
+        durability=config.buffer.durability,
+        chunk_max=config.uplink.batch_max_readings,
+        quarantine_max_rows=config.buffer.quarantine_max_rows,
+        quarantine_max_payload_bytes=config.buffer.quarantine_max_payload_bytes,
+        wall=lambda: 0.0,
+        read_only=True,
+    )
+
+
+def _quarantine_list(args: argparse.Namespace) -> int:
     from edge.config import load_config
 
     try:
         config = load_config(args.config, check_files=False)
     except EdgeError as exc:
         return _fail(exc)
-    if not config.buffer.path.exists():
-        return _fail(EdgeError(f"no buffer at {config.buffer.path}"))
     try:
-        store = Store(
-            config.buffer.path,
-            max_bytes=config.buffer.max_bytes,
-            telemetry_max_age_s=config.buffer.telemetry_max_age_s,
-            durability=config.buffer.durability,
-            chunk_max=config.uplink.batch_max_readings,
-            quarantine_max_rows=config.buffer.quarantine_max_rows,
-            quarantine_max_payload_bytes=config.buffer.quarantine_max_payload_bytes,
-            wall=lambda: 0.0,
-            read_only=True,
-        )
+        store = read_only_store(config)
         try:
             rows = store.quarantine_rows(args.limit)
             total = store.counters().get("quarantined", 0)

@@ -191,6 +191,21 @@ class LivenessConfig(_Section):
     report_intervals_s: dict[str, float] = Field(default_factory=dict)
 
 
+class DiscoveryConfig(_Section):
+    """Devices the inventory does not list yet (`edge.pending`, docs/edge-deploy.md)."""
+
+    #: Record devices heard on the field broker that a profile decodes but the inventory lacks.
+    pending: bool = True
+    #: At most this many pending devices are kept (the longest unheard dropped first).
+    max_pending: int = Field(default=1000, ge=1, le=100_000)
+    #: Zigbee2MQTT's retained device list, read for proposals when a loaded profile is on a
+    #: Zigbee2MQTT topic ("" switches it off). Zigbee2MQTT with another base topic: change it.
+    zigbee2mqtt_devices_topic: str = "zigbee2mqtt/bridge/devices"
+    #: Seconds between checks of the inventory and profile files: a changed file is reloaded as
+    #: by SIGHUP (0: only SIGHUP reloads).
+    watch_interval_s: float = Field(default=2.0, ge=0)
+
+
 class StatusConfig(_Section):
     interval_s: float = Field(default=60.0, gt=0)
 
@@ -213,6 +228,7 @@ class EdgeConfig(BaseModel):
     classes: ClassesConfig = ClassesConfig()
     normalise: NormaliseConfig = NormaliseConfig()
     liveness: LivenessConfig = LivenessConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
     status: StatusConfig = StatusConfig()
     http: HttpConfig = HttpConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"

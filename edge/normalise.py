@@ -6,7 +6,9 @@ For each message, in order:
    quarantine with its reason code;
 2. a device this gateway does not serve (not in the inventory) goes to quarantine
    (``unknown_device``), is counted (``unknown_device_messages``) and logged (``unknown_device``)
-   once per device per ``unknown_log_interval_s``, with the count of its messages in between;
+   once per device per ``unknown_log_interval_s``, with the count of its messages in between; one
+   that no gateway's inventory lists becomes a pending device (`edge.discovery`). Zigbee2MQTT's
+   ``bridge/devices`` list goes to the discovery instead of the decoder;
 3. a ``reading_id`` seen among the last ``normalise.dedupe_ids_remembered``
    readings is dropped and counted.
    Readings flagged ``estimated_ts`` are exempt: their id hashes the payload only (no device time,
@@ -40,6 +42,7 @@ import msgspec
 
 from device_profiles import STATE_EVENTS, DecodeError, ProfileSet, Reading
 from edge.buffer import Intake, QuarantineEntry
+from edge.discovery import Discovery
 from edge.envelope import WireReading, encode_reading, to_us, wire_reading
 from edge.inventory import InventoryView
 from edge.liveness import Liveness
@@ -161,9 +164,12 @@ class Normaliser:
         dedupe_ids_remembered: int,
         state_events: bool = True,
         unknown_log_interval_s: float = 600.0,
+        discovery: Discovery | None = None,
         wall: Callable[[], float],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.discovery = discovery
+        self.bridge_topic = discovery.bridge_topic if discovery is not None else None
         self.profiles = profiles.with_device_map(inventory.profile_map())
         self.inventory = inventory
         self.liveness = liveness
@@ -185,6 +191,8 @@ class Normaliser:
         self.profiles = profiles.with_device_map(inventory.profile_map())
         self.inventory = inventory
         self.liveness.inventory = inventory
+        if self.discovery is not None:
+            self.discovery.reload(profiles=profiles, inventory=inventory)
 
     def add(self, reading: WireReading, intake: Intake) -> bool:
         """Class and encode one reading into the intake; returns whether it is alarm-class."""
@@ -208,6 +216,9 @@ class Normaliser:
         now = self.wall()
         received_at = datetime.fromtimestamp(now, UTC)
         now_us = to_us(received_at)
+        if topic == self.bridge_topic and self.discovery is not None:
+            self.discovery.bridge(topic, payload, intake, now_us)
+            return False
         result = self.profiles.decode(topic, payload, received_at)
         if isinstance(result, DecodeError):
             self.quarantine(intake, now_us, topic, payload, result.reason, result.message)
@@ -221,6 +232,8 @@ class Normaliser:
                 why += f" (the inventory assigns it to gateway {owner!r})"
             self.quarantine(intake, now_us, topic, payload, "unknown_device", why)
             intake.counters["unknown_device_messages"] = intake.counters.get("unknown_device_messages", 0) + 1
+            if owner is None and self.discovery is not None:
+                self.discovery.heard(reading, topic, payload, intake, now_us)
             messages = self.unknown.seen(reading.device_id)
             if messages is not None:
                 _log.warning(

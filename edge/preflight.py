@@ -74,7 +74,7 @@ def preflight(config: EdgeConfig) -> Loaded:
     if profiles is None or whole is None:
         raise PreflightError(problems)
     inventory = InventoryView(whole, gateway_id=config.gateway_id)
-    filters = tuple(profiles.topic_filters())
+    filters = (*profiles.topic_filters(), *discovery_filters(config, profiles))
     problems += _grouped(whole.profile_problems(profiles, gateway_id=config.gateway_id))
     problems += unheard_profiles(profiles, inventory, filters)
     if problems:
@@ -88,6 +88,21 @@ def preflight(config: EdgeConfig) -> Loaded:
             "every message will be quarantined as unknown_device"
         )
     return Loaded(profiles=profiles, inventory=inventory, filters=filters, warnings=tuple(warnings))
+
+
+def bridge_topic(config: EdgeConfig, profiles: ProfileSet) -> str | None:
+    """Zigbee2MQTT's device list topic, when configured and a loaded profile speaks Zigbee2MQTT
+    under the same base topic."""
+    topic = config.discovery.zigbee2mqtt_devices_topic
+    base = topic.split("/", 1)[0]
+    if not topic or not any(t.startswith(f"{base}/") for p in profiles.profiles.values() for t in p.topics):
+        return None
+    return topic
+
+
+def discovery_filters(config: EdgeConfig, profiles: ProfileSet) -> tuple[str, ...]:
+    topic = bridge_topic(config, profiles)
+    return () if topic is None else (topic,)
 
 
 def unmatched_classes(config: EdgeConfig, profiles: ProfileSet) -> list[str]:

@@ -5,6 +5,10 @@ normaliser builds intakes without touching the store (`edge.buffer` re-exports t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.pending import PendingDevice
 
 
 @dataclass(slots=True)
@@ -37,6 +41,15 @@ class Intake:
     devices: dict[str, DeviceRow] = field(default_factory=dict)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    #: devices heard or named that the inventory does not list (`edge.pending`), by id
+    pending: dict[str, PendingDevice] = field(default_factory=dict)
+
+    def add_pending(self, device: PendingDevice) -> None:
+        known = self.pending.get(device.device_id)
+        if known is None:
+            self.pending[device.device_id] = device
+        else:
+            known.absorb(device)
 
     def __len__(self) -> int:
         return len(self.alarm) + len(self.telemetry)

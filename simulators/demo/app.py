@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from rich.console import Console, Group
@@ -27,6 +29,9 @@ from simulators.demo.incidents import (
 )
 from simulators.demo.pipeline import DemoPipeline
 
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
+
 
 @dataclass(slots=True)
 class GatewayView:
@@ -37,6 +42,8 @@ class GatewayView:
     received_per_s: float = 0.0
     field_up: bool | None = None
     cloud_up: bool | None = None
+    #: devices heard or discovered that the inventory lacks (``linli edge devices pending``)
+    pending: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -86,6 +93,7 @@ class Watcher:
     def __init__(self, pipeline: DemoPipeline) -> None:
         self.pipeline = pipeline
         self.history: deque[Snapshot] = deque()
+        self.configs: dict[Path, EdgeConfig] = {}
 
     def poll(self) -> Snapshot:
         snap = Snapshot(at=time.monotonic())
@@ -124,9 +132,28 @@ class Watcher:
                 before = prev.gateways[i].received_total if prev and i < len(prev.gateways) else None
                 if before is not None and view.received_total is not None and dt > 0:
                     view.received_per_s = max(0.0, (view.received_total - before) / dt)
+            view.pending = self._pending(parts.config)
             snap.gateways.append(view)
         self.history.append(snap)
         return snap
+
+    def _pending(self, config: Path) -> list[str]:
+        from edge.config import load_config
+        from edge.devices_cli import pending_devices
+        from edge.errors import EdgeError
+
+        try:
+            cfg = self.configs.get(config) or self.configs.setdefault(
+                config, load_config(config, check_files=False)
+            )
+            return [
+                f"{d.device_id} ({d.device_type} by {d.profile})"
+                if d.profile
+                else f"{d.device_id} (no profile)"
+                for d in pending_devices(cfg)
+            ]
+        except EdgeError:  # no buffer yet, or busy: shown at the next refresh
+            return []
 
 
 def _yes(flag: bool | None) -> str:
@@ -153,7 +180,7 @@ def render(pipeline: DemoPipeline, snap: Snapshot, started: float, until: float 
     )
     head.add_row("time", f"{elapsed:,.0f} s elapsed, simulated at {pipeline.speed:g}x")
     gw = Table(title="gateways", expand=True)
-    for col in ("gateway", "devices", "received/s", "buffer depth", "field link", "cloud link"):
+    for col in ("gateway", "devices", "received/s", "buffer depth", "field link", "cloud link", "pending"):
         gw.add_column(col, justify="right" if col not in ("gateway",) else "left")
     for v in snap.gateways:
         gw.add_row(
@@ -163,6 +190,17 @@ def render(pipeline: DemoPipeline, snap: Snapshot, started: float, until: float 
             "-" if v.buffer_depth is None else f"{v.buffer_depth:,.0f}",
             _yes(v.field_up),
             _yes(v.cloud_up),
+            str(len(v.pending)),
+        )
+    pending = [(v, d) for v in snap.gateways for d in v.pending]
+    if pending:
+        gw_of = {p.gateway_id: p for p in pipeline.gateways}
+        first = pending[0][0]
+        head.add_row(
+            "pending devices",
+            "; ".join(f"{d} on {v.gateway_id}" for v, d in pending[:3])
+            + f"\napprove: linli edge devices approve ID --config {gw_of[first.gateway_id].config} "
+            "--lat LAT --lon LON",
         )
     footer = Text.assemble(
         ("connect: ", "bold"),
@@ -198,8 +236,14 @@ def plain_line(snap: Snapshot) -> str:
         depth,
         f"open incidents {snap.incidents.counts_text()}",
         f"pushes {snap.pushes_total}",
+        _pending_text(snap),
     ]
     return "; ".join(part for part in parts if part)
+
+
+def _pending_text(snap: Snapshot) -> str:
+    pending = [f"{d} on {v.gateway_id}" for v in snap.gateways for d in v.pending]
+    return f"pending devices {len(pending)}" + (f" ({', '.join(pending)})" if pending else "")
 
 
 def run_screen(

@@ -18,6 +18,9 @@ root/logs/                 every child's log
 root/sim/<gateway>/truth.jsonl   ground truth of the latest run
 ```
 
+The first gateway also hears two Zigbee2MQTT devices nobody listed (`simulators.demo.unlisted`):
+they become its pending devices, shown on the screen with the command that approves them.
+
 A second run finds the cluster, the buffers, the broker sessions and the inventory and reuses them.
 Pushes go to a local server that behaves like the WeCom, DingTalk and Feishu robots and a webhook
 receiver (`simulators.pushes.PushServer`, in this process); the screen shows the latest. The HTTP
@@ -52,6 +55,7 @@ from device_profiles.inventory import Inventory
 from simulators.demo.children import Child
 from simulators.demo.configs import write_cloud_config, write_edge_config
 from simulators.demo.pki import demo_pki
+from simulators.demo.unlisted import announce
 from simulators.errors import DemoError, SimulatorsError
 from simulators.fleet import load_fleet
 from simulators.pushes import PushServer
@@ -70,6 +74,7 @@ class GatewayParts:
     sim: Child
     metrics_port: int
     devices: int
+    config: Path
 
 
 def _port_free(port: int) -> bool:
@@ -308,12 +313,19 @@ class DemoPipeline:
                 ],
                 log=logs / f"sim-{gw}.log",
             )
-            self.gateways.append(GatewayParts(gw, fields[gw], edge, sim, metrics_port, len(mine.devices)))
+            self.gateways.append(
+                GatewayParts(gw, fields[gw], edge, sim, metrics_port, len(mine.devices), edge_toml)
+            )
             edge.start()
         ports.save()
         self._wait_subscribed()
         for parts in self.gateways:
             parts.sim.start()
+        first = self.gateways[0]
+        try:
+            announce(first.field, self.inventory.for_gateway(first.gateway_id), ProfileSet.shipped())
+        except OSError as exc:  # the demo goes on; only the pending devices are missing
+            self.log(f"could not announce the unlisted devices on {first.gateway_id}: {exc}")
         self.log(f"simulating {len(self.inventory.devices)} devices at {self.speed:g}x real time")
 
     def _start_pushes(self, ports: _Ports, logs: Path) -> None:

@@ -135,6 +135,29 @@ def test_demo_runs_stops_on_sigint_and_reuses_its_data(root: Path) -> None:
     assert stored > 0, first.text
     assert "stopped;" in first.lines[-1], first.text
     assert _strays(root) == ""
+    # The first gateway heard a device nobody listed, and Zigbee2MQTT named another: both pending.
+    assert "climate-unlisted (environment_sensor by aqara/wsdcgq11lm) on" in first.text, first.text
+    assert "leak-unlisted (water_leak_sensor by aqara/sjcgq11lm) on" in first.text, first.text
+    config = sorted((root / "edge").glob("*/edge.toml"))[0]
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "device_profiles.console",
+            "edge",
+            "devices",
+            "pending",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # named by the bridge and heard once (whichever came first is its source)
+    heard = r"climate-unlisted\t(field|zigbee2mqtt)\tenvironment_sensor by aqara/wsdcgq11lm\t1 message\(s\)"
+    assert re.search(heard, listed.stdout), (listed.stdout, listed.stderr)
+    assert "leak-unlisted\tzigbee2mqtt\twater_leak_sensor by aqara/sjcgq11lm" in listed.stdout
 
     second = Demo(root, "--duration", "6")
     try:
