@@ -1,6 +1,7 @@
 """``linli inventory``: the device inventory from the installer's spreadsheet, and back.
 
     linli inventory import devices.csv|.xlsx --inventory inventory.yaml --community C --gateway G
+    linli inventory import gateway.yaml --inventory cloud.yaml   another inventory's devices
     linli inventory export --inventory inventory.yaml --output devices.csv|.xlsx|-
     linli inventory diff BEFORE AFTER          inventories or tables; exit 1 when they differ
     linli inventory chirpstack ...             devices from a ChirpStack v4 server or its export
@@ -30,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     commands = parser.add_subparsers(dest="inventory_command", required=True, metavar="SUBCOMMAND")
 
     imp = commands.add_parser("import", help="add the devices of a CSV or XLSX file to the inventory")
-    imp.add_argument("table", type=Path, metavar="FILE", help="devices.csv or devices.xlsx")
+    imp.add_argument(
+        "table",
+        type=Path,
+        metavar="FILE",
+        help="devices.csv, devices.xlsx, or another inventory (.yaml/.json)",
+    )
     _inventory_arg(imp)
     _defaults_args(imp)
     imp.add_argument("--sheet", help="the XLSX sheet (default: the first)")
@@ -153,14 +159,17 @@ def add_to_inventory(
 def _import(args: argparse.Namespace) -> int:
     from device_profiles.errors import ProfileError
     from device_profiles.inventory import InventoryError
-    from device_profiles.inventory_table import TableError, read_table
+    from device_profiles.inventory_table import TableError, is_table, read_table
 
     try:
         profiles = load_profiles(args.dirs)
     except ProfileError as exc:
         return _fail(str(exc))
     try:
-        devices = read_table(args.table, defaults=defaults_of(args), profiles=profiles, sheet=args.sheet)
+        if is_table(args.table):
+            devices = read_table(args.table, defaults=defaults_of(args), profiles=profiles, sheet=args.sheet)
+        else:  # another inventory: a gateway's approvals carried to the cloud's copy
+            devices = list(read_inventory(args.table, missing_ok=False))
     except TableError as exc:
         for problem in exc.problems:
             print(f"{args.table}: {problem}", file=sys.stderr)

@@ -161,3 +161,21 @@ def test_diff_lists_added_removed_and_changed(tmp_path: Path, capsys: pytest.Cap
     assert code == 1
     assert out.splitlines() == ["~ door_3_2_401: room: 401 -> 402", "+ sos_3_2_409", "- sos_3_2_401"]
     assert err.strip() == "1 added, 1 removed, 1 changed"
+
+
+def test_a_gateways_approvals_carry_to_the_cloud_inventory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.csv").write_text(GOOD)
+    cloud, gateway = tmp_path / "cloud.yaml", tmp_path / "gateway.yaml"
+    run(capsys, "import", str(tmp_path / "a.csv"), "--inventory", str(cloud), *PLACE)
+    run(capsys, "import", str(tmp_path / "a.csv"), "--inventory", str(gateway), *PLACE)
+    approved = HEADER + "climate_1,,aqara/wsdcgq11lm,3,2,401,,,,\n"
+    (tmp_path / "b.csv").write_text(approved)
+    run(capsys, "import", str(tmp_path / "b.csv"), "--inventory", str(gateway), *PLACE)
+    code, out, _ = run(capsys, "diff", str(cloud), str(gateway))
+    assert (code, out) == (1, "+ climate_1\n")
+    code, out, _ = run(capsys, "import", str(gateway), "--inventory", str(cloud))
+    assert code == 0
+    assert "1 added, 0 updated, 3 unchanged (4 devices)" in out
+    assert Inventory.load(cloud) == Inventory.load(gateway)
