@@ -234,16 +234,16 @@ def plain_line(snap: Snapshot) -> str:
         f"devices online {snap.devices_online}/{snap.devices_known}, {snap.readings_per_s:,.0f} readings/s, "
         f"{snap.rows:,} rows stored",
         depth,
+        _pending_text(snap),
         f"open incidents {snap.incidents.counts_text()}",
         f"pushes {snap.pushes_total}",
-        _pending_text(snap),
     ]
     return "; ".join(part for part in parts if part)
 
 
 def _pending_text(snap: Snapshot) -> str:
     pending = [f"{d} on {v.gateway_id}" for v in snap.gateways for d in v.pending]
-    return f"pending devices {len(pending)}" + (f" ({', '.join(pending)})" if pending else "")
+    return f"pending devices {len(pending)} ({', '.join(pending)})" if pending else ""
 
 
 def run_screen(
