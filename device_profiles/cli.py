@@ -6,6 +6,7 @@
     linli profiles schema [--profile-format]
     linli profiles new --from-sample FILE --topic T [--id ID] [--type T] [-o FILE]   a starter profile
     linli profiles test PROFILE --sample FILE [--topic T]   the reading one sample decodes to
+    linli profiles command PROFILE DEVICE_ID NAME [KEY=VALUE ...]   a command in the dialect
 
 ``--dir DIR`` (before the subcommand, repeatable) loads profiles from DIR besides the shipped ones.
 Heavy imports happen inside the handlers, so ``linli --help`` stays fast.
@@ -77,6 +78,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     test.add_argument("--topic", help="its topic (default: the profile's first, with sample values)")
     test.set_defaults(handler=_test)
+
+    command = commands.add_parser("command", help="what a canonical command becomes in a profile's dialect")
+    command.add_argument("profile", help="a profile file (.yaml) or the id of a loaded profile")
+    command.add_argument("device_id")
+    command.add_argument("name", help="the command: switch, dim, set_schedule, acknowledge, configure")
+    command.add_argument("params", nargs="*", metavar="KEY=VALUE", help="on=true, level_pct=40, on_at=18:30")
+    command.add_argument(
+        "--topic-var", action="append", default=[], metavar="KEY=VALUE", help="a variable of the uplink topic"
+    )
+    command.set_defaults(handler=_command)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the canonical reading")
     schema.add_argument("--profile-format", action="store_true", help="the schema of a profile file instead")
@@ -262,4 +273,59 @@ def _test(args: argparse.Namespace) -> int:
         unread = []
     if unread:
         print(f"  not read by the profile: {', '.join(unread)}", file=sys.stderr)
+    return 0
+
+
+def _value(text: str) -> bool | int | str:
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items: list[str], what: str) -> dict[str, bool | int | str] | str:
+    out: dict[str, bool | int | str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            return f"{what} {item!r} is not KEY=VALUE"
+        out[key] = _value(value)
+    return out
+
+
+def _command(args: argparse.Namespace) -> int:
+    from device_profiles.command_encode import encode_command
+    from device_profiles.commands import CommandError
+    from device_profiles.errors import ProfileError
+    from device_profiles.loader import load_file
+
+    try:
+        if args.profile.endswith((".yaml", ".yml")):
+            profile = load_file(Path(args.profile))
+        else:
+            profile = _load(args).get(args.profile)
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    params, topic_vars = _pairs(args.params, "parameter"), _pairs(args.topic_var, "--topic-var")
+    if isinstance(params, str) or isinstance(topic_vars, str):
+        print(f"error: {params if isinstance(params, str) else topic_vars}", file=sys.stderr)
+        return 2
+    try:
+        encoded = encode_command(
+            profile, args.device_id, args.name, params, topic_vars={k: str(v) for k, v in topic_vars.items()}
+        )
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_json(
+        {
+            "topic": encoded.topic,
+            "payload": encoded.payload.decode(),
+            "qos": encoded.qos,
+            "confirm": encoded.confirm,
+        }
+    )
     return 0

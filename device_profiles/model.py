@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from device_profiles.command_model import CommandSpec, command_errors
 from device_profiles.paths import WILDCARD, parse_path
 from device_profiles.standard import ALL_METRICS, DERIVED_EVENTS, EVENTS, METRICS
 
@@ -275,6 +276,8 @@ class Profile(_Model):
     reading_id: ReadingIdSpec | None = None
     fields: list[FieldSpec] = Field(min_length=1)
     encode: EncodeSpec = Field(default_factory=EncodeSpec)
+    #: how the dialect carries the canonical commands (`device_profiles.command_model`)
+    commands: dict[str, CommandSpec] = Field(default_factory=dict)
     max_payload_bytes: int = Field(default=16384, ge=16, le=1 << 20)
 
     @model_validator(mode="before")
@@ -359,6 +362,8 @@ def _cross_field_errors(p: Profile) -> list[tuple[str, str]]:
             allowed = ", ".join(sorted(known_events)) or "none"
             errors.append((f"{where}.events", f"{event!r} is not canonical for {p.device_type} ({allowed})"))
         errors.extend(_field_errors(f, where, is_json, binary))
+    topic_var_names = {v for pattern in p.topics for v in topic_vars(pattern)}
+    errors.extend(command_errors(p.device_type, p.commands, topic_var_names))
     if binary is not None and p.timestamp is None and not any(f.at is not None for f in p.fields):
         errors.append(("payload.binary", "declared but no field reads it (give fields an `at`)"))
     return errors
