@@ -39,6 +39,23 @@ def supported_commands(profile: Profile) -> list[str]:
     return sorted(profile.commands)
 
 
+def carried(
+    profile: Profile, name: str, params: Mapping[str, object]
+) -> tuple[dict[str, Value], CommandSpec]:
+    """The checked parameters of a command and the profile's way of carrying it; `CommandError`
+    when the standard refuses the command or the model cannot carry it."""
+    values: dict[str, Value] = check_command(profile.device_type, name, params)
+    spec = profile.commands.get(name)
+    if spec is None:
+        supported = ", ".join(supported_commands(profile)) or "none"
+        what = command_def(profile.device_type, name).description
+        raise CommandError(
+            f"profile {profile.id} ({profile.vendor} {profile.model}) cannot carry {name} ({what}); "
+            f"its commands: {supported}"
+        )
+    return values, spec
+
+
 def _binary(spec: CommandSpec, values: Mapping[str, Any]) -> bytes:
     assert spec.binary is not None  # noqa: S101 - checked by the caller
     body = bytearray(spec.binary.length)
@@ -77,15 +94,7 @@ def encode_command(
     topic_vars: Mapping[str, str] | None = None,
 ) -> EncodedCommand:
     """The message for command `name` with `params` to `device_id`; `CommandError` saying why not."""
-    values: dict[str, Value] = check_command(profile.device_type, name, params)
-    spec = profile.commands.get(name)
-    if spec is None:
-        carried = ", ".join(supported_commands(profile)) or "none"
-        what = command_def(profile.device_type, name).description
-        raise CommandError(
-            f"profile {profile.id} ({profile.vendor} {profile.model}) cannot carry {name} ({what}); "
-            f"its commands: {carried}"
-        )
+    values, spec = carried(profile, name, params)
     encoded: dict[str, Any] = dict(values)
     for param, how in spec.params.items():
         value = encoded[param]

@@ -130,6 +130,7 @@ def create_app(
     from cloud.api.routes import (
         audit,
         auth,
+        commands,
         communities,
         devices,
         events,
@@ -142,7 +143,18 @@ def create_app(
 
     app.include_router(auth.router, prefix=API_PREFIX, responses=_documented(400, 422, 503))
     refusals = _documented(400, 401, 403, 404, 422, 503)
-    for module in (communities, plan, devices, readings, events, incidents, performance, live, audit):
+    for module in (
+        communities,
+        plan,
+        devices,
+        commands,
+        readings,
+        events,
+        incidents,
+        performance,
+        live,
+        audit,
+    ):
         app.include_router(module.router, prefix=API_PREFIX, responses=refusals)
     _register_errors(app)
     from cloud.console.pages import mount

@@ -35,6 +35,8 @@ class ApiConfig(BaseModel):
     max_points: Annotated[int, Field(ge=10, le=1_000_000)] = 10_000
     #: IANA time zone of daily buckets when the request does not name one
     timezone: str = "Asia/Shanghai"
+    #: roles that may send commands to devices (of their communities): docs/commands.md
+    command_roles: tuple[str, ...] = ("grid_worker", "committee", "street", "district", "admin")
     #: database connections of one API process
     pool_min: Annotated[int, Field(ge=1)] = 2
     pool_max: Annotated[int, Field(ge=1)] = 10

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from cloud.api.access import PERMISSIONS
+from cloud.api.config import ApiConfig
 from tests.cloud.api.conftest import login
 from tests.cloud.incidents.conftest import fire
 
@@ -42,7 +43,12 @@ PERMISSION: dict[str, str | None] = {
     "POST /api/v1/incidents/{incident_id}/transitions": "act",
     "GET /api/v1/live": "incidents",
     "GET /api/v1/audit/pii": "audit",
+    "POST /api/v1/devices/{device_id}/commands": "command",
+    "GET /api/v1/devices/{device_id}/commands": "devices",
+    "GET /api/v1/commands/{command_id}": "devices",
 }
+#: who may send commands: configuration (``[api] command_roles``), here its default
+COMMAND_ROLES = ApiConfig().command_roles
 #: operations outside the matrix: logging in needs no token (tests/cloud/api/test_auth.py)
 UNAUTHENTICATED = {"POST /api/v1/auth/token", "POST /api/v1/auth/refresh"}
 
@@ -62,6 +68,8 @@ PRINCIPALS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
 
 def _may(principal: str, permission: str | None) -> bool:
     roles, _ = PRINCIPALS[principal]
+    if permission == "command":
+        return any(r in COMMAND_ROLES for r in roles)
     return permission is None or any(permission in PERMISSIONS[r] for r in roles)
 
 
@@ -95,7 +103,16 @@ def world(migrated_url: str) -> dict[str, str]:
                 "INSERT INTO events (time, device_id, event) VALUES (%s, %s, 'sos_pressed')",
                 (now - timedelta(minutes=5), device),
             )
+        command_id = conn.execute(
+            "INSERT INTO commands (command_id, device_id, community_id, gateway_id, name, params, confirm,"
+            " state, requested_by, requested_at, expires_at, updated_at) VALUES (gen_random_uuid(), 'sos-1',"
+            " 'c01', 'gw1', 'acknowledge', '{}', 'network', 'queued', 'k-li', %s, %s, %s)"
+            " RETURNING command_id",
+            (now, now + timedelta(days=1), now),
+        ).fetchone()
+        assert command_id is not None
     return {
+        "command_id": str(command_id[0]),
         "device_id": "sos-1",
         "incident_id": str(incident),
         "gateway_id": "gw1",
@@ -131,6 +148,10 @@ def _call(client: httpx.Client, method: str, path: str, headers: dict[str, str])
             "start": (now - timedelta(days=1)).isoformat(),
             "end": (now + timedelta(hours=1)).isoformat(),
         }
+    if method == "POST" and path.endswith("/commands"):
+        # a button has no `dim`: refused (422) once the caller got through permission and scoping
+        r = client.post(path, headers=headers, json={"name": "dim", "params": {"level_pct": 1}})
+        return r.status_code, r.text
     if method == "POST":
         # `rate` is refused from `detected` (409) by the workflow: it proves the caller got through
         # authentication, permission and scoping, and changes nothing
@@ -165,7 +186,7 @@ def test_every_operation_for_every_role_and_community(
             elif single and not _sees_c01(principal):
                 expected = {404}
             elif method == "POST":
-                expected = {409}
+                expected = {422} if template.endswith("/commands") else {409}
             else:
                 expected = {200}
             if status not in expected:

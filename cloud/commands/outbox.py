@@ -1,0 +1,154 @@
+"""The ``commands`` table: every command starts here, in state ``queued``, with its audit trail.
+
+`request` is the one way in (the API calls it; a rule action will): the device is looked up, the
+command checked against the standard and the device's profile (a model that cannot carry it is
+refused here, not at the gateway), and the row and its first audit entry written in the caller's
+transaction. The command id is the idempotency key: the same request again answers the same
+command; the id reused for another command is a `CommandConflict`. `expire_due` marks the queued
+commands whose time to live passed before they left for the gateway. States and their meaning:
+docs/commands.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from device_profiles.command_encode import carried
+from device_profiles.commands import CommandError
+from device_profiles.model import Profile
+
+#: A command's life, in order; `failed` and `expired` end it early.
+STATES: Final = ("queued", "at_gateway", "sent_to_device", "confirmed", "failed", "expired")
+FINAL_STATES: Final = frozenset({"confirmed", "failed", "expired"})
+COLUMNS: Final = (
+    "command_id, device_id, community_id, gateway_id, name, params, confirm, state, reason, requested_by,"
+    " requested_at, expires_at, updated_at"
+)
+
+
+class CommandsError(Exception):
+    """Root of the commands package's errors."""
+
+
+class UnknownDevice(CommandsError):
+    """No such device (or, to the caller, none it may see)."""
+
+
+class CommandRefused(CommandsError):
+    """The standard or the device's profile refuses the command; the message says why."""
+
+
+class CommandConflict(CommandsError):
+    """The command id names another command already."""
+
+
+def request(
+    conn: psycopg.Connection[Any],
+    *,
+    actor: str,
+    device_id: str,
+    name: str,
+    params: Mapping[str, object],
+    ttl_s: int,
+    profiles: Mapping[str, Profile],
+    now: datetime,
+    command_id: uuid.UUID | None = None,
+    visible: frozenset[str] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Queue a command; returns it and whether it is new (False: the same request again).
+
+    `visible` limits the devices to those communities (None: all). Raises `UnknownDevice`,
+    `CommandRefused` or `CommandConflict`; writes nothing then.
+    """
+    device = conn.execute(
+        "SELECT device_type, profile, community_id, gateway_id FROM devices WHERE device_id = %s",
+        (device_id,),
+    ).fetchone()
+    if device is None or (visible is not None and device[2] not in visible):
+        raise UnknownDevice(device_id)
+    device_type, profile_id, community_id, gateway_id = device
+    profile = profiles.get(profile_id)
+    if profile is None:
+        raise CommandRefused(
+            f"{device_id}'s profile {profile_id!r} is not loaded: its dialect is unknown here"
+        )
+    if profile.device_type != device_type:
+        raise CommandRefused(
+            f"{device_id} is a {device_type} but its profile {profile_id} is for {profile.device_type}"
+        )
+    try:
+        values, spec = carried(profile, name, params)
+    except CommandError as exc:
+        raise CommandRefused(str(exc)) from None
+    command_id = command_id or uuid.uuid4()
+    row = conn.execute(
+        f"INSERT INTO commands ({COLUMNS}) VALUES"  # noqa: S608 - constant columns
+        " (%s, %s, %s, %s, %s, %s, %s, 'queued', NULL, %s, %s, %s, %s)"
+        f" ON CONFLICT (command_id) DO NOTHING RETURNING {COLUMNS}",
+        (command_id, device_id, community_id, gateway_id, name, Jsonb(values), spec.confirm, actor, now,
+         now + timedelta(seconds=ttl_s), now),
+    ).fetchone()  # fmt: skip
+    if row is None:
+        existing = get(conn, command_id)
+        assert existing is not None  # noqa: S101 - the conflict found it
+        if (existing["device_id"], existing["name"], existing["params"]) != (device_id, name, values):
+            raise CommandConflict(
+                f"command {command_id} is already {existing['name']} to {existing['device_id']}: use a new id"
+            )
+        return existing, False
+    conn.execute(
+        "INSERT INTO command_audit (command_id, at, actor, state, detail) VALUES (%s, %s, %s, 'queued', %s)",
+        (command_id, now, actor, f"{name} {_params_text(values)}".strip()),
+    )
+    found = get(conn, command_id)
+    assert found is not None  # noqa: S101 - written above
+    return found, True
+
+
+def _params_text(values: Mapping[str, object]) -> str:
+    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items())
+
+
+def get(conn: psycopg.Connection[Any], command_id: uuid.UUID) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(f"SELECT {COLUMNS} FROM commands WHERE command_id = %s", (command_id,)).fetchone()  # noqa: S608
+
+
+def audit(conn: psycopg.Connection[Any], command_id: uuid.UUID) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT at, actor, state, detail FROM command_audit WHERE command_id = %s ORDER BY id",
+            (command_id,),
+        ).fetchall()
+
+
+def for_device(conn: psycopg.Connection[Any], device_id: str, *, limit: int) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        query = f"SELECT {COLUMNS} FROM commands WHERE device_id = %s"  # noqa: S608 - constant columns
+        return cur.execute(
+            query + " ORDER BY requested_at DESC, seq DESC LIMIT %s", (device_id, limit)
+        ).fetchall()
+
+
+def expire_due(conn: psycopg.Connection[Any], *, now: datetime, actor: str = "linli") -> int:
+    """Queued commands past their time to live become ``expired`` (with an audit entry each)."""
+    gone = conn.execute(
+        "UPDATE commands SET state = 'expired', updated_at = %s,"
+        " reason = 'its time to live passed before it reached the gateway'"
+        " WHERE state = 'queued' AND expires_at <= %s RETURNING command_id",
+        (now, now),
+    ).fetchall()
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO command_audit (command_id, at, actor, state, detail)"
+            " VALUES (%s, %s, %s, 'expired', %s)",
+            [(row[0], now, actor, "time to live passed while queued") for row in gone],
+        )
+    return len(gone)
