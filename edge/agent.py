@@ -405,6 +405,7 @@ class Agent:
                 "buffer_cap_bytes": stats.cap_bytes,
                 "oldest_buffered_age_seconds": doc["buffer"]["oldest_age_s"] or 0,
                 "batches_in_flight": self.uplink.in_flight,
+                "pending_devices": stats.pending_devices,
                 "field_connected": int(self.field.connected),
                 "cloud_connected": int(self.cloud.connected),
                 "rss_bytes": doc["rss_bytes"],

@@ -581,6 +581,7 @@ class Store:
                 disk_bytes=self.disk_bytes(),
                 cap_bytes=self.max_bytes,
                 counters=self.counters(),
+                pending_devices=int(self.conn.execute("SELECT count(*) FROM pending").fetchone()[0]),
             )
         except sqlite3.Error as exc:
             raise _mapped("reading buffer statistics failed", exc) from exc

@@ -80,6 +80,8 @@ class BufferStats:
     disk_bytes: int
     cap_bytes: int
     counters: dict[str, int]
+    #: devices heard or discovered that the inventory lacks (`edge.pending`)
+    pending_devices: int = 0
 
     @property
     def depth(self) -> int:

@@ -137,6 +137,7 @@ class StatusReporter:
             },
             "counters": stats.counters,
             "quarantine_count": quarantined,
+            "pending_devices": stats.pending_devices,
             "rates": {
                 "received_per_s": self.rates.rate("received", received, mono),
                 "sent_per_s": self.rates.rate("sent", sent, mono),

@@ -188,13 +188,12 @@ def _scalar(url: str, query: str) -> Any:
 def _rss_mb(pid: int | None) -> float:
     if pid is None:
         return 0.0
+    from edge.bench import memory_kb
+
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+        return memory_kb(pid).get("VmRSS", 0) / 1024
+    except OSError:  # gone already
+        return 0.0
 
 
 class ChaosRun:

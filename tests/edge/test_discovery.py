@@ -75,6 +75,8 @@ def test_an_unknown_device_is_pending_until_approved_then_its_data_flows(rig: Ca
     assert listed.returncode == 0, listed.stderr
     assert f"{CLIMATE}\tfield\tenvironment_sensor by aqara/wsdcgq11lm\t3 message(s)" in listed.stdout
     assert not any(x.device_id == CLIMATE for x in r.col.readings())
+    # the gateway's status tells the cloud a device waits for approval
+    assert r.col.wait_for(lambda c: any(s.get("pending_devices") == 1 for s in c.status), 20)
 
     # Approve it: the inventory gets the entry and the running agent takes it up.
     assert r.agent.proc is not None

@@ -56,6 +56,8 @@ class Gateway(BaseModel):
     version: str | None
     uptime_s: float | None
     buffer: Buffer
+    #: devices it heard or was told of that the inventory lacks (``linli edge devices pending``)
+    pending_devices: int | None = None
     #: its uplinks: name -> connected
     links: dict[str, bool]
     devices: int
@@ -141,6 +143,7 @@ def _gateway(row: tuple[Any, ...]) -> dict[str, Any]:
             "disk_bytes": count(buffer.get("disk_bytes")),
             "cap_bytes": count(buffer.get("cap_bytes")),
         },
+        "pending_devices": count(status.get("pending_devices")),
         "links": {str(k): bool(v) for k, v in links.items()},
         "devices": row[5],
     }

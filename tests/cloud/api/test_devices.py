@@ -53,6 +53,7 @@ def fleet(migrated_url: str) -> str:
             "buffer": {"depth": 42, "alarm": 2, "telemetry": 40, "oldest_age_s": 12, "disk_bytes": 8192,
                        "cap_bytes": 1 << 30},
             "links": {"field": True, "cloud": False},
+            "pending_devices": 2,
         }  # fmt: skip
         conn.execute(
             "INSERT INTO gateways (gateway_id, community_id, state, status, status_at) VALUES"
@@ -182,6 +183,7 @@ def test_communities_and_gateways(
         ("gw2", "offline", 1),
     ]
     assert gateways[0]["buffer"]["depth"] == 42
+    assert (gateways[0]["pending_devices"], gateways[1]["pending_devices"]) == (2, None)
     assert gateways[0]["buffer"]["alarm"] == 2
     assert gateways[0]["links"] == {"field": True, "cloud": False}
     assert gateways[1]["buffer"]["depth"] is None  # it never said

@@ -30,6 +30,7 @@ from cloud.ingest.worker import IngestWorker
 from cloud.store.migrate import migrate
 from cloud.store.mode import StoreMode, prepare
 from simulators.services import MosquittoBroker, PostgresCluster
+from simulators.services.process import die_with_parent
 from tests.cloud.conftest import T0_US, R, count, door_readings, envelope, up_topic
 
 pytestmark = pytest.mark.integration
@@ -297,8 +298,9 @@ def test_data_the_database_refuses_is_dead_lettered_and_the_rest_stored(
 
 
 def _ingest_process(config: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    # killed with the test run, however it ends (the test kills and restarts it on purpose)
     return subprocess.Popen(
-        [sys.executable, "-m", "cloud", "cloud", "ingest", "--config", str(config)],
+        die_with_parent([sys.executable, "-m", "cloud", "cloud", "ingest", "--config", str(config)]),
         stdout=log,
         stderr=log,
     )

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from cloud.store.migrate import migrate
+from edge.bench import memory_kb
 from simulators.services import MosquittoBroker, PostgresCluster
 from simulators.services.net import free_port
 from tests.cloud.conftest import T0_US, count, door_readings, envelope, up_topic
@@ -40,10 +41,7 @@ def _metrics(port: int) -> dict[str, float]:
 
 
 def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return memory_kb(pid)["VmRSS"] * 1024
 
 
 def test_memory_held_during_a_database_outage_stays_within_its_stated_bound(
