@@ -143,6 +143,9 @@ class AlertsConfig(_Section):
     #: The devices installed (residents, locations, devices never heard); without it only devices
     #: that report are known.
     inventory: Path | None = None
+    #: The inventory file is checked this often; a changed one is loaded, written to the devices
+    #: table and used from a new session on (0: read at start only).
+    inventory_watch_s: float = Field(default=5.0, ge=0)
     #: Profile folders besides the shipped profiles (their report intervals drive absence rules).
     profiles: tuple[Path, ...] = ()
     #: IANA time zone of the communities (active hours of inactivity rules).

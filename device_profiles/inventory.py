@@ -283,6 +283,16 @@ class Inventory:
         return groups
 
 
+def file_stamp(path: Path) -> tuple[int, int, int]:
+    """(inode, size, mtime in ns) of a file, (0, -1, 0) when it cannot be read: what changes when
+    the file is replaced (an atomic write) or edited, so readers can reload it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, -1, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _is_json(path: Path) -> bool:
     return path.suffix.lower() == ".json"
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from device_profiles import ProfileSet
+from device_profiles.inventory import file_stamp
 from edge.buffer import Buffer, Intake
 from edge.config import BrokerConfig, EdgeConfig
 from edge.discovery import Discovery
@@ -530,21 +531,13 @@ class Agent:
                 _log.info("files_changed")
                 self.reload()
 
-    def _file_stamps(self) -> tuple[tuple[str, int, int, int], ...]:
-        """(path, inode, size, mtime) of the inventory and of every profile file in the folders."""
+    def _file_stamps(self) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+        """(path, stamp) of the inventory and of every profile file in the folders."""
         paths = [self.config.inventory]
         for folder in self.config.profiles:
             with contextlib.suppress(OSError):
                 paths.extend(sorted(folder.rglob("*.y*ml")))
-        stamps = []
-        for path in paths:
-            try:
-                st = path.stat()
-            except OSError:
-                stamps.append((str(path), 0, -1, 0))
-                continue
-            stamps.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(stamps)
+        return tuple((str(path), file_stamp(path)) for path in paths)
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 
 import psycopg
 
@@ -18,25 +19,37 @@ from cloud.alerts.rules import RuleBook
 from cloud.alerts.service import AlertService
 from cloud.config import CloudSettings
 from cloud.endpoint import Endpoint
+from cloud.errors import CloudError
 from cloud.ingest.worker import backoff_delay
 from cloud.store.inventory import DeviceFacts, sync_devices
 from cloud.store.migrate import migrate
+from device_profiles.inventory import file_stamp
 
 log = logging.getLogger("linli.cloud.alerts")
 
 
-def build_service(settings: CloudSettings, directory: Directory | None = None) -> AlertService:
+class DirectoryBox:
+    """The directory each new session's engine is built with; replaced when the inventory changes."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+
+def build_service(
+    settings: CloudSettings, directory: Directory | None = None, *, box: DirectoryBox | None = None
+) -> AlertService:
     """The service of `settings` (rules and directory loaded and checked: `CloudError` if not)."""
     config = settings.alerts
     rules = RuleBook.load(shipped=config.shipped_rules, paths=config.rules)
-    if directory is None:
-        directory = load_directory(config)
+    if box is None:
+        box = DirectoryBox(directory if directory is not None else load_directory(config))
+    current = box
 
     def make_engine() -> Engine:
-        return Engine(rules=rules, directory=directory, clock=config.clock)
+        return Engine(rules=rules, directory=current.directory, clock=config.clock)
 
     def make_detection() -> DetectionRound:
-        return DetectionRound(directory=directory, partition=Partition.parse(config.partition))
+        return DetectionRound(directory=current.directory, partition=Partition.parse(config.partition))
 
     return AlertService(
         database_url=settings.database_url,
@@ -84,14 +97,31 @@ def sync_inventory(settings: CloudSettings, directory: Directory) -> None:
     log.info("inventory: %d devices, %d added or changed in the devices table", len(facts), changed)
 
 
+def reload_inventory(settings: CloudSettings, box: DirectoryBox, service: AlertService) -> bool:
+    """A changed inventory file: load and check it, write its facts to the devices table, and
+    renew the service's session with it. An invalid file is logged and the running one kept."""
+    try:
+        directory = load_directory(settings.alerts)
+    except CloudError as exc:
+        log.error("inventory changed but not reloaded (the running one stays): %s", exc)
+        return False
+    sync_inventory(settings, directory)
+    box.directory = directory
+    service.renew()
+    log.info("inventory reloaded: %d devices", len(directory.devices))
+    return True
+
+
 def run_alerts(settings: CloudSettings, stop: threading.Event) -> int:
     """Migrate (as the ingest does), write the inventory's facts, then run one partition until
     `stop`."""
-    directory = load_directory(settings.alerts)
-    service = build_service(settings, directory)
+    box = DirectoryBox(load_directory(settings.alerts))
+    service = build_service(settings, box=box)
     if not wait_for_schema(settings, stop, random.Random()):  # noqa: S311 - backoff jitter
         return 0
-    sync_inventory(settings, directory)
+    sync_inventory(settings, box.directory)
+    inventory, every = settings.alerts.inventory, settings.alerts.inventory_watch_s
+    stamp = file_stamp(inventory) if inventory is not None else None
     endpoint = None
     if settings.alerts.http.address:
         host, port = settings.alerts.http.host_port
@@ -105,8 +135,15 @@ def run_alerts(settings: CloudSettings, stop: threading.Event) -> int:
     try:
         # the service thread ends only when told to, or on a bug (its traceback is logged): then
         # exit non-zero, so the supervisor restarts the service from its committed state
-        while thread.is_alive() and not stop.wait(0.5):
-            pass
+        next_check = time.monotonic() + every
+        while thread.is_alive() and not stop.wait(min(0.5, every) if every else 0.5):
+            if inventory is None or not every or time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + every
+            now = file_stamp(inventory)
+            if now != stamp:
+                stamp = now
+                reload_inventory(settings, box, service)
         told = stop.is_set()
     finally:
         log.info("stopping: finish the transaction in progress, disconnect")

@@ -127,6 +127,7 @@ class AlertService:
             "alerts_sessions_total": 0,
             "alerts_detector_actions_total": 0,
         }
+        self._renew = threading.Event()
         self.checkpoint = 0
         self.database = "down"
         self.role = "starting"
@@ -150,6 +151,11 @@ class AlertService:
             health={"database": self.database, "role": self.role, "partition": str(self._partition)},
             parts=("database",),
         )
+
+    def renew(self) -> None:
+        """End the session after the transaction in progress and start a new one: its engine and
+        detection are made again (with a reloaded directory), their state restored from the ledger."""
+        self._renew.set()
 
     def run(self, stop: threading.Event) -> None:
         """Sessions until `stop` is set; database trouble means backoff and a new session."""
@@ -210,6 +216,10 @@ class AlertService:
         next_tick = self._monotonic()
         next_prune = self._monotonic() + PRUNE_EVERY_S
         while not stop.is_set():
+            if self._renew.is_set():
+                self._renew.clear()
+                log.info("partition %s: a new session, with the reloaded inventory", self._partition)
+                return
             more = self._evaluate(conn, engine, tick=self._monotonic() >= next_tick)
             now = self._monotonic()
             if now >= next_tick:

@@ -180,6 +180,8 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "range.365d": ("1 年", "1 year"),
     "gateways.title": ("网关与健康", "Gateways and health"),
     "gateways.empty": ("还没有网关上报状态", "No gateway has reported yet"),
+    # devices the gateway heard or was told of that the inventory lacks (linli edge devices pending)
+    "gateways.pending": ("待审批", "awaiting approval"),
     "performance.title": ("闭环考核", "Performance of the loop"),
     "performance.period": ("统计区间", "Period"),
     "performance.from": ("开始日期", "From"),

@@ -12,17 +12,20 @@ and the actions it allows, and changes nothing. The API and the console call the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from cloud.commands import outbox
 from cloud.errors import IncidentNotFound, StoreUnavailable, TransitionRefused
 from cloud.incidents.people import Staff
 from cloud.incidents.record import Context, IncidentRow, Owed, audit, enqueue, lock_incident
 from cloud.incidents.workflow import STAMPS, SUPERVISORS, TRANSITIONS, Action, allowed_from
+from device_profiles.model import Profile
 
 
 def _utcnow() -> datetime:
@@ -41,8 +44,13 @@ def apply(
     score: int | None = None,
     comment: str | None = None,
     clock: Callable[[], datetime] = _utcnow,
+    profiles: Mapping[str, Profile] | None = None,
 ) -> IncidentRow:
     """Do `action` on the incident as staff member `actor`; returns the incident as it is after.
+
+    Accepting an SOS queues ``acknowledge`` to the button, in the same transaction, where its
+    model can carry it (`profiles`: the device profiles by id, default the shipped ones); the audit
+    entry says which command, or why none went.
 
     Raises `IncidentNotFound`, `TransitionRefused` (nothing changed), or `StoreUnavailable`.
     """
@@ -67,6 +75,7 @@ def apply(
                 handler=handler,
                 score=score,
                 comment=comment,
+                profiles=profiles,
             )
             enqueue(conn, incident.incident_id, owed, at=now)
             after = lock_incident(conn, incident_id)
@@ -148,6 +157,7 @@ def _effects(
     handler: str | None,
     score: int | None,
     comment: str | None,
+    profiles: Mapping[str, Profile] | None,
 ) -> list[Owed]:
     t = TRANSITIONS[action]
     sets: dict[str, Any] = {"state": t.target, STAMPS[t.target]: now}
@@ -161,6 +171,9 @@ def _effects(
             if community is not None and member.id in community.ladder[level - 1].staff:
                 continue
             owed.extend(ctx.to_level(incident, level, "accepted", actor=member.name))
+        command = acknowledge_on_button(conn, incident, member.id, now, profiles)
+        if command is not None:
+            detail["command"] = command
     elif action == "dispatch":
         sets["handler"] = handler
         detail["handler"] = handler
@@ -222,6 +235,50 @@ def sla_figures(incident: IncidentRow, ctx: Context, now: datetime) -> dict[str,
         figures[f"{name}_overdue"] = None if took is None or target is None else took > target
     figures["overdue"] = any(figures[f"{n}_overdue"] for n in ("accept", "handle", "close"))
     return figures
+
+
+#: Commands an accepted SOS sends are named by the incident: one per incident, whatever retries.
+ACK_NAMESPACE: Final = uuid.UUID("5e0b3c1e-8d1f-4d4a-9a57-6c1f2b0a7c11")
+#: An acknowledgement later than this tells the resident nothing useful.
+ACK_TTL_S: Final = 600
+
+
+def acknowledge_on_button(
+    conn: psycopg.Connection[Any],
+    incident: IncidentRow,
+    actor: str,
+    now: datetime,
+    profiles: Mapping[str, Profile] | None,
+) -> dict[str, str] | None:
+    """An accepted incident of an SOS button: queue ``acknowledge`` to it (LED or buzzer: help is
+    coming). What the audit entry says: the command and its state, or why none went (the model
+    cannot carry it); None for an incident that is not a button's."""
+    if incident.device_id is None:
+        return None
+    row = conn.execute(
+        "SELECT device_type FROM devices WHERE device_id = %s", (incident.device_id,)
+    ).fetchone()
+    if row is None or row[0] != "sos_button":
+        return None
+    from device_profiles import ProfileSet
+
+    try:
+        command, _ = outbox.request(
+            conn,
+            actor=actor,
+            device_id=incident.device_id,
+            name="acknowledge",
+            params={},
+            ttl_s=ACK_TTL_S,
+            profiles=profiles if profiles is not None else ProfileSet.shipped().profiles,
+            now=now,
+            command_id=uuid.uuid5(ACK_NAMESPACE, f"incident:{incident.incident_id}"),
+        )
+    except outbox.UnknownDevice:
+        return None
+    except outbox.CommandRefused as exc:
+        return {"name": "acknowledge", "state": "not_sent", "reason": str(exc)}
+    return {"name": "acknowledge", "command_id": str(command["command_id"]), "state": str(command["state"])}
 
 
 def _one(action: Action) -> Callable[..., IncidentRow]:

@@ -402,5 +402,6 @@ def transition(
             score=request.score,
             comment=request.comment,
             clock=state.clock,
+            profiles=state.profiles,
         )
     return pages.json_answer(_detail(db, state, principal, incident_id, address))

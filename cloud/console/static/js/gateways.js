@@ -22,7 +22,7 @@
         el("td", {text: g.buffer.depth === null ? "—" : `${g.buffer.depth}${g.buffer.alarm ? ` (SOS/alarm ${g.buffer.alarm})` : ""}`}),
         el("td", {text: linli.span(g.buffer.oldest_age_s)}),
         el("td", {text: g.buffer.disk_bytes === null ? "—" : `${bytes(g.buffer.disk_bytes)} / ${bytes(g.buffer.cap_bytes)}`}),
-        el("td", {text: g.devices}),
+        el("td", {text: `${g.devices}${g.pending_devices ? ` · ${t("gateways.pending")} ${g.pending_devices}` : ""}`}),
         el("td", {text: g.version || "—"}))));
       document.getElementById("empty").hidden = items.length > 0;
       linli.rendered("gateways");

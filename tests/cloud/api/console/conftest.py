@@ -175,7 +175,7 @@ def world(migrated_url: str, accounts: Callable[..., None]) -> dict[str, int]:
             "v": 1, "state": "online", "version": "0.9.0", "uptime_s": 7200,
             "buffer": {"depth": 42, "alarm": 2, "telemetry": 40, "oldest_age_s": 12, "disk_bytes": 81920,
                        "cap_bytes": 1 << 30},
-            "links": {"field": True, "cloud": True},
+            "links": {"field": True, "cloud": True}, "pending_devices": 3,
         }  # fmt: skip
         conn.execute(
             "INSERT INTO gateways (gateway_id, community_id, state, status, status_at) VALUES"

@@ -178,6 +178,7 @@ def test_gateways_and_performance(screens: Callable[..., Screen], world: dict[st
         expect(rows).to_have_count(2)
         expect(rows.first).to_contain_text("42 (SOS/alarm 2)")
         expect(rows.first).to_contain_text("field ✓")
+        expect(rows.first).to_contain_text("待审批 3")  # devices heard that the inventory lacks
         screen.shoot("gateways", page)
         page.get_by_role("link", name="闭环考核").click()
         screen.rendered("performance")
