@@ -105,7 +105,10 @@ def _pending(args: argparse.Namespace) -> int:
             shown = ", ".join(f"{k} {v}" for k, v in d.details.items() if v)
             print(f"\t{shown}")
         if d.topic is not None:
-            preview = d.payload[:120].decode("utf-8", errors="replace").replace("\n", " ")
+            text = d.payload[:120].decode("utf-8", errors="replace")
+            preview = "".join(
+                c if c.isprintable() else " " for c in text
+            )  # a device's bytes, not a terminal's
             print(f"\tfirst message on {d.topic}: {preview}")
     print(
         f"# {len(rows)} pending; add one with: linli edge devices approve ID --config {args.config} "
