@@ -23,6 +23,7 @@ def register_chirpstack(
     *,
     inventory_arg: Callable[[argparse.ArgumentParser], None],
     defaults_args: Callable[[argparse.ArgumentParser], None],
+    profiles_arg: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     parser = commands.add_parser(
         "chirpstack",
@@ -44,7 +45,7 @@ def register_chirpstack(
     parser.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
     inventory_arg(parser)
     defaults_args(parser)
-    parser.add_argument("--profiles-dir", dest="dirs", action="append", type=Path, default=[], metavar="DIR")
+    profiles_arg(parser)
     parser.set_defaults(handler=_chirpstack)
 
 

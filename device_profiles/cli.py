@@ -96,9 +96,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _load(args: argparse.Namespace) -> ProfileSet:
     from device_profiles.engine import ProfileSet
-    from device_profiles.loader import SHIPPED_DIR
 
-    return ProfileSet.load(SHIPPED_DIR, *args.dirs) if args.dirs else ProfileSet.shipped()
+    return ProfileSet.shipped_and(*args.dirs)
 
 
 def _print_json(value: Any) -> None:

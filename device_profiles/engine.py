@@ -96,6 +96,11 @@ class ProfileSet:
         """The profiles shipped in ``device_profiles/profiles/`` (loaded once per process)."""
         return _shipped()
 
+    @classmethod
+    def shipped_and(cls, *dirs: Path) -> ProfileSet:
+        """The shipped profiles and those under `dirs` (the shipped set alone, shared, without any)."""
+        return cls.load(SHIPPED_DIR, *dirs) if dirs else cls.shipped()
+
     def with_device_map(self, mapping: Mapping[str, str]) -> ProfileSet:
         """A copy using the inventory's device id -> profile id mapping (compiled profiles shared)."""
         return ProfileSet(

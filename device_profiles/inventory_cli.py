@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     from device_profiles.chirpstack_cli import register_chirpstack
 
-    register_chirpstack(commands, inventory_arg=_inventory_arg, defaults_args=_defaults_args)
+    register_chirpstack(
+        commands, inventory_arg=_inventory_arg, defaults_args=_defaults_args, profiles_arg=_profiles_arg
+    )
 
 
 def _inventory_arg(parser: argparse.ArgumentParser) -> None:
@@ -91,9 +93,8 @@ def _profiles_arg(parser: argparse.ArgumentParser) -> None:
 
 def load_profiles(dirs: list[Path]) -> ProfileSet:
     from device_profiles.engine import ProfileSet
-    from device_profiles.loader import SHIPPED_DIR
 
-    return ProfileSet.load(SHIPPED_DIR, *dirs) if dirs else ProfileSet.shipped()
+    return ProfileSet.shipped_and(*dirs)
 
 
 def defaults_of(args: argparse.Namespace) -> Defaults:

@@ -34,6 +34,7 @@ import csv
 import io
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
@@ -44,6 +45,7 @@ from device_profiles.inventory import Device, InventoryError
 
 if TYPE_CHECKING:
     from device_profiles.engine import ProfileSet
+    from device_profiles.model import DeviceIdSpec
 
 #: The columns, in the order `write_table` writes them.
 COLUMNS: Final = (
@@ -319,13 +321,9 @@ def row_device(
         return [RowProblem(row, {"device_type": "type", "device_id": "id"}.get(field, field), detail)]
 
 
-def _id_problems(row: int, device_id: str | None, spec: object) -> list[RowProblem]:
+def _id_problems(row: int, device_id: str | None, spec: DeviceIdSpec) -> list[RowProblem]:
     """The profile's rules for ids (case, pattern): an id it would never decode is refused now."""
-    import re
-
-    from device_profiles.model import DeviceIdSpec
-
-    if device_id is None or not isinstance(spec, DeviceIdSpec):
+    if device_id is None:
         return []
     problems = []
     if spec.case == "lower" and device_id != device_id.lower():
