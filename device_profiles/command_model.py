@@ -81,6 +81,9 @@ class CommandSpec(_Model):
     binary: CommandBinary | None = None
     params: dict[str, ParamEncoding] = Field(default_factory=dict)
     confirm: Literal["report", "network", "none"] = "report"
+    #: with ``confirm: network``: where the network says a downlink was acknowledged (ChirpStack's
+    #: ``.../event/ack``); the device is the one whose id is one of the topic's variables
+    ack_topic: str | None = None
     qos: Literal[0, 1] = 1
 
 
@@ -126,6 +129,8 @@ def command_errors(
                     f"{{{var}}} is not a parameter of {name} ({', '.join(sorted(params)) or 'none'})",
                 )
             )
+        if (spec.confirm == "network") != (spec.ack_topic is not None):
+            errors.append((where, "`confirm: network` and an `ack_topic` go together"))
         uses_binary = bool(placeholders(spec.json_) & {"binary", "binary_hex"})
         if uses_binary != (spec.binary is not None):
             errors.append((where, "a `binary` body and a {binary} (or {binary_hex}) in `json` go together"))

@@ -242,6 +242,11 @@ def metric_names(device_type: str) -> frozenset[str] | None:
 TOPIC_TELEMETRY: Final = "up"
 TOPIC_ALARM: Final = "alarm"
 TOPIC_STATUS: Final = "status"
+#: Commands, cloud -> gateway (`device_profiles.command_wire.DownCommand`), and their progress,
+#: gateway -> cloud (`device_profiles.command_wire.CommandProgress`), on the same
+#: ``linli/v1/<community>/<gateway>/<kind>`` scheme.
+TOPIC_DOWN: Final = "down"
+TOPIC_COMMANDS: Final = "commands"
 
 
 def uplink_topic(community_id: str, gateway_id: str, kind: str) -> str:

@@ -10,6 +10,7 @@ import struct
 import pytest
 
 from device_profiles import ProfileSet
+from device_profiles.command_decode import decode_command, topic_filter
 from device_profiles.command_encode import encode_command
 from device_profiles.commands import COMMANDS, CONFIRMS, CommandError, check_command
 from device_profiles.errors import ProfileError
@@ -133,6 +134,10 @@ BASE = {
         ),
         ({"dim": {"topic": "x/{device_id}", "json": {"d": "{binary}"}}}, "go together"),
         (
+            {"dim": {"topic": "x/{device_id}", "json": {"d": "{level_pct}"}, "confirm": "network"}},
+            "`confirm: network` and an `ack_topic` go together",
+        ),
+        (
             {
                 "dim": {
                     "topic": "x/{device_id}",
@@ -169,3 +174,42 @@ def test_a_zigbee2mqtt_style_set_message_with_mapped_values() -> None:
     assert json.loads(encode_command(profile, "lamp_7", "dim", {"level_pct": 50}).payload) == {
         "brightness": 127
     }
+
+
+def test_every_shipped_command_decodes_back_to_itself(profiles: ProfileSet) -> None:
+    """What the simulated devices obey: each shipped dialect's message decodes to the command sent,
+    and to no other command of the profile."""
+    samples = {
+        "switch": [{"on": True}, {"on": False}],
+        "dim": [{"level_pct": 0}, {"level_pct": 37}, {"level_pct": 100}],
+        "set_schedule": [{"on_at": "18:30", "off_at": "06:05", "night_dim_pct": 30}],
+        "configure": [{"report_interval_s": 900}],
+        "acknowledge": [{}],
+    }
+    tried = 0
+    for profile in profiles.profiles.values():
+        device_id = IMEI if "nbiot" in profile.id else EUI
+        for name in profile.commands:
+            for params in samples[name]:
+                sent = encode_command(profile, device_id, name, params, topic_vars={"application_id": APP})
+                got = decode_command(profile, sent.topic, sent.payload)
+                assert got is not None, (profile.id, name, params)
+                assert (got.device_id, got.name, got.params) == (device_id, name, params)
+                tried += 1
+    assert tried >= 15
+    light = profiles.profiles["generic_lorawan/streetlight"]
+    assert topic_filter(light.commands["dim"].topic) == "application/+/device/+/command/down"
+    topic = f"application/{APP}/device/{EUI}/command/down"
+    assert (
+        decode_command(light, topic, b'{"devEui": "x", "confirmed": true, "fPort": 10, "data": "CQE="}')
+        is None
+    )
+    assert decode_command(light, topic, b"not json") is None
+    assert (
+        decode_command(
+            light,
+            "elsewhere",
+            encode_command(light, EUI, "dim", {"level_pct": 5}, topic_vars={"application_id": APP}).payload,
+        )
+        is None
+    )
