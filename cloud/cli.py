@@ -21,7 +21,9 @@ from cloud.errors import CloudError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    cloud = subparsers.add_parser("cloud", help="the cloud side: ingest, alerts, incidents, notify")
+    cloud = subparsers.add_parser(
+        "cloud", help="the cloud side: ingest, alerts, incidents, notify, commands, api"
+    )
     commands = cloud.add_subparsers(dest="cloud_command", required=True, metavar="COMMAND")
     ingest = commands.add_parser("ingest", help="consume uplink batches into the database until SIGTERM")
     ingest.add_argument(
@@ -50,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it"
     )
     notify.set_defaults(handler=_service, service="notify")
+    sender = commands.add_parser(
+        "commands", help="send queued commands to the gateways and follow their progress until SIGTERM"
+    )
+    sender.add_argument(
+        "--config", type=Path, required=True, help="TOML; LINLI_CLOUD_* variables override it"
+    )
+    sender.set_defaults(handler=_service, service="commands")
     api = commands.add_parser(
         "api",
         help="serve the HTTP API until SIGTERM",
@@ -112,6 +121,10 @@ def _service(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         configure(settings.log_level, fmt=settings.log_format)
         stop = _stop_on_signals()
+        if args.service == "commands":
+            from cloud.commands.service import run_commands
+
+            return run_commands(settings, stop)
         run = run_incidents if args.service == "incidents" else run_notify
         return run(settings, stop)
     except CloudError as exc:

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from cloud.api.config import ApiConfig
+from cloud.commands.config import CommandsConfig
 from cloud.errors import ConfigError
 from cloud.incidents.config import IncidentsConfig
 from cloud.notify.config import NotifyConfig
@@ -207,6 +208,7 @@ class CloudSettings(BaseModel):
     incidents: IncidentsConfig = IncidentsConfig()
     notify: NotifyConfig = NotifyConfig()
     api: ApiConfig = ApiConfig()
+    commands: CommandsConfig = CommandsConfig()
     http: HttpConfig = HttpConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "text"

@@ -29,8 +29,10 @@ STATES: Final = ("queued", "at_gateway", "sent_to_device", "confirmed", "failed"
 FINAL_STATES: Final = frozenset({"confirmed", "failed", "expired"})
 COLUMNS: Final = (
     "command_id, device_id, community_id, gateway_id, name, params, confirm, state, reason, requested_by,"
-    " requested_at, expires_at, updated_at"
+    " requested_at, expires_at, updated_at, incident_id"
 )
+#: Notified (payload: the gateway id) when a command is queued: the sender wakes at once.
+CHANNEL: Final = "linli_commands"
 
 
 class CommandsError(Exception):
@@ -61,11 +63,14 @@ def request(
     now: datetime,
     command_id: uuid.UUID | None = None,
     visible: frozenset[str] | None = None,
+    incident_id: int | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Queue a command; returns it and whether it is new (False: the same request again).
 
-    `visible` limits the devices to those communities (None: all). Raises `UnknownDevice`,
-    `CommandRefused` or `CommandConflict`; writes nothing then.
+    `visible` limits the devices to those communities (None: all); `incident_id` names the
+    incident the command answers (its audit trail then follows the command). The sender is woken
+    (`CHANNEL`) when the transaction commits. Raises `UnknownDevice`, `CommandRefused` or
+    `CommandConflict`; writes nothing then.
     """
     device = conn.execute(
         "SELECT device_type, profile, community_id, gateway_id FROM devices WHERE device_id = %s",
@@ -90,10 +95,10 @@ def request(
     command_id = command_id or uuid.uuid4()
     row = conn.execute(
         f"INSERT INTO commands ({COLUMNS}) VALUES"  # noqa: S608 - constant columns
-        " (%s, %s, %s, %s, %s, %s, %s, 'queued', NULL, %s, %s, %s, %s)"
+        " (%s, %s, %s, %s, %s, %s, %s, 'queued', NULL, %s, %s, %s, %s, %s)"
         f" ON CONFLICT (command_id) DO NOTHING RETURNING {COLUMNS}",
         (command_id, device_id, community_id, gateway_id, name, Jsonb(values), spec.confirm, actor, now,
-         now + timedelta(seconds=ttl_s), now),
+         now + timedelta(seconds=ttl_s), now, incident_id),
     ).fetchone()  # fmt: skip
     if row is None:
         existing = get(conn, command_id)
@@ -107,6 +112,7 @@ def request(
         "INSERT INTO command_audit (command_id, at, actor, state, detail) VALUES (%s, %s, %s, 'queued', %s)",
         (command_id, now, actor, f"{name} {_params_text(values)}".strip()),
     )
+    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, gateway_id))
     found = get(conn, command_id)
     assert found is not None  # noqa: S101 - written above
     return found, True
@@ -137,13 +143,21 @@ def for_device(conn: psycopg.Connection[Any], device_id: str, *, limit: int) -> 
         ).fetchall()
 
 
-def expire_due(conn: psycopg.Connection[Any], *, now: datetime, actor: str = "linli") -> int:
-    """Queued commands past their time to live become ``expired`` (with an audit entry each)."""
+def expire_due(
+    conn: psycopg.Connection[Any], *, now: datetime, grace_s: float = 600.0, actor: str = "linli"
+) -> int:
+    """Queued commands past their time to live become ``expired`` (with an audit entry each).
+
+    One never published expires at its time; one published but never reported stored `grace_s`
+    later: until then the gateway may hold it (it expires it itself and says so), and its report
+    is on the way.
+    """
     gone = conn.execute(
         "UPDATE commands SET state = 'expired', updated_at = %s,"
         " reason = 'its time to live passed before it reached the gateway'"
-        " WHERE state = 'queued' AND expires_at <= %s RETURNING command_id",
-        (now, now),
+        " WHERE state = 'queued' AND expires_at <= %s AND (sent_at IS NULL OR expires_at <= %s)"
+        " RETURNING command_id",
+        (now, now, now - timedelta(seconds=grace_s)),
     ).fetchall()
     with conn.cursor() as cur:
         cur.executemany(

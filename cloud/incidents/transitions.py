@@ -273,6 +273,7 @@ def acknowledge_on_button(
             profiles=profiles if profiles is not None else ProfileSet.shipped().profiles,
             now=now,
             command_id=uuid.uuid5(ACK_NAMESPACE, f"incident:{incident.incident_id}"),
+            incident_id=incident.incident_id,
         )
     except outbox.UnknownDevice:
         return None

@@ -136,6 +136,11 @@ class Consumer:
         self.acks += sent
         return sent
 
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> paho.MQTTMessageInfo:
+        """Send one PUBLISH on this connection (`wait_for_publish` on the answer waits for its PUBACK);
+        a connection lost first fails it: the caller sends again."""
+        return self._client.publish(topic, payload, qos=qos)
+
     def stop(self) -> None:
         """Disconnect (after the PUBACKs already queued) and stop paho's thread."""
         self._closing = True

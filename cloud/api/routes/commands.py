@@ -62,6 +62,8 @@ class Command(BaseModel):
     requested_at: datetime
     expires_at: datetime
     updated_at: datetime
+    #: the incident the command answers (an SOS button's acknowledge), if any
+    incident_id: int | None = None
     audit: list[AuditEntry] = Field(default_factory=list)
 
 

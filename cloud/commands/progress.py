@@ -1,0 +1,110 @@
+"""The cloud's side of a command's way down: which commands to send, and what the gateways report.
+
+- `due`: the queued commands to publish now, oldest first: never sent, or sent `resend_s` ago and
+  not yet reported stored (the gateway was offline, its session was lost, or the report is on its
+  way: the gateway keeps one copy per command id, so a resend costs nothing). Taken ``FOR UPDATE
+  SKIP LOCKED``: several senders never publish the same command at once.
+- `apply`: a gateway's `CommandProgress`. A state is taken only if it moves the command forward
+  (`command_wire.moves_forward`), from the gateway that owns it, with an entry in the command's
+  audit trail and, for a command answering an incident (an SOS button's acknowledge), one in the
+  incident's audit trail: the staff see "help is coming" reach the resident.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from device_profiles.command_wire import CommandProgress, DownCommand, moves_forward
+
+#: What `apply` did with a report.
+APPLIED: Final = "applied"
+STALE: Final = "stale"  # the command is there already, or further
+UNKNOWN: Final = "unknown"  # no such command (or not a UUID)
+FOREIGN: Final = "foreign"  # another gateway's command
+
+_DUE: Final = (
+    "SELECT command_id, seq, device_id, community_id, gateway_id, name, params, confirm, requested_at,"
+    " expires_at FROM commands WHERE state = 'queued' AND expires_at > %s"
+    " AND (sent_at IS NULL OR sent_at <= %s) ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+
+
+def _us(t: datetime) -> int:
+    return int(t.timestamp() * 1_000_000)
+
+
+def due(
+    conn: psycopg.Connection[Any], *, now: datetime, resend_s: float, limit: int
+) -> list[tuple[str, str, DownCommand]]:
+    """(community, gateway, command) of the commands to publish now, in outbox order; locked until
+    the caller's transaction ends (call `mark_sent` in it)."""
+    rows = conn.execute(_DUE, (now, now - timedelta(seconds=resend_s), limit)).fetchall()
+    return [
+        (
+            community,
+            gateway,
+            DownCommand(
+                command_id=str(command_id),
+                seq=seq,
+                device_id=device_id,
+                name=name,
+                params=params,
+                confirm=confirm,
+                requested_at_us=_us(requested_at),
+                expires_at_us=_us(expires_at),
+            ),
+        )
+        for command_id, seq, device_id, community, gateway, name, params, confirm, requested_at, expires_at
+        in rows
+    ]  # fmt: skip
+
+
+def mark_sent(conn: psycopg.Connection[Any], command_ids: list[str], *, now: datetime) -> None:
+    conn.execute(
+        "UPDATE commands SET sent_at = %s, sends = sends + 1 WHERE command_id = ANY(%s::uuid[])",
+        (now, command_ids),
+    )
+
+
+def apply(conn: psycopg.Connection[Any], report: CommandProgress, *, gateway_id: str) -> str:
+    """Take one progress report of `gateway_id` (the topic's) in the caller's transaction."""
+    try:
+        command_id = uuid.UUID(report.command_id)
+    except ValueError:
+        return UNKNOWN
+    row = conn.execute(
+        "SELECT state, gateway_id, incident_id, name FROM commands WHERE command_id = %s FOR UPDATE",
+        (command_id,),
+    ).fetchone()
+    if row is None:
+        return UNKNOWN
+    state, owner, incident_id, name = row
+    if owner != gateway_id:
+        return FOREIGN
+    if not moves_forward(state, report.state):
+        return STALE
+    at = datetime.fromtimestamp(report.at_us / 1_000_000, UTC)
+    conn.execute(
+        "UPDATE commands SET state = %s, reason = %s, updated_at = %s WHERE command_id = %s",
+        (report.state, report.reason, at, command_id),
+    )
+    conn.execute(
+        "INSERT INTO command_audit (command_id, at, actor, state, detail) VALUES (%s, %s, %s, %s, %s)",
+        (command_id, at, f"gateway {gateway_id}", report.state, report.reason or ""),
+    )
+    if incident_id is not None:
+        detail = {"command": {"name": name, "command_id": str(command_id), "state": report.state}}
+        if report.reason:
+            detail["command"]["reason"] = report.reason
+        conn.execute(
+            "INSERT INTO incident_audit (incident_id, at, actor, actor_role, action, from_state, to_state,"
+            " note, detail) SELECT incident_id, %s, 'system', 'system', 'command', state, state, %s, %s"
+            " FROM incidents WHERE incident_id = %s",
+            (at, f"{name} {report.state.replace('_', ' ')}", Jsonb(detail), incident_id),
+        )
+    return APPLIED
