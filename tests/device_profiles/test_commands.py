@@ -179,7 +179,7 @@ def test_a_zigbee2mqtt_style_set_message_with_mapped_values() -> None:
 def test_every_shipped_command_decodes_back_to_itself(profiles: ProfileSet) -> None:
     """What the simulated devices obey: each shipped dialect's message decodes to the command sent,
     and to no other command of the profile."""
-    samples = {
+    samples: dict[str, list[dict[str, object]]] = {
         "switch": [{"on": True}, {"on": False}],
         "dim": [{"level_pct": 0}, {"level_pct": 37}, {"level_pct": 100}],
         "set_schedule": [{"on_at": "18:30", "off_at": "06:05", "night_dim_pct": 30}],
