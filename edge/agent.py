@@ -3,7 +3,8 @@
 `Agent.run()` owns every long-running task in one `asyncio.TaskGroup`, each with a name:
 ``field-link``, ``cloud-link``, ``buffer-writer``, ``uplink``, ``liveness``, ``status``,
 ``housekeeping``, ``reloader``, ``file-watch`` (reloads a changed inventory or profile file),
-``unsubscribe``, ``watchdog`` (systemd's, `edge.sdnotify`: pings
+``unsubscribe``, ``field-out-link`` and ``downlink`` (commands to the devices, `edge.downlink`),
+``watchdog`` (systemd's, `edge.sdnotify`: pings
 while the buffer writer keeps committing). SIGTERM (or SIGINT) shuts down in order:
 
 1. stop intake: stop reading the field socket (the broker keeps the rest in our session);
@@ -37,6 +38,7 @@ from device_profiles.inventory import file_stamp
 from edge.buffer import Buffer, Intake
 from edge.config import BrokerConfig, EdgeConfig
 from edge.discovery import Discovery
+from edge.downlink import Downlink
 from edge.endpoint import Endpoint, Snapshot
 from edge.errors import BufferError_, BufferFull, EdgeError, MqttError
 from edge.fieldlink import FieldLink
@@ -45,7 +47,7 @@ from edge.liveness import DeviceMemory, Liveness
 from edge.logs import get_logger
 from edge.mqtt import Message, MqttLink, Will, tls_context
 from edge.normalise import Classifier, Normaliser
-from edge.preflight import Loaded, bridge_topic, discovery_filters, preflight
+from edge.preflight import Loaded, ack_filters, bridge_topic, discovery_filters, preflight
 from edge.sdnotify import Notifier
 from edge.status import StatusReporter, offline_payload
 from edge.uplink import Uplink
@@ -106,6 +108,8 @@ class Agent:
         self._field_connected_at: float | None = None
         self.snapshot = Snapshot()
         self.endpoint: Endpoint | None = None
+        self.downlink: Downlink | None = None  # with [commands] enabled, beside its field link
+        self.field_out: MqttLink
 
     def stop(self) -> None:
         self._stop.set()
@@ -176,7 +180,7 @@ class Agent:
         )
         self._enrol()
         await self._forget_approved(inventory)
-        filters = [*profiles.topic_filters(), *discovery_filters(cfg, profiles)]
+        filters = [*profiles.topic_filters(), *discovery_filters(cfg, profiles), *ack_filters(cfg, profiles)]
         stale: list[str] = []
         try:
             stale = [f for f in await self.buffer.subscriptions() if f not in filters]
@@ -202,7 +206,27 @@ class Agent:
             ),
             max_inflight=cfg.cloud.max_inflight,
             hurry_retry_s=cfg.cloud.alarm_retry_s,
+            subscriptions=[(cfg.down_topic, 1)] if cfg.commands.enabled else (),
+            on_message=self._on_command,
         )
+        if cfg.commands.enabled:
+            self.field_out = MqttLink(
+                **_link_options(cfg.field), name="field-out", client_id=f"{cfg.field_client_id}-out"
+            )
+            self.downlink = Downlink(
+                buffer=self.buffer,
+                cloud=self.cloud,
+                field=self.field_out,
+                normaliser=self.normaliser,
+                profiles=profiles,
+                inventory=inventory,
+                gateway_id=cfg.gateway_id,
+                progress_topic=cfg.progress_topic,
+                confirm_timeout_s=cfg.commands.confirm_timeout_s,
+                publish_timeout_s=cfg.commands.publish_timeout_s,
+                keep_s=cfg.commands.keep_days * 86400,
+                wall=self.wall,
+            )
         self.uplink = Uplink(
             link=self.cloud,
             buffer=self.buffer,
@@ -232,6 +256,8 @@ class Agent:
                 await self.endpoint.start()
             except OSError as exc:
                 raise EdgeError(f"cannot listen on http.address {cfg.http.address}: {exc}") from exc
+        if self.downlink is not None:
+            await self.downlink.start()
         loop = asyncio.get_running_loop()
         if self.install_signals:
             loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -262,6 +288,9 @@ class Agent:
                     tg.create_task(self._forget_unsubscribed(stale), name="unsubscribe"),
                     tg.create_task(self.notifier.watchdog(self._writer_alive), name="watchdog"),
                 ]
+                if self.downlink is not None:
+                    tasks.append(tg.create_task(self.field_out.run(), name="field-out-link"))
+                    tasks.append(tg.create_task(self.downlink.run(), name="downlink"))
                 self.notifier.notify("READY=1")
                 await self._stop.wait()
                 self.notifier.notify("STOPPING=1")
@@ -284,7 +313,18 @@ class Agent:
 
     # -- intake ---------------------------------------------------------------------------
 
+    def _on_command(self, message: Message) -> None:
+        if self.downlink is None:  # the session kept an old subscription: acknowledge and drop
+            self.cloud.ack(message)
+        else:
+            self.downlink.on_command(message)
+
     def _on_field_message(self, message: Message) -> None:
+        if self.downlink is not None and self.downlink.is_ack(message.topic):
+            self.downlink.on_ack(message.topic, message.payload)
+            self._messages.append(message)  # acknowledged with the next commit
+            self._flush.set()
+            return
         alarm = self.normaliser.handle(message.topic, message.payload, self._intake)
         self._messages.append(message)
         if alarm or len(self._messages) >= self.config.buffer.commit_max_messages:
@@ -497,6 +537,8 @@ class Agent:
                 continue
             profiles, inventory = loaded.profiles, loaded.inventory
             self.normaliser.reload(profiles=profiles, inventory=inventory)
+            if self.downlink is not None:
+                self.downlink.reload(profiles=profiles, inventory=inventory)
             self.liveness.profile_intervals = {p.id: p.report_interval_s for p in profiles.profiles.values()}
             self._enrol()
             try:
@@ -547,6 +589,8 @@ class Agent:
         self.field.pause_reading()
         await self.commit_pending(retry=False)  # what it cannot commit stays unacknowledged
         await self.field.close()
+        if self.downlink is not None:
+            await self.field_out.close()
         if self.cloud.connected:
             drained = await self.uplink.drain(within_s=cfg.uplink.drain_timeout_s)
             await self.uplink.wait_acks(within_s=max(1.0, cfg.uplink.drain_timeout_s / 2))

@@ -42,9 +42,9 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, Literal, ParamSpec, TypeVar
+from typing import Any, Final, Literal, ParamSpec, TypeVar
 
-from edge import devicelog, pending
+from edge import command_queue, devicelog, pending
 from edge.envelope import pack_array, split_array
 from edge.errors import BufferError_, BufferFull
 from edge.pending import PendingDevice
@@ -111,6 +111,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS subscriptions (filter TEXT PRIMARY KEY) WITHOUT ROWID;
 """
     + pending.SCHEMA
+    + command_queue.SCHEMA
 )
 
 
@@ -615,6 +616,12 @@ class Store:
         with self._transaction("forgetting pending devices failed"):
             return pending.forget(self.conn, device_ids)
 
+    def within(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` in one write transaction (durable at commit, like the readings):
+        the way the modules of other tables (`edge.command_queue`) write the buffer."""
+        with self._transaction(what, synchronous="FULL"):
+            return fn(self.conn, *args)
+
     def checkpoint(self) -> None:
         try:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -705,6 +712,10 @@ class Buffer:
 
     async def checkpoint(self) -> None:
         await self._run(self._store.checkpoint)
+
+    async def within(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """`Store.within` on the buffer's thread; `BufferError_` naming `what` on failure."""
+        return await self._run(self._store.within, what, fn, *args)
 
     async def subscriptions(self) -> list[str]:
         return await self._run(self._store.subscriptions)

@@ -35,7 +35,14 @@ from device_profiles.config_sources import (
     read_layers,
     read_toml,
 )
-from device_profiles.standard import TOPIC_ALARM, TOPIC_STATUS, TOPIC_TELEMETRY, uplink_topic
+from device_profiles.standard import (
+    TOPIC_ALARM,
+    TOPIC_COMMANDS,
+    TOPIC_DOWN,
+    TOPIC_STATUS,
+    TOPIC_TELEMETRY,
+    uplink_topic,
+)
 from edge.errors import ConfigError
 
 #: MQTT topic levels must not contain wildcards or separators.
@@ -210,6 +217,21 @@ class StatusConfig(_Section):
     interval_s: float = Field(default=60.0, gt=0)
 
 
+class CommandsConfig(_Section):
+    """Commands from the cloud to the devices (`edge.downlink`, docs/commands.md)."""
+
+    #: Take commands from the cloud (``linli/v1/<community>/<gateway>/down``) at all.
+    enabled: bool = True
+    #: A command sent to a device that its reports (or the network) have not confirmed this long
+    #: after is ``failed``.
+    confirm_timeout_s: float = Field(default=900.0, gt=0)
+    #: Seconds a publish to the field broker or a progress report to the cloud may wait for its
+    #: PUBACK before it is tried again.
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+    #: Ended commands whose end the cloud heard are kept this long in the buffer.
+    keep_days: float = Field(default=7.0, gt=0)
+
+
 class EdgeConfig(BaseModel):
     """The whole configuration. Build it with `load_config`."""
 
@@ -230,6 +252,7 @@ class EdgeConfig(BaseModel):
     liveness: LivenessConfig = LivenessConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     status: StatusConfig = StatusConfig()
+    commands: CommandsConfig = CommandsConfig()
     http: HttpConfig = HttpConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
@@ -263,6 +286,14 @@ class EdgeConfig(BaseModel):
     @property
     def status_topic(self) -> str:
         return uplink_topic(self.community_id, self.gateway_id, TOPIC_STATUS)
+
+    @property
+    def down_topic(self) -> str:
+        return uplink_topic(self.community_id, self.gateway_id, TOPIC_DOWN)
+
+    @property
+    def progress_topic(self) -> str:
+        return uplink_topic(self.community_id, self.gateway_id, TOPIC_COMMANDS)
 
     @property
     def field_client_id(self) -> str:

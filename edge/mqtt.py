@@ -17,6 +17,9 @@ gateways does not hammer a recovering broker. Each connection attempt
 uses a fresh paho client, so nothing paho queued for a dead connection is replayed behind the
 agent's back: the agent's buffer is the only source of resends.
 
+- `subscriptions` are made again on every connection; each message they bring goes to
+  `on_message` and is acknowledged only by `ack()` (after the caller stored it; a message of an
+  earlier connection is never acknowledged: the broker sends it again).
 - `publish()` returns a future resolved on PUBACK (failed with `UplinkUnavailable` if the link
   drops first, `NegativeAck` for a failure reason code, `NoSubscribers` when the broker says no
   subscription matched).
@@ -32,6 +35,7 @@ import contextlib
 import random
 import ssl
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -42,6 +46,7 @@ from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.errors import MqttError, NegativeAck, NoSubscribers, UplinkUnavailable
 from edge.logs import Logger, get_logger
@@ -127,6 +132,8 @@ class MqttLink:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 60.0,
         hurry_retry_s: float = 1.0,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        on_message: Callable[[Message], None] | None = None,
         rng: random.Random | None = None,
         log: Logger | None = None,
     ) -> None:
@@ -147,6 +154,8 @@ class MqttLink:
         self._hurry_retry = hurry_retry_s
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._log = log or get_logger(f"edge.mqtt.{name}")
+        self._subscriptions = list(subscriptions)
+        self._on_message = on_message
 
         self._client: paho.Client | None = None
         self._fd = -1
@@ -255,6 +264,7 @@ class MqttLink:
             client_id=self.client_id,
             protocol=paho.MQTTv5,
             reconnect_on_failure=False,
+            manual_ack=True,
         )
         client.max_inflight_messages_set(self._max_inflight)
         client.max_queued_messages_set(0)
@@ -269,6 +279,7 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_publish_received
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -304,6 +315,9 @@ class MqttLink:
         except TimeoutError as exc:
             raise MqttError(f"no CONNACK from {self.host}:{self.port} in {self._connect_timeout} s") from exc
         self.connects += 1
+        if self._subscriptions:
+            # Again on every connection: a session the broker lost has none.
+            client.subscribe([(t, SubscribeOptions(qos=qos, noLocal=True)) for t, qos in self._subscriptions])
         self._connected.set()
         self._log.info(
             "connected",
@@ -370,6 +384,31 @@ class MqttLink:
         else:
             fut.set_result(None)
 
+    def _on_publish_received(self, client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        if client is not self._client:
+            return
+        if self._on_message is None:  # nothing subscribed: acknowledge and drop
+            client.ack(msg.mid, msg.qos)
+            return
+        self._on_message(
+            Message(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                qos=msg.qos,
+                retain=bool(msg.retain),
+                mid=msg.mid,
+                epoch=self._epoch,
+            )
+        )
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a received message (after it is stored): only on the connection that
+        delivered it (after a reconnect the broker sends it again, and its packet id may be
+        another message's)."""
+        client = self._client
+        if client is not None and message.qos > 0 and message.epoch == self._epoch and self.connected:
+            client.ack(message.mid, message.qos)
+
     def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
         # Called from the executor thread running connect().
         self._loop.call_soon_threadsafe(self._add_reader, client, sock)
@@ -381,7 +420,7 @@ class MqttLink:
         self._loop.add_reader(self._fd, self._readable, client)
 
     def _readable(self, client: paho.Client) -> None:
-        # The uplink reads only CONNACK, PUBACKs, PINGRESPs and DISCONNECT: paho's own reads do.
+        # paho's own reads: CONNACK, PUBACKs, SUBACK, PINGRESPs, DISCONNECT and the subscribed PUBLISHes.
         # Under TLS a record can carry several packets, and what was decrypted beyond the ones
         # read waits in the SSL object where the selector cannot see it: read it now.
         try:

@@ -186,9 +186,18 @@ class Normaliser:
         self.unknown = UnknownDevices(
             interval_s=unknown_log_interval_s, max_ids=UNKNOWN_IDS_REMEMBERED, monotonic=monotonic
         )
+        # Commands (`edge.downlink`): the last uplink topic of each device whose profile carries
+        # commands (its variables fill a command's topic), the changes since `edge.downlink` took
+        # them, and the readings of the devices it waits on for a confirmation.
+        self.commanded = frozenset(p.id for p in profiles.profiles.values() if p.commands)
+        self.last_topics: dict[str, str] = {}
+        self.topic_changes: dict[str, str] = {}
+        self.watched: frozenset[str] = frozenset()
+        self.observe: Callable[[str, Mapping[str, float]], None] | None = None
 
     def reload(self, *, profiles: ProfileSet, inventory: InventoryView) -> None:
         self.profiles = profiles.with_device_map(inventory.profile_map())
+        self.commanded = frozenset(p.id for p in profiles.profiles.values() if p.commands)
         self.inventory = inventory
         self.liveness.inventory = inventory
         if self.discovery is not None:
@@ -283,6 +292,12 @@ class Normaliser:
                     persist = True
             if derived:
                 events = (*events, *derived)
+        if reading.profile in self.commanded:
+            device_id = reading.device_id
+            if self.last_topics.get(device_id) != topic:
+                self.last_topics[device_id] = self.topic_changes[device_id] = topic
+            if device_id in self.watched and self.observe is not None:
+                self.observe(device_id, reading.metrics)
         wire = wire_reading(reading, events=events, quality=quality, ts=ts, device_ts=device_ts)
         alarm |= self.add(wire, intake)
         if persist:

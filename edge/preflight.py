@@ -74,7 +74,11 @@ def preflight(config: EdgeConfig) -> Loaded:
     if profiles is None or whole is None:
         raise PreflightError(problems)
     inventory = InventoryView(whole, gateway_id=config.gateway_id)
-    filters = (*profiles.topic_filters(), *discovery_filters(config, profiles))
+    filters = (
+        *profiles.topic_filters(),
+        *discovery_filters(config, profiles),
+        *ack_filters(config, profiles),
+    )
     problems += _grouped(whole.profile_problems(profiles, gateway_id=config.gateway_id))
     problems += unheard_profiles(profiles, inventory, filters)
     if problems:
@@ -103,6 +107,21 @@ def bridge_topic(config: EdgeConfig, profiles: ProfileSet) -> str | None:
 def discovery_filters(config: EdgeConfig, profiles: ProfileSet) -> tuple[str, ...]:
     topic = bridge_topic(config, profiles)
     return () if topic is None else (topic,)
+
+
+def ack_filters(config: EdgeConfig, profiles: ProfileSet) -> tuple[str, ...]:
+    """The field topics of the network's acknowledgements of commands (``confirm: network``)."""
+    if not config.commands.enabled:
+        return ()
+    from device_profiles.command_decode import topic_filter
+
+    found = {
+        topic_filter(s.ack_topic)
+        for p in profiles.profiles.values()
+        for s in p.commands.values()
+        if s.ack_topic
+    }
+    return tuple(sorted(found))
 
 
 def unmatched_classes(config: EdgeConfig, profiles: ProfileSet) -> list[str]:

@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device_profiles import ProfileSet, Reading
+from device_profiles.command_wire import PROGRESS_FILTER, CommandProgress, decode_progress
 from device_profiles.inventory import Device, Inventory, Location
 from device_profiles.samples import sample_device_id, sample_reading
 from edge.envelope import Envelope, WireReading, decode_envelope
@@ -202,6 +203,7 @@ class Collector:
         self.envelopes: list[Envelope] = []
         self.raw: list[bytes] = []
         self.status: list[dict[str, Any]] = []
+        self.progress: list[CommandProgress] = []
         self.arrivals: list[float] = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
@@ -223,11 +225,20 @@ class Collector:
         assert self.subscribed.wait(10)
 
     def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe([("linli/v1/+/+/up", 1), ("linli/v1/+/+/alarm", 1), ("linli/v1/+/+/status", 1)])
+        client.subscribe(
+            [
+                ("linli/v1/+/+/up", 1),
+                ("linli/v1/+/+/alarm", 1),
+                ("linli/v1/+/+/status", 1),
+                (PROGRESS_FILTER, 1),
+            ]
+        )
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            if msg.topic.endswith(("/up", "/alarm")):
+            if msg.topic.endswith("/commands"):
+                self.progress.append(decode_progress(bytes(msg.payload)))
+            elif msg.topic.endswith(("/up", "/alarm")):
                 self.raw.append(bytes(msg.payload))
                 self.envelopes.append(decode_envelope(bytes(msg.payload)))
                 self.arrivals.append(time.monotonic())
@@ -237,6 +248,11 @@ class Collector:
     def readings(self) -> list[WireReading]:
         with self.lock:
             return [r for e in self.envelopes for r in e.readings]
+
+    def states(self, command_id: str) -> list[str]:
+        """The states the agent reported for a command, in arrival order (repeats included)."""
+        with self.lock:
+            return [p.state for p in self.progress if p.command_id == command_id]
 
     def reading_ids(self) -> set[str]:
         return {r.reading_id for r in self.readings()}
