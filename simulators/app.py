@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from simulators.runner import Summary, run_simulation
 from simulators.scenarios import load_scenario, shipped_scenarios
 from simulators.simulation import Simulation
 from simulators.truth import TruthWriter
+
+if TYPE_CHECKING:
+    from simulators.commands import CommandListener
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
@@ -121,18 +124,30 @@ def main_with_args(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) 
         sink.close(timeout=1.0)
         stderr.write(f"linli sim: error: {exc}\n")
         return 1
+    listener = None
+    if getattr(args, "obey", False):
+        listener = _listener(args, sim, inventory, stderr)
+        if listener is None:
+            sink.close(timeout=1.0)
+            truth.close()
+            return 1
     progress = None if args.quiet else Progress(stream=stderr)
     clock = SimClock(start_ms=sim.start_ms, speed=speed)
-    summary = run_simulation(
-        sim,
-        sink=sink,
-        truth=truth,
-        clock=clock,
-        until_ms=until,
-        count=args.count,
-        progress=progress,
-        interruptible=True,
-    )
+    try:
+        summary = run_simulation(
+            sim,
+            sink=sink,
+            truth=truth,
+            clock=clock,
+            until_ms=until,
+            count=args.count,
+            progress=progress,
+            interruptible=True,
+            listener=listener,
+        )
+    finally:
+        if listener is not None:
+            listener.stop()
     if not args.quiet:
         stdout.write(
             format_summary(summary, sink_target=sink.target, truth=args.truth, inventory=args.inventory)
@@ -141,6 +156,28 @@ def main_with_args(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) 
         stderr.write(f"linli sim: error: {summary.failure}\n")
         return 1
     return 130 if summary.interrupted else 0
+
+
+def _listener(
+    args: argparse.Namespace, sim: Simulation, inventory: Inventory, stderr: TextIO
+) -> CommandListener | None:
+    """The devices' ears on the broker (``--obey``), subscribed; None (said why) if it fails."""
+    from urllib.parse import urlsplit
+
+    from simulators.commands import CommandListener
+
+    if args.output or args.tls_ca:
+        stderr.write("linli sim: error: --obey needs a plain --broker (no --output, no TLS)\n")
+        return None
+    url = urlsplit(args.broker or DEFAULT_BROKER)
+    listener = CommandListener(
+        inventory=inventory, profiles=sim.profiles, host=url.hostname or "127.0.0.1", port=url.port or 1883
+    )
+    if not listener.start():
+        listener.stop()
+        stderr.write(f"linli sim: error: no subscription to the command topics on {url.geturl()}\n")
+        return None
+    return listener
 
 
 def format_summary(summary: Summary, *, sink_target: str, truth: str | None, inventory: str | None) -> str:

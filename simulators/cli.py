@@ -148,6 +148,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--tls-cert", metavar="FILE", help="client certificate (mutual TLS)")
     out.add_argument("--tls-key", metavar="FILE", help="client private key (mutual TLS)")
     out.add_argument("--client-id", metavar="ID", help="MQTT client id (default linli-sim-<pid>)")
+    out.add_argument(
+        "--obey",
+        action="store_true",
+        help="the devices obey commands: subscribe to their dialects' command topics on the broker"
+        " (a lamp switches, dims and reports; a button acknowledges; in the ground truth)",
+    )
     out.add_argument("--truth", metavar="OUT", help="write the ground truth (JSONL) here")
     out.add_argument("--quiet", action="store_true", help="no progress line and no summary")
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 from msgspec import UNSET
@@ -28,6 +29,9 @@ from simulators.output import Sink
 from simulators.progress import Progress
 from simulators.simulation import Simulation
 from simulators.truth import EndRecord, TruthWriter
+
+if TYPE_CHECKING:
+    from simulators.commands import CommandListener
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +49,10 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     messages_per_s: float
     interrupted: bool
     failure: str | None = None
+
+
+#: The longest a paced run waits before looking for commands the devices received (seconds).
+OBEY_WAIT_S: Final = 0.01
 
 
 @contextmanager
@@ -77,6 +85,7 @@ def run_simulation(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     interruptible: bool = False,
+    listener: CommandListener | None = None,
 ) -> Summary:
     """Run until `until_ms` (simulated), `count` messages, or `stop`; always closes sink and truth."""
     stop = stop or threading.Event()
@@ -87,7 +96,9 @@ def run_simulation(
     clock.restart()
     try:
         with sigint_sets(stop) if interruptible else _nothing():
-            _, last_ms, interrupted = _loop(sim, sink, truth, clock, until_ms, count, progress, stop)
+            _, last_ms, interrupted = _loop(
+                sim, sink, truth, clock, until_ms, count, progress, stop, listener
+            )
     except OutputError as exc:
         failure = str(exc)
     finally:
@@ -125,6 +136,28 @@ def run_simulation(
     return summary
 
 
+def _obey(
+    sim: Simulation,
+    listener: CommandListener,
+    truth: TruthWriter,
+    publish: Callable[[str, bytes], None],
+    t_ms: int,
+) -> int:
+    """Act on the commands heard; returns the messages sent (reports and acknowledgements)."""
+    items, acks = sim.obey(t_ms, listener.take())
+    sent = 0
+    for item in items:
+        if type(item) is Emission:
+            publish(item.topic, item.payload)
+            truth.message(item)
+            sent += 1
+        else:
+            truth.note(item.record)  # type: ignore[union-attr]
+    for topic, payload in acks:
+        publish(topic, payload)
+    return sent
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
@@ -139,8 +172,12 @@ def _loop(
     count: int | None,
     progress: Progress | None,
     stop: threading.Event,
+    listener: CommandListener | None = None,
 ) -> tuple[int, int, bool]:
     sent = 0
+    # With devices that obey commands the paced wait is cut short often, so a command is acted
+    # on within ``OBEY_WAIT_S`` of its arrival (the devices' reaction time).
+    chunk = OBEY_WAIT_S if listener is not None else 0.2
     last_ms = sim.start_ms
     paced = clock.paced
     publish = sink.publish
@@ -152,10 +189,14 @@ def _loop(
             truth.note(item.record)  # type: ignore[union-attr]
             continue
         t = item.t_ms
+        if listener is not None and listener.pending:
+            sent += _obey(sim, listener, truth, publish, clock.now_ms() or t)
         if paced:
             delay = clock.wall_delay(t)
             while delay > 0.001:
-                sink.idle(min(delay, 0.2))
+                sink.idle(min(delay, chunk))
+                if listener is not None and listener.pending:
+                    sent += _obey(sim, listener, truth, publish, clock.now_ms() or t)
                 if stop.is_set():
                     return sent, last_ms, True
                 if progress is not None:

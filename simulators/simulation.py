@@ -15,13 +15,15 @@ Same inventory, seed, start, scenarios and faults give the same items, byte for 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from heapq import heappop, heappush
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import numpy as np
+from msgspec import UNSET
 
 from device_profiles import ProfileSet, Reading
 from device_profiles.inventory import Inventory
@@ -34,7 +36,10 @@ from simulators.faults import FaultOptions, corrupt
 from simulators.message import Emission, Note
 from simulators.rand import RandomStream
 from simulators.shape import ProfileShape
-from simulators.truth import ConditionRecord, FaultRecord, RunRecord
+
+if TYPE_CHECKING:
+    from simulators.commands import Heard
+from simulators.truth import CommandRecord, ConditionRecord, FaultRecord, RunRecord
 
 #: Heap entry kinds.
 REPORT: Final = 0
@@ -57,6 +62,12 @@ _OP_MASK: Final = 63
 #: Simulated times must lie here (the decoders refuse device times outside [2000, 2100)).
 _MIN_MS: Final = 946_684_800_000
 _MAX_MS: Final = 4_102_444_800_000
+_PLACEHOLDER: Final = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+def _fill(template: str, names: dict[str, str]) -> str:
+    """A topic template with its ``{name}`` levels filled (an unknown name stays as it is)."""
+    return _PLACEHOLDER.sub(lambda m: names.get(m.group(1), m.group(0)), template)
 
 
 def _uuid(seed: int, n: int) -> str:
@@ -127,6 +138,10 @@ class Simulation:
         for scenario in self.scenarios:
             apply_scenario(self, scenario)
         self.by_id = {}
+        #: devices whose profile carries commands, by id (made at the first command)
+        self._commanded = frozenset(p.id for p in self.profiles.profiles.values() if p.commands)
+        self._commandable: dict[str, SimDevice] | None = None
+        self._acks = 0
         rs = self._rs
         for dev in self.devices:
             dev.behaviour.setup(dev, self.start_ms)
@@ -339,6 +354,59 @@ class Simulation:
         if notes:
             yield from notes
             notes.clear()
+
+    def obey(self, t_ms: int, heard: list[Heard]) -> tuple[list[Emission | Note], list[tuple[str, bytes]]]:
+        """Commands the devices received (`simulators.commands`), acted on at `t_ms`: the ground
+        truth's ``command`` records and the reports that show their effect, in order, and the
+        network's acknowledgements to publish as they are (confirmed LoRaWAN downlinks)."""
+        if self._commandable is None:
+            self._commandable = {
+                d.device_id: d for d in self.devices if d.shape.profile_id in self._commanded
+            }
+        out: list[Emission | Note] = []
+        acks: list[tuple[str, bytes]] = []
+        for h in heard:
+            command = h.command
+            dev = self._commandable.get(command.device_id)
+            if dev is None:
+                continue
+            sample: Sample | None
+            if dev.silent is not None and in_windows(dev.silent, t_ms):
+                sample, effect = None, "not received: the device is silent (fault)"
+            elif command.name == "configure":
+                seconds = int(command.params["report_interval_s"])
+                dev.interval_ms = seconds * 1000
+                sample, effect = dev.behaviour.report(dev, t_ms), f"reports every {seconds} s from now"
+            else:
+                sample, effect = dev.behaviour.command(dev, t_ms, command.name, command.params)
+            emitted = self._emit(dev, t_ms, sample[0], sample[1]) if sample is not None else None
+            out.extend(self._notes)
+            self._notes.clear()
+            record = CommandRecord(
+                at=iso(t_ms),
+                device_id=command.device_id,
+                name=command.name,
+                params=command.params,
+                topic=h.topic,
+                effect=effect,
+                report=emitted[-1].seq if emitted else UNSET,
+            )
+            out.append(Note(t_ms, record))
+            out.extend(emitted or ())
+            spec = h.profile.commands[command.name]
+            if spec.ack_topic is not None and not effect.startswith("not received"):
+                self._acks += 1
+                names = {**command.topic_vars, "device_id": command.device_id}
+                topic = _fill(spec.ack_topic, names)
+                doc = {
+                    "time": iso(t_ms),
+                    "deviceInfo": {"devEui": command.device_id},
+                    "queueItemId": _uuid(self.seed, 1 << 40 | self._acks),
+                    "acknowledged": True,
+                    "fCntDown": self._acks,
+                }
+                acks.append((topic, msgspec.json.encode(doc)))
+        return out, acks
 
     def _faded(self, fade: tuple[int, int, int], t: int) -> bool:
         """Whether a fading radio loses the message sent at `t`."""

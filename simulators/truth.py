@@ -108,6 +108,23 @@ class FaultRecord(msgspec.Struct, tag="fault", tag_field="kind", kw_only=True):
     from_: str | UnsetType = msgspec.field(default=UNSET, name="from")
 
 
+class CommandRecord(msgspec.Struct, tag="command", tag_field="kind", kw_only=True):
+    """A command a device received from the gateway (`simulators.commands`), and what it did.
+
+    ``at`` is the simulated time it arrived, ``effect`` what the device did (``switched on until
+    ...``, ``acknowledged: ...``, ``ignored: ...``); ``report`` the seq of the message that shows
+    the effect (none for a device that does not report it).
+    """
+
+    at: str
+    device_id: str
+    name: str
+    params: dict[str, bool | int | str]
+    topic: str
+    effect: str
+    report: int | UnsetType = UNSET
+
+
 class EndRecord(msgspec.Struct, tag="end", tag_field="kind", kw_only=True):
     """The last line, also after Ctrl-C (``interrupted``) or a broker failure (``failure``)."""
 
@@ -119,9 +136,9 @@ class EndRecord(msgspec.Struct, tag="end", tag_field="kind", kw_only=True):
 
 
 #: A record that is not a message (`simulators.message.Note` carries one).
-NoteRecord = RunRecord | ConditionRecord | FaultRecord | EndRecord
+NoteRecord = RunRecord | ConditionRecord | FaultRecord | CommandRecord | EndRecord
 #: Any line of a ground-truth file.
-TruthRecord = RunRecord | MessageRecord | ConditionRecord | FaultRecord | EndRecord
+TruthRecord = RunRecord | MessageRecord | ConditionRecord | FaultRecord | CommandRecord | EndRecord
 
 _decoder = msgspec.json.Decoder(TruthRecord)
 

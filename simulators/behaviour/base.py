@@ -9,6 +9,7 @@ faults are the engine's: models return only their own metrics and events.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Protocol
 
 from device_profiles.inventory import Device
@@ -164,3 +165,11 @@ class Behaviour(ABC):
         if code == REPORT_NOW:
             return self.report(dev, t_ms)
         raise ValueError(f"{type(self).__name__}: unknown action code {code}")
+
+    def command(
+        self, dev: SimDevice, t_ms: int, name: str, params: Mapping[str, bool | int | str]
+    ) -> tuple[Sample | None, str]:
+        """A command the device received at `t_ms` (`simulators.commands`): what it sends at once
+        (its report showing the effect, or None) and the effect in words for the ground truth.
+        ``configure`` is the engine's (the report interval); the models add their own."""
+        return None, f"ignored: a {self.device_type} does nothing on {name}"

@@ -7,6 +7,7 @@ by mistake); its dialect's long press is used for one press in five.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from device_profiles import Event
@@ -54,3 +55,10 @@ class SosBehaviour(Behaviour):
         }
         self.ctx.natural_condition(t_ms, record, dev, until_ms=t_ms + 1)
         return {}, (event,)
+
+    def command(
+        self, dev: SimDevice, t_ms: int, name: str, params: Mapping[str, bool | int | str]
+    ) -> tuple[Sample | None, str]:
+        if name == "acknowledge":
+            return None, "acknowledged: green LED and two beeps, help is coming"
+        return super().command(dev, t_ms, name, params)

@@ -10,10 +10,12 @@ left-on-at-noon variant holds a lamp on through the day.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from simulators.behaviour.base import REPORT_NOW, Behaviour, Sample, SimDevice, Window, in_windows
 from simulators.behaviour.solar import dawn_dusk
+from simulators.clock import iso
 
 MS_PER_HOUR: Final = 3_600_000
 MS_PER_DAY: Final = 86_400_000
@@ -33,7 +35,9 @@ class LightState:
         "forced_on",
         "last_ms",
         "last_power",
+        "manual",
         "rating_w",
+        "schedule",
         "volt_0",
     )
 
@@ -50,6 +54,11 @@ class LightState:
         self.forced_on: list[Window] | None = None
         #: (from ms, fails at ms, ratio at failure): power at full output falls linearly, then none
         self.degrade: tuple[int, int, float] | None = None
+        #: a command's (on, dim %) until `manual_until` (the next switch of the schedule)
+        self.manual: tuple[bool, float, int] | None = None
+        #: the controller's own schedule (`set_schedule`): on at, off at (minutes of the local
+        #: day), dim % at night; None: the photocell (dusk and dawn)
+        self.schedule: tuple[int, int, float] | None = None
 
 
 class StreetlightBehaviour(Behaviour):
@@ -106,14 +115,54 @@ class StreetlightBehaviour(Behaviour):
         return dawn_dusk(loc.lat, loc.lon, (st.day + 1) * MS_PER_DAY)[0]
 
     def lamp(self, dev: SimDevice, t_ms: int) -> tuple[bool, float]:
-        """(lamp on, dim %) by the solar schedule and any forced-on window."""
+        """(lamp on, dim %) by a command in force, the solar schedule (or the controller's own)
+        and any forced-on window."""
         st = self._sun(dev, t_ms)
         if in_windows(st.forced_on, t_ms):
             return True, 100.0
+        if st.manual is not None:
+            if t_ms < st.manual[2]:
+                return st.manual[0], st.manual[1]
+            st.manual = None
+        return self._scheduled(dev, st, t_ms)
+
+    def _scheduled(self, dev: SimDevice, st: LightState, t_ms: int) -> tuple[bool, float]:
+        hour = dev.local_hour(t_ms)
+        night = hour >= 23.0 or hour < 5.0
+        if st.schedule is not None:
+            on_at, off_at, night_dim = st.schedule
+            minute = hour * 60
+            on = (on_at <= minute or minute < off_at) if on_at > off_at else on_at <= minute < off_at
+            return (True, night_dim if night else 100.0) if on else (False, 0.0)
         if st.dawn <= t_ms < st.dusk:
             return False, 0.0
-        hour = dev.local_hour(t_ms)
-        return True, 50.0 if hour >= 23.0 or hour < 5.0 else 100.0
+        return True, 50.0 if night else 100.0
+
+    def command(
+        self, dev: SimDevice, t_ms: int, name: str, params: Mapping[str, bool | int | str]
+    ) -> tuple[Sample | None, str]:
+        """``switch`` and ``dim`` hold until the next switch of the schedule; ``set_schedule``
+        replaces the photocell. The controller reports at once."""
+        st: LightState = dev.state
+        on, dim = self.lamp(dev, t_ms)
+        until = self._next_switch(dev, t_ms + 1)
+        if name == "switch":
+            on = bool(params["on"])
+            dim = (dim or 100.0) if on else 0.0
+            st.manual = (on, dim, until)
+            effect = f"switched {'on' if on else 'off'} until {iso(until)}"
+        elif name == "dim":
+            dim = float(int(params["level_pct"]))
+            st.manual = (on, dim if on else 0.0, until)
+            effect = f"dimmed to {dim:g} % ({'on' if on else 'off'}) until {iso(until)}"
+        elif name == "set_schedule":
+            on_at, off_at = (_minutes(str(params[k])) for k in ("on_at", "off_at"))
+            st.schedule = (on_at, off_at, float(int(params["night_dim_pct"])))
+            st.manual = None
+            effect = f"schedule on {params['on_at']} off {params['off_at']} night {params['night_dim_pct']} %"
+        else:
+            return super().command(dev, t_ms, name, params)
+        return self.report(dev, t_ms), effect
 
     def report(self, dev: SimDevice, t_ms: int) -> Sample:
         st: LightState = dev.state
@@ -147,3 +196,8 @@ class StreetlightBehaviour(Behaviour):
         elif code != REPORT_NOW:
             raise ValueError(f"streetlight: unknown action code {code}")
         return self.report(dev, t_ms)
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
