@@ -26,7 +26,6 @@ from pydantic import (
 )
 
 from cloud.api.config import ApiConfig
-from cloud.commands.config import CommandsConfig
 from cloud.errors import ConfigError
 from cloud.incidents.config import IncidentsConfig
 from cloud.notify.config import NotifyConfig
@@ -195,6 +194,32 @@ class AlertsConfig(_Section):
         return value
 
 
+def _commands_http() -> HttpConfig:
+    return HttpConfig(address="127.0.0.1:9112")
+
+
+class CommandsConfig(_Section):
+    """``[commands]``: how ``linli cloud commands`` sends the outbox to the gateways and follows
+    the commands' progress (docs/commands.md)."""
+
+    #: the MQTT client id of the sender (its session holds the progress reports while it is away)
+    client_id: str = "linli-commands-1"
+    #: its own identity on the broker (a ``commands`` certificate of ``linli pki``), instead of
+    #: ``[mqtt] tls``: the cloud broker's ACL lets only that role send commands
+    tls: TlsConfig | None = None
+    #: a queued command the gateway has not reported stored is sent again after this long
+    resend_s: float = Field(default=30.0, gt=0)
+    #: the outbox is looked at when a command is queued, and at least this often
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    #: commands published per round, at most
+    max_per_round: int = Field(default=500, ge=1)
+    #: how long a PUBLISH may wait for its PUBACK before the round ends (sent again later)
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_cap_s: float = Field(default=5.0, gt=0)
+    http: HttpConfig = Field(default_factory=_commands_http)
+
+
 class CloudSettings(BaseModel):
     """Everything the cloud services (``linli cloud ingest|alerts|incidents|notify``) need."""
 
@@ -333,6 +358,14 @@ def _resolve_paths(settings: CloudSettings, base: Path) -> CloudSettings:
             "notify": settings.notify.model_copy(update={"channels": channels}),
         }
     )
+    if settings.commands.tls is not None:
+        ctls = settings.commands.tls
+        ctls = ctls.model_copy(
+            update={n: _resolve(base, getattr(ctls, n)) for n in ("ca_cert", "client_cert", "client_key")}
+        )
+        settings = settings.model_copy(
+            update={"commands": settings.commands.model_copy(update={"tls": ctls})}
+        )
     tls = settings.mqtt.tls
     if tls is None:
         return settings

@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from device_profiles.command_model import CommandSpec, command_errors
 from device_profiles.paths import WILDCARD, parse_path
-from device_profiles.standard import ALL_METRICS, DERIVED_EVENTS, EVENTS, METRICS
+from device_profiles.standard import ALL_METRICS, COMMAND_EVENTS, DERIVED_EVENTS, EVENTS, METRICS
 
 Scalar = StrictBool | StrictInt | StrictStr
 JsonType = Literal["number", "integer", "bool", "string"]
@@ -352,10 +352,13 @@ def _cross_field_errors(p: Profile) -> list[tuple[str, str]]:
                     )
                 )
         for event in (f.events or {}).values():
-            if event in DERIVED_EVENTS:
-                errors.append(
-                    (f"{where}.events", f"{event!r} is derived by the edge; a payload cannot state it")
+            if event in DERIVED_EVENTS or event in COMMAND_EVENTS:
+                who = (
+                    "derived by the edge"
+                    if event in DERIVED_EVENTS
+                    else "written by the cloud's command sender"
                 )
+                errors.append((f"{where}.events", f"{event!r} is {who}; a payload cannot state it"))
                 continue
             if event is None or known_events is None or event in known_events or event.startswith("x_"):
                 continue

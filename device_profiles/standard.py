@@ -119,6 +119,9 @@ class Event(StrEnum):
     # derived by the edge's liveness check (`LIVENESS_EVENTS`)
     DEVICE_OFFLINE = "device_offline"
     DEVICE_ONLINE = "device_online"
+    # written by the cloud's command sender when a command's fate is known (`COMMAND_EVENTS`)
+    COMMAND_CONFIRMED = "command_confirmed"
+    COMMAND_NOT_CONFIRMED = "command_not_confirmed"
 
 
 #: What each event means (docs/data-standard.md lists the same).
@@ -142,8 +145,15 @@ EVENT_DESCRIPTIONS: Final = MappingProxyType(
         Event.LEAK_CLEARED: "`water_leak` went from 1 to 0",
         Event.DEVICE_OFFLINE: "the device was silent for longer than its liveness limit",
         Event.DEVICE_ONLINE: "a device marked offline reported again",
+        Event.COMMAND_CONFIRMED: "a command to the device was confirmed (its report, or the network)",
+        Event.COMMAND_NOT_CONFIRMED: "a command to the device failed or expired (it did not follow it)",
     }
 )
+
+#: Events the cloud writes about a device (`cloud.commands.progress`), not the device or the edge:
+#: their readings carry the quality flag `CLOUD_QUALITY` and say nothing of the device's liveness.
+COMMAND_EVENTS: Final = frozenset({Event.COMMAND_CONFIRMED, Event.COMMAND_NOT_CONFIRMED})
+CLOUD_QUALITY: Final = "cloud"
 
 #: Canonical events per device type: things the payload states explicitly.
 EVENTS: Final = MappingProxyType(

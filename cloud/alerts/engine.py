@@ -56,6 +56,7 @@ from cloud.alerts.state import (
 from cloud.alerts.sun import elevation_deg
 from cloud.alerts.timers import FALLBACK_INTERVAL_S, GATEWAY_UP, SEP, TimeChecks
 from cloud.ingest.envelope import ALARM, WireReading
+from device_profiles.standard import CLOUD_QUALITY
 
 #: With the data clock, time-based checks run when a community's clock moved this far (2 min).
 CHECK_EVERY_US: Final = 120 * US
@@ -211,7 +212,7 @@ class Engine(TimeChecks):
             )
         ts = r.ts_us
         late = ts < dev.last_us
-        if not late:
+        if not late and CLOUD_QUALITY not in r.quality:  # the cloud's note is no sign of life
             if dev.last_us == 0 or ts > dev.last_us:
                 dev.last_us = ts
             for a in rules.absence:

@@ -54,6 +54,7 @@ from cloud.alerts.rulebase import (
 )
 from cloud.alerts.rulebase import RuleBase as _Rule
 from cloud.errors import AlertRuleError, RuleProblem
+from device_profiles.standard import Event
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
@@ -119,6 +120,17 @@ class EventRule(_Rule):
         if self.latched and (self.clear_events or self.clear_after is not None):
             raise ValueError("a latched rule never clears by itself: no clear_events or clear_after")
         return self
+
+
+class CommandRule(EventRule):
+    """A device that does not follow its commands: fires when a command to it fails or expires
+    (``command_not_confirmed``, which ``linli cloud commands`` writes when the gateway reports the
+    command's end: a lamp that ignores its schedule, a button that never acknowledged), and clears
+    when a later command to it is confirmed (``command_confirmed``) or after ``clear_after``."""
+
+    kind: Literal["command"]  # type: ignore[assignment]
+    events: tuple[str, ...] = (Event.COMMAND_NOT_CONFIRMED,)
+    clear_events: tuple[str, ...] = (Event.COMMAND_CONFIRMED,)
 
 
 class StateDurationRule(_Rule):
@@ -194,6 +206,7 @@ class CompositeRule(_Rule):
 Rule = Annotated[
     ThresholdRule
     | EventRule
+    | CommandRule
     | StateDurationRule
     | AbsenceRule
     | InactivityRule
@@ -206,7 +219,16 @@ Rule = Annotated[
     | ReportDriftRule,
     Field(discriminator="kind"),
 ]
-KINDS: Final = ("threshold", "event", "state_duration", "absence", "inactivity", "composite", *DETECTOR_KINDS)
+KINDS: Final = (
+    "threshold",
+    "event",
+    "command",
+    "state_duration",
+    "absence",
+    "inactivity",
+    "composite",
+    *DETECTOR_KINDS,
+)
 
 
 class _One(BaseModel):

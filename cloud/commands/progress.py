@@ -16,16 +16,23 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
-from device_profiles.command_wire import CommandProgress, DownCommand, moves_forward
+from cloud.alerts.feed import FEED_CHANNEL, community_hash
+from cloud.ingest.envelope import ALARM, VERSION, Envelope, WireReading
+from cloud.store.writer import FEED_LOCK_SQL
+from device_profiles.command_wire import CONFIRMED, FINAL_STATES, CommandProgress, DownCommand, moves_forward
+from device_profiles.standard import CLOUD_QUALITY, Event
 
 #: What `apply` did with a report.
 APPLIED: Final = "applied"
 STALE: Final = "stale"  # the command is there already, or further
 UNKNOWN: Final = "unknown"  # no such command (or not a UUID)
 FOREIGN: Final = "foreign"  # another gateway's command
+#: Namespace of the reading ids of `_note_fate`'s readings.
+_FATE: Final = uuid.UUID("6c696e6c-692d-636d-642d-666174650000")
 
 _DUE: Final = (
     "SELECT command_id, seq, device_id, community_id, gateway_id, name, params, confirm, requested_at,"
@@ -78,12 +85,13 @@ def apply(conn: psycopg.Connection[Any], report: CommandProgress, *, gateway_id:
     except ValueError:
         return UNKNOWN
     row = conn.execute(
-        "SELECT state, gateway_id, incident_id, name FROM commands WHERE command_id = %s FOR UPDATE",
+        "SELECT state, gateway_id, incident_id, name, device_id, community_id, confirm FROM commands"
+        " WHERE command_id = %s FOR UPDATE",
         (command_id,),
     ).fetchone()
     if row is None:
         return UNKNOWN
-    state, owner, incident_id, name = row
+    state, owner, incident_id, name, device_id, community_id, confirm = row
     if owner != gateway_id:
         return FOREIGN
     if not moves_forward(state, report.state):
@@ -97,6 +105,8 @@ def apply(conn: psycopg.Connection[Any], report: CommandProgress, *, gateway_id:
         "INSERT INTO command_audit (command_id, at, actor, state, detail) VALUES (%s, %s, %s, %s, %s)",
         (command_id, at, f"gateway {gateway_id}", report.state, report.reason or ""),
     )
+    if report.state in FINAL_STATES and confirm != "none":
+        _note_fate(conn, report, device_id=device_id, community_id=community_id, name=name, at=at)
     if incident_id is not None:
         detail = {"command": {"name": name, "command_id": str(command_id), "state": report.state}}
         if report.reason:
@@ -108,3 +118,57 @@ def apply(conn: psycopg.Connection[Any], report: CommandProgress, *, gateway_id:
             (at, f"{name} {report.state.replace('_', ' ')}", Jsonb(detail), incident_id),
         )
     return APPLIED
+
+
+def _note_fate(
+    conn: psycopg.Connection[Any],
+    report: CommandProgress,
+    *,
+    device_id: str,
+    community_id: str,
+    name: str,
+    at: datetime,
+) -> None:
+    """The command's end as an event of its device (``command_confirmed``, or
+    ``command_not_confirmed`` for failed and expired): in ``events`` for its history, and in the
+    alert feed, as the ingest writes it, for the ``command`` rules (a lamp that does not follow
+    its schedule is an incident). One reading flagged `CLOUD_QUALITY`: no sign of the device's life."""
+    device = conn.execute(
+        "SELECT device_type, profile FROM devices WHERE device_id = %s", (device_id,)
+    ).fetchone()
+    if device is None:
+        return
+    event = Event.COMMAND_CONFIRMED if report.state == CONFIRMED else Event.COMMAND_NOT_CONFIRMED
+    attributes = {"gateway_id": report.gateway_id, "command_id": report.command_id, "command": name,
+                  "state": report.state, "reason": report.reason}  # fmt: skip
+    conn.execute(
+        "INSERT INTO events (time, device_id, event, attributes) VALUES (%s, %s, %s, %s)",
+        (at, device_id, str(event), Jsonb(attributes)),
+    )
+    reading = WireReading(
+        device_id=device_id,
+        device_type=device[0],
+        ts_us=report.at_us,
+        received_at_us=report.at_us,
+        metrics={},
+        events=(str(event),),
+        quality=(CLOUD_QUALITY,),
+        profile=device[1],
+        reading_id=str(uuid.uuid5(_FATE, f"{report.command_id}:{report.state}")),
+    )
+    envelope = Envelope(
+        v=VERSION,
+        gateway_id=report.gateway_id,
+        community_id=community_id,
+        batch_seq=0,
+        batch_class="telemetry" if report.state == CONFIRMED else ALARM,
+        created_at_us=report.at_us,
+        counters={},
+        readings=(reading,),
+    )
+    conn.execute(FEED_LOCK_SQL)
+    conn.execute(
+        "WITH appended AS (INSERT INTO alert_feed (community_id, community_hash, readings, batches)"
+        " VALUES (%s, %s, 1, %s) RETURNING feed_seq) SELECT pg_notify(%s, feed_seq::text) FROM appended",
+        (community_id, community_hash(community_id), msgspec.msgpack.encode([envelope]), FEED_CHANNEL),
+    )

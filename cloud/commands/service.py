@@ -29,8 +29,7 @@ import psycopg
 from paho.mqtt.client import MQTTMessageInfo
 
 from cloud.commands import outbox, progress
-from cloud.commands.config import CommandsConfig
-from cloud.config import CloudSettings, MqttConfig
+from cloud.config import CloudSettings, CommandsConfig, MqttConfig
 from cloud.endpoint import Snapshot
 from cloud.errors import StoreUnavailable
 from cloud.ingest.consumer import Consumer, Inbound
@@ -60,7 +59,7 @@ class CommandService:
         self._inbox: queue.Queue[Inbound] = queue.Queue(maxsize=mqtt.receive_maximum * 2)
         self._held: list[Inbound] = []
         self.consumer = Consumer(
-            config=mqtt.model_copy(update={"client_id": config.client_id}),
+            config=mqtt.model_copy(update={"client_id": config.client_id, "tls": config.tls or mqtt.tls}),
             on_message=self._inbox.put,
             filters=[PROGRESS_FILTER],
         )

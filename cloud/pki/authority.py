@@ -32,11 +32,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloud.errors import CloudError
-from device_profiles.standard import TOPIC_ALARM, TOPIC_STATUS, TOPIC_TELEMETRY, uplink_topic
+from device_profiles.standard import TOPIC_ALARM, TOPIC_COMMANDS, TOPIC_STATUS, TOPIC_TELEMETRY, uplink_topic
 
 ServiceRole = Literal["broker", "ingest", "commands"]
 #: what a gateway publishes: its telemetry, its alarms, its status (and its last will there)
-UPLINK_KINDS: Final = (TOPIC_TELEMETRY, TOPIC_ALARM, TOPIC_STATUS)
+UPLINK_KINDS: Final = (TOPIC_TELEMETRY, TOPIC_ALARM, TOPIC_STATUS, TOPIC_COMMANDS)
 ROLES: Final[tuple[ServiceRole, ...]] = ("broker", "ingest", "commands")
 
 CA_DAYS: Final = 3650
@@ -245,7 +245,13 @@ def acl_text(record: dict[str, dict[str, str]]) -> str:
         if role == "ingest":
             lines += [f"user {name}", "topic read linli/v1/#", ""]
         elif role == "commands":
-            lines += [f"user {name}", "topic write linli/v1/+/+/down", "topic read linli/v1/+/+/status", ""]
+            lines += [
+                f"user {name}",
+                "topic write linli/v1/+/+/down",
+                "topic read linli/v1/+/+/commands",
+                "topic read linli/v1/+/+/status",
+                "",
+            ]
     for gateway, community in sorted(record.get("gateways", {}).items()):
         lines.append(f"user {gateway}")
         lines += [f"topic write {uplink_topic(community, gateway, kind)}" for kind in UPLINK_KINDS]

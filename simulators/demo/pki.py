@@ -48,8 +48,12 @@ class DemoPki:
         return {"cloud": {"tls": self.client("gateways", gateway_id)}}
 
     def ingest_overrides(self) -> dict[str, Any]:
-        """A cloud configuration's overrides: the ingest's certificate on its broker link."""
-        return {"mqtt": {"tls": self.client("services", "linli-ingest")}}
+        """A cloud configuration's overrides: the ingest's certificate on its broker link, and the
+        command sender's on its own."""
+        return {
+            "mqtt": {"tls": self.client("services", "linli-ingest")},
+            "commands": {"tls": self.client("services", "linli-commands")},
+        }
 
     def client(self, kind: str, name: str) -> dict[str, str]:
         """A ``[... .tls]`` section: the CA and `name`'s certificate and key."""
@@ -73,6 +77,8 @@ def demo_pki(folder: Path, *, community_id: str, gateway_ids: list[str]) -> Demo
         ca.issue_service("broker", role="broker", hosts=("127.0.0.1",))
     if not (folder / "services" / "linli-ingest.crt").exists():
         ca.issue_service("linli-ingest", role="ingest")
+    if not (folder / "services" / "linli-commands.crt").exists():
+        ca.issue_service("linli-commands", role="commands")
     for gw in gateway_ids:
         if not (folder / "gateways" / f"{gw}.crt").exists():
             ca.issue_gateway(gw, community_id=community_id)

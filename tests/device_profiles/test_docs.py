@@ -19,7 +19,7 @@ from device_profiles import (
     ProfileSet,
     Reading,
 )
-from device_profiles.standard import EVENT_DESCRIPTIONS
+from device_profiles.standard import COMMAND_EVENTS, EVENT_DESCRIPTIONS
 from tests.device_profiles.conftest import DOCS, RECEIVED
 
 STANDARD = DOCS / "data-standard.md"
@@ -74,7 +74,9 @@ def test_events_section_lists_exactly_the_standard_events() -> None:
 def test_event_sets_partition_the_standard() -> None:
     payload = {e for events in EVENTS.values() for e in events}
     assert payload.isdisjoint(DERIVED_EVENTS)
-    assert payload | DERIVED_EVENTS == ALL_EVENTS == set(EVENT_DESCRIPTIONS)
+    assert payload.isdisjoint(COMMAND_EVENTS)
+    assert DERIVED_EVENTS.isdisjoint(COMMAND_EVENTS)
+    assert payload | DERIVED_EVENTS | COMMAND_EVENTS == ALL_EVENTS == set(EVENT_DESCRIPTIONS)
     assert LIVENESS_EVENTS < DERIVED_EVENTS
     assert {e for pair in STATE_EVENTS.values() for e in pair} == DERIVED_EVENTS - LIVENESS_EVENTS
     assert set(STATE_EVENTS) <= {m for table in METRICS.values() for m in table}

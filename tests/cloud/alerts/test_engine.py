@@ -78,6 +78,7 @@ class Harness:
         alarm: bool = False,
         statuses: Sequence[GatewayObservation] = (),
         gateway: str = "gw1",
+        quality: tuple[str, ...] = (),
     ) -> list[Action]:
         info = self.dir.devices.get(device_id)
         dtype = device_type or (info.device_type if info else "door_contact")
@@ -88,7 +89,7 @@ class Harness:
             received_at_us=t_us,
             metrics=metrics or {},
             events=tuple(events),
-            quality=(),
+            quality=quality,
             profile=f"generic/{dtype}",
             reading_id="",
         )
@@ -507,3 +508,25 @@ after_intervals: 0.5
     h.clock(T0 + 6 * H)
     assert ("fire", "silent", "d2") not in kinds(h.actions)
     assert ("fire", "silent", "d1") in kinds(h.actions)  # gw1 is not offline: d1 is silent
+
+
+def test_a_lamp_that_does_not_follow_its_command_is_an_incident_until_one_is_confirmed(
+    tmp_path: Path,
+) -> None:
+    """The shipped ``command`` rule: ``linli cloud commands`` writes ``command_not_confirmed`` when
+    the gateway reports a command failed or expired; a later confirmed command clears it. The
+    cloud's note (quality ``cloud``) is no sign of the device's life: the absence rule still fires."""
+    h = Harness(None, None, device("lamp1", "streetlight", interval=900), shipped=True)
+    h.feed("lamp1", T0, {"lamp_on": 1, "dim_pct": 100, "power_w": 80})
+    fired = h.feed("lamp1", T0 + MIN, events=["command_not_confirmed"], alarm=True, quality=("cloud",))
+    assert kinds(fired) == [("fire", "lamp_ignores_command", "lamp1")]
+    again = h.feed("lamp1", T0 + 2 * MIN, events=["command_not_confirmed"], alarm=True, quality=("cloud",))
+    assert [a.kind for a in again] in ([], ["repeat"])
+    cleared = h.feed("lamp1", T0 + 3 * MIN, events=["command_confirmed"], quality=("cloud",))
+    assert kinds(cleared) == [("clear", "lamp_ignores_command", "lamp1")]
+    # only notes from the cloud after the last report: the device is still silent, and is offline
+    h.feed("lamp1", T0 + 30 * MIN, events=["command_not_confirmed"], alarm=True, quality=("cloud",))
+    silent = [a for a in h.clock(T0 + 80 * MIN) if a.rule == "device_silent"]
+    assert kinds(silent) == [
+        ("fire", "device_silent", "lamp1")
+    ]  # 4 x 900 s after its last report, not its last note

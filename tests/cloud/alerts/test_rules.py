@@ -40,6 +40,7 @@ def test_shipped_defaults_cover_every_condition_the_simulators_produce() -> None
     assert {r.kind for r in book.rules} == {
         "threshold",
         "event",
+        "command",
         "state_duration",
         "absence",
         "inactivity",
@@ -117,7 +118,7 @@ def test_every_problem_is_reported_with_file_rule_and_key(tmp_path: Path) -> Non
     assert "unknown placeholder" in done.stderr
     ok = linli("alerts", "check")
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.startswith("25 rules ok")
+    assert ok.stdout.startswith("26 rules ok")
 
 
 def test_not_yaml_and_not_rules(tmp_path: Path) -> None:

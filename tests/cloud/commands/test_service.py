@@ -13,15 +13,16 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as paho
 import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.commands import outbox
-from cloud.commands.config import CommandsConfig
 from cloud.commands.service import CommandService
-from cloud.config import MqttConfig
+from cloud.config import CommandsConfig, MqttConfig
+from cloud.ingest.envelope import Envelope
 from device_profiles import ProfileSet
 from device_profiles.command_wire import (
     AT_GATEWAY,
@@ -177,6 +178,26 @@ def test_commands_reach_the_gateway_in_order_and_its_progress_moves_them_forward
             ("gateway gw1", AT_GATEWAY),
             ("gateway gw1", SENT_TO_DEVICE),
             ("gateway gw1", CONFIRMED),
+        ]
+        # each end is an event of the lamp, and in the alert feed for the `command` rules
+        events = conn.execute(
+            "SELECT event, attributes->>'command_id', attributes->>'state' FROM events WHERE device_id = %s"
+            " ORDER BY time",
+            (LAMP,),
+        ).fetchall()
+        assert sorted(events) == sorted(
+            [("command_confirmed", first, CONFIRMED), ("command_not_confirmed", second, "failed")]
+        )
+        feed = [
+            env
+            for (batches,) in conn.execute("SELECT batches FROM alert_feed ORDER BY feed_seq").fetchall()
+            for env in msgspec.msgpack.decode(batches, type=list[Envelope])
+        ]
+        assert [
+            (e.community_id, e.batch_class, e.readings[0].events, e.readings[0].quality) for e in feed
+        ] == [
+            ("c01", "telemetry", ("command_confirmed",), ("cloud",)),
+            ("c01", "alarm", ("command_not_confirmed",), ("cloud",)),
         ]
         sends = conn.execute("SELECT sends FROM commands WHERE command_id = %s", (first,)).fetchone()
         assert sends is not None

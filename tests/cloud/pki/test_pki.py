@@ -56,7 +56,8 @@ def test_the_ca_issues_gateways_and_services_and_writes_the_acl(tmp_path: Path) 
     acl = (tmp_path / "ca" / "broker.acl").read_text()
     assert (
         "user gw-01\ntopic write linli/v1/c01/gw-01/up\ntopic write linli/v1/c01/gw-01/alarm\n"
-        "topic write linli/v1/c01/gw-01/status\ntopic read linli/v1/c01/gw-01/down\n"
+        "topic write linli/v1/c01/gw-01/status\ntopic write linli/v1/c01/gw-01/commands\n"
+        "topic read linli/v1/c01/gw-01/down\n"
     ) in acl
     assert "user linli-ingest\ntopic read linli/v1/#\n" in acl
     assert "broker" not in acl.split("(do not edit")[1]  # the server has no rights as a client
