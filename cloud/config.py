@@ -215,6 +215,12 @@ class CommandsConfig(_Section):
     max_per_round: int = Field(default=500, ge=1)
     #: how long a PUBLISH may wait for its PUBACK before the round ends (sent again later)
     publish_timeout_s: float = Field(default=5.0, gt=0)
+    #: streetlight schedules (YAML, `cloud.commands.schedules`): none without it
+    schedules: Path | None = None
+    #: the schedules are looked at this often (seconds): a transition's commands go out this late
+    schedule_check_s: float = Field(default=10.0, gt=0)
+    #: profile folders besides the shipped ones (the devices' dialects: which commands they carry)
+    profiles: tuple[Path, ...] = ()
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_cap_s: float = Field(default=5.0, gt=0)
     http: HttpConfig = Field(default_factory=_commands_http)
@@ -358,6 +364,15 @@ def _resolve_paths(settings: CloudSettings, base: Path) -> CloudSettings:
             "notify": settings.notify.model_copy(update={"channels": channels}),
         }
     )
+    commands = settings.commands.model_copy(
+        update={
+            "schedules": _resolve(base, settings.commands.schedules),
+            "profiles": tuple(
+                p for p in (_resolve(base, p) for p in settings.commands.profiles) if p is not None
+            ),
+        }
+    )
+    settings = settings.model_copy(update={"commands": commands})
     if settings.commands.tls is not None:
         ctls = settings.commands.tls
         ctls = ctls.model_copy(

@@ -20,6 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from cloud.errors import CloudError
 from device_profiles.command_encode import carried
 from device_profiles.commands import CommandError
 from device_profiles.model import Profile
@@ -35,8 +36,8 @@ COLUMNS: Final = (
 CHANNEL: Final = "linli_commands"
 
 
-class CommandsError(Exception):
-    """Root of the commands package's errors."""
+class CommandsError(CloudError):
+    """Root of the commands package's errors (a cloud error)."""
 
 
 class UnknownDevice(CommandsError):

@@ -29,12 +29,14 @@ import psycopg
 from paho.mqtt.client import MQTTMessageInfo
 
 from cloud.commands import outbox, progress
+from cloud.commands.schedules import due_commands, load_schedules
 from cloud.config import CloudSettings, CommandsConfig, MqttConfig
 from cloud.endpoint import Snapshot
 from cloud.errors import StoreUnavailable
 from cloud.ingest.consumer import Consumer, Inbound
 from cloud.ingest.envelope import topic_ids
 from cloud.session import Sessions, run_until_stopped, wait_notified
+from device_profiles import ProfileSet
 from device_profiles.command_wire import PROGRESS_FILTER, WireError, decode_progress, down_topic, encode
 
 log = logging.getLogger("linli.cloud.commands")
@@ -73,11 +75,16 @@ class CommandService:
                 backoff_cap_s=config.backoff_cap_s,
             )
 
+        self.schedules = load_schedules(config.schedules) if config.schedules is not None else None
+        self.profiles = ProfileSet.shipped_and(*config.profiles).profiles
+        self._next_schedule = 0.0
+        self._refused: set[str] = set()
         self._sender = sessions("commands")
         self._progress = sessions("command-progress")
         self.counters: dict[str, int] = {
             "commands_published_total": 0,
             "commands_expired_total": 0,
+            "commands_scheduled_total": 0,
             "command_reports_total": 0,
             "command_reports_applied_total": 0,
             "command_reports_stale_total": 0,
@@ -121,9 +128,57 @@ class CommandService:
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"database unavailable: {exc}") from exc
 
+    def schedule_round(self, conn: psycopg.Connection[Any]) -> int:
+        """Queue the commands of every community's current schedule transition (those not queued
+        yet); returns how many were queued."""
+        if self.schedules is None:
+            return 0
+        now = self.now()
+        lamps: dict[str, list[tuple[str, float | None, float | None]]] = {}
+        rows = conn.execute(
+            "SELECT community_id, device_id, lat, lon FROM devices WHERE device_type = 'streetlight'"
+            " AND community_id IS NOT NULL ORDER BY device_id"
+        ).fetchall()
+        for community_id, device_id, lat, lon in rows:
+            lamps.setdefault(community_id, []).append((device_id, lat, lon))
+        queued = 0
+        for community_id, members in sorted(lamps.items()):
+            due = due_commands(self.schedules, community_id, members, now)
+            if not due:
+                continue
+            known = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT command_id FROM commands WHERE command_id = ANY(%s)",
+                    ([d.command_id for d in due],),
+                )
+            }
+            with conn.transaction():
+                for d in due:
+                    if d.command_id in known:
+                        continue
+                    try:
+                        outbox.request(
+                            conn, actor="schedule", device_id=d.device_id, name=d.name, params=d.params,
+                            ttl_s=d.ttl_s, profiles=self.profiles, now=now, command_id=d.command_id,
+                        )  # fmt: skip
+                    except outbox.CommandsError as exc:
+                        if d.device_id not in self._refused:  # said once per device
+                            self._refused.add(d.device_id)
+                            log.warning("schedule: no %s to %s: %s", d.name, d.device_id, exc)
+                        continue
+                    queued += 1
+        self.counters["commands_scheduled_total"] += queued
+        if queued:
+            log.info("schedule: queued %d command(s)", queued)
+        return queued
+
     def send_round(self, conn: psycopg.Connection[Any]) -> bool:
         """Expire, then publish what is due; True when the round was full (more may wait)."""
         cfg = self.config
+        if time.monotonic() >= self._next_schedule:
+            self.schedule_round(conn)
+            self._next_schedule = time.monotonic() + cfg.schedule_check_s
         now = self.now()
         with conn.transaction():
             expired = outbox.expire_due(conn, now=now, grace_s=max(600.0, 2 * cfg.resend_s))

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from device_profiles.solar import dawn_dusk
 from simulators.behaviour.base import REPORT_NOW, Behaviour, Sample, SimDevice, Window, in_windows
-from simulators.behaviour.solar import dawn_dusk
 from simulators.clock import iso
 
 MS_PER_HOUR: Final = 3_600_000

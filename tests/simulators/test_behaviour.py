@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from device_profiles.solar import dawn_dusk
 from simulators.behaviour.battery import LOW_BATTERY_PCT
-from simulators.behaviour.solar import dawn_dusk
 from simulators.clock import from_ms, iso, to_ms
 from simulators.message import Emission
 
