@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, NamedTuple
@@ -226,7 +227,7 @@ class Due(NamedTuple):
 def due_commands(
     schedules: Schedules,
     community_id: str,
-    lamps: list[tuple[str, float | None, float | None]],
+    lamps: Sequence[tuple[str, float | None, float | None]],
     now: datetime,
 ) -> list[Due]:
     """The commands of the community's current transition for its lamps (device, lat, lon)."""
