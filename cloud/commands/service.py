@@ -85,6 +85,7 @@ class CommandService:
             "commands_published_total": 0,
             "commands_expired_total": 0,
             "commands_scheduled_total": 0,
+            "commands_refused_by_broker_total": 0,
             "command_reports_total": 0,
             "command_reports_applied_total": 0,
             "command_reports_stale_total": 0,
@@ -198,16 +199,31 @@ class CommandService:
                     )
                 )
             deadline = time.monotonic() + cfg.publish_timeout_s
-            sent = []
+            sent: list[str] = []
+            refusals: list[str] = []
             for command_id, info in infos:
                 try:
                     info.wait_for_publish(max(0.0, deadline - time.monotonic()))
                 except (RuntimeError, ValueError) as exc:  # not queued: the connection was lost
                     log.warning("command %s not published: %s (sent again later)", command_id, exc)
                     continue
-                if info.is_published():
+                if not info.is_published():
+                    continue
+                refused = self.consumer.refusal(info.mid)
+                if refused is None:
                     sent.append(command_id)
+                    continue
+                refusals.append(refused)
             progress.mark_sent(conn, sent, now=now)
+        if refusals:
+            self.counters["commands_refused_by_broker_total"] += len(refusals)
+            log.error(
+                "the broker refused %d command(s): %s (is [commands] tls a certificate of the commands"
+                " role, allowed to write linli/v1/+/+/down?); sent again in %g s",
+                len(refusals),
+                refusals[0],
+                cfg.resend_s,
+            )
         self.counters["commands_published_total"] += len(sent)
         if sent:
             log.info("published %d command(s)", len(sent))

@@ -81,6 +81,7 @@ class Consumer:
         self.acks = 0
         self._closing = False
         self._lock = threading.Lock()
+        self._refused: dict[int, str] = {}
         self._client = self._new_client()
 
     @property
@@ -108,6 +109,7 @@ class Consumer:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_subscribe = self._handle_subscribe
+        client.on_publish = self._handle_publish
         return client
 
     def start(self) -> None:
@@ -137,9 +139,21 @@ class Consumer:
         return sent
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> paho.MQTTMessageInfo:
-        """Send one PUBLISH on this connection (`wait_for_publish` on the answer waits for its PUBACK);
-        a connection lost first fails it: the caller sends again."""
+        """Send one PUBLISH on this connection (`wait_for_publish` on the answer waits for its PUBACK;
+        then `refusal` says whether the broker refused it); a connection lost first fails it: the
+        caller sends again."""
         return self._client.publish(topic, payload, qos=qos)
+
+    def refusal(self, mid: int) -> str | None:
+        """The reason the broker gave in the PUBACK of PUBLISH `mid` for refusing it (not
+        authorised, ...), or None: accepted (or not answered yet)."""
+        with self._lock:
+            return self._refused.pop(mid, None)
+
+    def _handle_publish(self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        if rc.is_failure:
+            with self._lock:
+                self._refused[mid] = str(rc)
 
     def stop(self) -> None:
         """Disconnect (after the PUBACKs already queued) and stop paho's thread."""

@@ -58,6 +58,9 @@ class Snapshot:
     incidents: OpenIncidents = field(default_factory=OpenIncidents)
     pushes: list[PushLine] = field(default_factory=list)
     pushes_total: int = 0
+    #: commands by state, and the latest few (device, command, state, by whom)
+    commands: dict[str, int] = field(default_factory=dict)
+    latest_commands: list[str] = field(default_factory=list)
     error: str = ""
 
 
@@ -110,6 +113,17 @@ class Watcher:
                 if row:
                     snap.devices_online, snap.devices_known = int(row[0]), int(row[1])
                 snap.incidents = read_open_incidents(conn)
+                snap.commands = {
+                    str(state): int(n)
+                    for state, n in conn.execute("SELECT state, count(*) FROM commands GROUP BY state")
+                }
+                snap.latest_commands = [
+                    f"{name} {_params(params)} to {device} by {who}: {state}"
+                    for device, name, params, who, state in conn.execute(
+                        "SELECT device_id, name, params, requested_by, state FROM commands"
+                        " ORDER BY updated_at DESC, seq DESC LIMIT 3"
+                    )
+                ]
         except psycopg.Error as exc:
             snap.error = f"database: {exc}".splitlines()[0]
         if self.pipeline.pushes is not None:
@@ -156,6 +170,16 @@ class Watcher:
             return []
 
 
+def commands_text(counts: dict[str, int]) -> str:
+    """``12 confirmed, 2 sent_to_device, 1 failed``: the commands by state, in their life's order."""
+    order = ("queued", "at_gateway", "sent_to_device", "confirmed", "failed", "expired")
+    return ", ".join(f"{counts[s]:,} {s}" for s in order if counts.get(s))
+
+
+def _params(params: dict[str, object]) -> str:
+    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in params.items())
+
+
 def _yes(flag: bool | None) -> str:
     return "-" if flag is None else ("up" if flag else "DOWN")
 
@@ -177,6 +201,12 @@ def render(pipeline: DemoPipeline, snap: Snapshot, started: float, until: float 
     head.add_row(
         "open incidents",
         f"{snap.incidents.total:,} ({snap.incidents.counts_text()})" if snap.incidents.total else "none",
+    )
+    head.add_row(
+        "commands",
+        commands_text(snap.commands) + "".join(f"\n{line}" for line in snap.latest_commands)
+        if snap.commands
+        else "none yet (the streetlight schedule queues them at its transitions)",
     )
     head.add_row("time", f"{elapsed:,.0f} s elapsed, simulated at {pipeline.speed:g}x")
     gw = Table(title="gateways", expand=True)
@@ -237,6 +267,7 @@ def plain_line(snap: Snapshot) -> str:
         _pending_text(snap),
         f"open incidents {snap.incidents.counts_text()}",
         f"pushes {snap.pushes_total}",
+        f"commands {commands_text(snap.commands)}" if snap.commands else "",
     ]
     return "; ".join(part for part in parts if part)
 

@@ -155,6 +155,7 @@ class DemoPipeline:
         self.incidents: Child | None = None
         self.notify: Child | None = None
         self.api: Child | None = None
+        self.commands: Child | None = None
         self.api_url = ""
         #: (staff id, password) of the demo's API login, made at start
         self.api_login: tuple[str, str] | None = None
@@ -257,6 +258,29 @@ class DemoPipeline:
         )
         self.alerts.start()
         self._start_pushes(ports, logs)
+        schedules = self.root / "schedules.yaml"
+        schedules.write_text(DEMO_SCHEDULES, encoding="utf-8")
+        commands_toml = write_cloud_config(
+            self.root / "commands.toml",
+            database_url=self.database_url,
+            mqtt_url=self.cloud.url,
+            overrides=pki.ingest_overrides()
+            | {
+                "commands": pki.ingest_overrides()["commands"]
+                | {
+                    "client_id": "linli-demo-commands-1",
+                    "schedules": str(schedules),
+                    "http": {"address": f"127.0.0.1:{ports.get('commands_metrics')}"},
+                }
+            },
+        )
+        self.commands = Child.python(
+            name="commands",
+            module="cloud",
+            args=["cloud", "commands", "--config", str(commands_toml)],
+            log=logs / "commands.log",
+        )
+        self.commands.start()
 
         for gw in gateway_ids:
             mine = self.inventory.for_gateway(gw)
@@ -309,6 +333,7 @@ class DemoPipeline:
                     "--truth",
                     str(truth),
                     "--quiet",
+                    "--obey",  # the lamps and buttons act on the commands the gateway sends them
                     *scenario_args,
                 ],
                 log=logs / f"sim-{gw}.log",
@@ -477,7 +502,9 @@ class DemoPipeline:
         out: list[Child] = [c for p in self.gateways for c in (p.sim, p.edge)]
         if self.ingest is not None:
             out.append(self.ingest)
-        out += [c for c in (self.alerts, self.incidents, self.notify, self.api) if c is not None]
+        out += [
+            c for c in (self.alerts, self.incidents, self.notify, self.api, self.commands) if c is not None
+        ]
         return out
 
     def failed(self) -> list[str]:
@@ -506,7 +533,7 @@ class DemoPipeline:
             code = self.ingest.stop(timeout=30)
             if code not in (None, 0):
                 problems.append(f"ingest exited with {code}")
-        for child in (self.alerts, self.incidents, self.notify, self.api):
+        for child in (self.alerts, self.incidents, self.notify, self.api, self.commands):
             if child is not None:
                 code = child.stop(timeout=30)
                 if code not in (None, 0):
@@ -532,6 +559,20 @@ class DemoPipeline:
         if left:
             problems.append("still running: " + ", ".join(left))
         return problems
+
+
+#: The demo's streetlight schedule: the photocell's times with offsets, dimmed late at night.
+DEMO_SCHEDULES = """\
+# linli demo: every community's streetlights (cloud/commands/schedules.py, docs/commands.md)
+version: 1
+timezone: Asia/Shanghai
+communities:
+  "*":
+    on: {at: dusk, offset_min: 5}
+    off: {at: dawn, offset_min: -5}
+    dim:
+      - {from: "23:00", to: "05:00", level_pct: 50}
+"""
 
 
 def demo_people(community: str, inventory: Inventory) -> dict[str, object]:
