@@ -35,7 +35,7 @@ from simulators.demo.pki import DemoPki, demo_pki
 from simulators.fleet import load_fleet
 from simulators.pushes import PushServer
 from simulators.rand import RandomStream
-from simulators.services import MosquittoBroker, PostgresCluster
+from simulators.services import MosquittoBroker, PostgresCluster, free_port
 
 #: The benchmark webhook's signing key (a local receiver only).
 HOOK_KEY = "bench"
@@ -87,6 +87,9 @@ class Chain:
         self.pg = PostgresCluster(datadir=root / "pgchain", durable=True)
         self.pushes: PushServer | None = None
         self.children: dict[str, Child] = {}
+        #: with commands: the simulated streetlight that obeys, and the API's port
+        self.lamp: Device | None = None
+        self.api_port = 0
         self.url = ""
         self._publisher: Any = None
 
@@ -225,9 +228,10 @@ def _child(root: Path, name: str, module: str, args: list[str]) -> Child:
 
 
 @contextmanager
-def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
-    """Start the chain (with the escalator, the sender and a webhook receiver when `pushes`), pin
-    it as deployed, yield it, and stop everything."""
+def running_chain(root: Path, *, pushes: bool = False, commands: bool = False) -> Iterator[Chain]:
+    """Start the chain (with the escalator, the sender and a webhook receiver when `pushes`; with
+    ``linli cloud commands``, the HTTP API and a simulated streetlight that obeys, `Chain.lamp`,
+    when `commands`), pin it as deployed, yield it, and stop everything."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -239,6 +243,7 @@ def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
     )
     inventory = load_fleet(str(fleet_yaml), rs=RandomStream(np.random.default_rng(11)), profiles=profiles)
     button = next(d for d in inventory.devices if d.profile == "generic_lorawan/sos_button")
+    lamp = next(d for d in inventory.devices if d.profile == "generic_nbiot/streetlight")
     inv = root / "inventory.json"
     inventory.dump(inv)
     gateway = inventory.devices[0].gateway_id
@@ -247,8 +252,11 @@ def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
         root=root,
         profiles=profiles,
         button=button,
-        fleet=Inventory([d for d in inventory.devices if d.device_id != button.device_id]),
+        fleet=Inventory(
+            [d for d in inventory.devices if d.device_id not in (button.device_id, lamp.device_id)]
+        ),
     )
+    chain.lamp = lamp
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sos", protocol=mqtt.MQTTv5)
     try:
         chain.field.start()
@@ -271,6 +279,19 @@ def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
                     "http": {"address": ""},
                 },
             }
+        if commands:
+            people = root / "people.yaml"
+            people.write_text(_PEOPLE if pushes else _STAFF)
+            chain.api_port = free_port("127.0.0.1")
+            overrides |= {
+                "alerts": overrides["alerts"] | {"inventory": str(inv)},  # the devices table from it
+                "commands": overrides["commands"] | {"http": {"address": ""}},
+                "incidents": overrides.get("incidents", {}) | {"people": str(people)},
+                "api": {
+                    "http": {"address": f"127.0.0.1:{chain.api_port}"},
+                    "token_key_file": str(root / "api-token.key"),
+                },
+            }
         toml = write_cloud_config(
             root / "chain.toml", database_url=url, mqtt_url=chain.cloud.url, overrides=overrides
         )
@@ -285,8 +306,16 @@ def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
             overrides=chain.pki.gateway_overrides(gateway),
         )
         services = ["ingest", "alerts"] + (["incidents", "notify"] if pushes else [])
+        services += ["commands", "api"] if commands else []
         for name in services:
             chain.children[name] = _child(root, name, "cloud", ["cloud", name, "--config", str(toml)])
+        if commands:
+            Inventory([lamp]).dump(root / "lamp.json")
+            chain.children["lamp"] = _child(
+                root, "lamp", "device_profiles.console",
+                ["sim", "--fleet", str(root / "lamp.json"), "--start", "now", "--speed", "1", "--seed", "3",
+                 "--broker", chain.field.url, "--qos", "1", "--obey", "--quiet"],
+            )  # fmt: skip
         chain.children["edge"] = _child(root, "edge", "edge", ["run", "--config", str(edge_toml)])
         ingest, alerts, edge = chain.children["ingest"], chain.children["alerts"], chain.children["edge"]
         ingest.start()
@@ -302,8 +331,13 @@ def running_chain(root: Path, *, pushes: bool = False) -> Iterator[Chain]:
         if pushes:
             notify = chain.children["notify"]
             wait_until(lambda: "sender running" in notify.log_tail(100_000), 60, "the sender", notify)
+        if commands:
+            sender = chain.children["commands"]
+            wait_until(lambda: "subscribed to" in sender.log_tail(100_000), 60, "the command sender", sender)
+            chain.children["lamp"].start()
         pin_as_deployed(
-            gateway=[chain.field.pid, edge.pid, os.getpid()],
+            gateway=[chain.field.pid, edge.pid, os.getpid()]
+            + ([chain.children["lamp"].pid] if commands else []),
             cloud=[chain.cloud.pid, _pg_pid(root / "pgchain")] + [chain.children[n].pid for n in services],
         )
         pub.connect(chain.field.host, chain.field.port)
@@ -336,4 +370,11 @@ communities:
       - {name: 网格员, staff: [w1], channels: [grid]}
       - {name: 居委会, staff: [k1], channels: [grid]}
       - {name: 街道办, staff: [s1], channels: [grid]}
+"""
+
+#: The staff alone (no ladder, no channels): who may log in to the API and send commands.
+_STAFF = """
+version: 1
+staff:
+  - {id: k1, name: 居委会, roles: [committee], communities: [bench]}
 """
