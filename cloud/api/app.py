@@ -92,6 +92,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from cloud.commands.schedules import load_schedules
         from cloud.incidents.main import load_context
 
         api = settings.api
@@ -112,6 +113,7 @@ def create_app(
             context=context if context is not None else load_context(settings),
             clock=clock,
             profiles=_profiles(settings),
+            schedules=load_schedules(settings.commands.schedules) if settings.commands.schedules else None,
         )
         try:
             yield

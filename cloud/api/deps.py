@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from cloud.api.access import Permission, Principal
 from cloud.api.history import RollupState
 from cloud.api.security import CredentialError, TokenReader, digest, parse_api_key, same_digest
+from cloud.commands.schedules import Schedules
 from cloud.config import CloudSettings
 from cloud.incidents.record import Context
 from device_profiles.model import Profile
@@ -46,6 +47,8 @@ class ApiState:
     checked: dict[str, tuple[Principal, datetime, datetime | None]] = field(default_factory=dict)
     #: the device profiles (shipped, and ``[alerts] profiles``) by id, for device details
     profiles: dict[str, Profile] = field(default_factory=dict)
+    #: the streetlight schedules (``[commands] schedules``), for their view
+    schedules: Schedules | None = None
     #: access tokens whose signature was verified
     tokens: TokenReader = field(init=False)
 

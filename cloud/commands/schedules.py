@@ -216,6 +216,16 @@ def current(
     return past[-1], later[0] if later else past[-1].at + timedelta(hours=12)
 
 
+def tonight(plan: Plan, now: datetime, *, lat: float, lon: float, tz: ZoneInfo) -> list[Transition]:
+    """The transitions of the night in force at `now`, or of the next night when none is."""
+    today = now.astimezone(tz).date()
+    for day in (today - timedelta(days=1), today, today + timedelta(days=1)):
+        transitions = night(plan, day, lat=lat, lon=lon, tz=tz)
+        if transitions and now < transitions[-1].at:
+            return transitions
+    return []
+
+
 class Due(NamedTuple):
     command_id: uuid.UUID
     device_id: str

@@ -26,6 +26,7 @@ router = APIRouter(tags=["commands"])
 Key = Annotated[str, Field(min_length=1, max_length=64)]
 ParamValue = bool | Annotated[int, Field(ge=-(2**31), lt=2**31)] | Annotated[str, Field(max_length=64)]
 DeviceId = Annotated[str, Path(min_length=1, max_length=128)]
+CommunityId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 class CommandRequest(BaseModel):
@@ -164,3 +165,49 @@ def command(db: Db, state: State, principal: DeviceReader, command_id: uuid.UUID
         raise not_found("command", command_id)
     row["audit"] = outbox.audit(db, command_id)
     return pages.json_answer(row)
+
+
+class Transition(BaseModel):
+    #: when the lamps go to this state
+    at: datetime
+    on: bool
+    #: the dim level then (0 when off)
+    level_pct: int
+
+
+class Schedule(BaseModel):
+    """The community's streetlight schedule (``[commands] schedules``): tonight's transitions."""
+
+    community_id: str
+    timezone: str
+    #: the night in force now, or the next one, in time order
+    transitions: list[Transition]
+
+
+@router.get("/communities/{community_id}/schedule", response_model=Schedule)
+def schedule(db: Db, state: State, principal: DeviceReader, community_id: CommunityId) -> Response:
+    """Tonight's streetlight schedule of the community (404: none, or no lamps with a position)."""
+    from zoneinfo import ZoneInfo
+
+    from cloud.commands.schedules import tonight
+
+    plan = state.schedules.plan(community_id) if state.schedules is not None else None
+    if plan is None or not principal.sees(community_id):
+        raise not_found("schedule", community_id)
+    row = db.execute(
+        "SELECT avg(lat), avg(lon) FROM devices WHERE community_id = %s AND device_type = 'streetlight'"
+        " AND lat IS NOT NULL AND lon IS NOT NULL",
+        (community_id,),
+    ).fetchone()
+    if row is None or row[0] is None:
+        raise not_found("schedule", community_id)
+    assert state.schedules is not None  # noqa: S101 - a plan came from it
+    tz = ZoneInfo(state.schedules.timezone)
+    transitions = tonight(plan, state.clock(), lat=float(row[0]), lon=float(row[1]), tz=tz)
+    return pages.json_answer(
+        {
+            "community_id": community_id,
+            "timezone": state.schedules.timezone,
+            "transitions": [{"at": t.at, "on": t.on, "level_pct": t.level_pct} for t in transitions],
+        }
+    )

@@ -78,6 +78,8 @@ class ProfileInfo(BaseModel):
     device_type: str
     description: str
     report_interval_s: float
+    #: the canonical commands its dialect carries (docs/commands.md)
+    commands: list[str] = []
 
 
 class DeviceDetail(Device):
@@ -221,6 +223,7 @@ def device(
             "device_type": known.device_type,
             "description": known.description,
             "report_interval_s": known.report_interval_s,
+            "commands": sorted(known.commands),
         }
     )
     seen.flush(db, resource="device", address=address)

@@ -52,9 +52,26 @@ def api_context() -> Context:
 
 @pytest.fixture
 def api_settings(migrated_url: str, tmp_path: Path) -> CloudSettings:
+    schedules = tmp_path / "schedules.yaml"
+    schedules.write_text(SCHEDULES, encoding="utf-8")
     return build_settings(
-        {"database_url": migrated_url, "api": {"token_key_file": str(tmp_path / "api-token.key")}}
+        {
+            "database_url": migrated_url,
+            "api": {"token_key_file": str(tmp_path / "api-token.key")},
+            "commands": {"schedules": str(schedules)},
+        }
     )
+
+
+#: Every community's streetlights: dusk and dawn, dimmed late at night.
+SCHEDULES = """
+version: 1
+communities:
+  "*":
+    on: {at: dusk}
+    off: {at: dawn}
+    dim: [{from: "23:00", to: "05:00", level_pct: 40}]
+"""
 
 
 @pytest.fixture

@@ -130,3 +130,39 @@ def test_a_queued_command_expires_when_its_time_to_live_passes(
         "its time to live passed before it reached the gateway",
     )
     assert [a["state"] for a in one["audit"]] == ["queued", "expired"]
+
+
+def test_a_device_names_its_commands_and_a_community_its_schedule(
+    client: httpx.Client, accounts: Callable[..., None], migrated_url: str, clock: Clock
+) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO devices (device_id, device_type, profile, community_id, gateway_id, lat, lon) VALUES"
+            " (%s, 'streetlight', 'generic_lorawan/streetlight', 'c01', 'gw1', 31.2304, 121.4737),"
+            " ('sos-7', 'sos_button', 'tuya/ts0215a_sos', 'c01', 'gw1', 31.23, 121.47)",
+            (LAMP,),
+        )
+    accounts("k-li", "w-zhang")
+    k_li = login(client, "k-li")
+    lamp = client.get(f"/api/v1/devices/{LAMP}", headers=k_li).json()
+    assert lamp["profile_info"]["commands"] == ["configure", "dim", "set_schedule", "switch"]
+    button = client.get("/api/v1/devices/sos-7", headers=k_li).json()
+    assert button["profile_info"]["commands"] == []  # its model has no LED or buzzer
+    shanghai = ZoneInfo("Asia/Shanghai")
+    clock.now = datetime(2026, 12, 4, 21, 0, tzinfo=shanghai)
+    plan = client.get("/api/v1/communities/c01/schedule", headers=k_li)
+    assert plan.status_code == 200, plan.text
+    body = plan.json()
+    got = [
+        (datetime.fromisoformat(t["at"]).astimezone(shanghai).strftime("%d %H:%M"), t["on"], t["level_pct"])
+        for t in body["transitions"]
+    ]
+    assert [g[0] for g in got[1:3]] == ["04 23:00", "05 05:00"]
+    assert [(on, level) for _, on, level in got] == [(True, 100), (True, 40), (True, 100), (False, 0)]
+    assert got[0][0].startswith("04 1")  # dusk: the afternoon before
+    assert body["timezone"] == "Asia/Shanghai"
+    # c02 has no streetlight with a position: nothing to show; nor does a community the caller lacks
+    assert client.get("/api/v1/communities/c02/schedule", headers=k_li).status_code == 404

@@ -46,6 +46,7 @@ PERMISSION: dict[str, str | None] = {
     "POST /api/v1/devices/{device_id}/commands": "command",
     "GET /api/v1/devices/{device_id}/commands": "devices",
     "GET /api/v1/commands/{command_id}": "devices",
+    "GET /api/v1/communities/{community_id}/schedule": "devices",
 }
 #: who may send commands: configuration (``[api] command_roles``), here its default
 COMMAND_ROLES = ApiConfig().command_roles
@@ -103,6 +104,10 @@ def world(migrated_url: str) -> dict[str, str]:
                 "INSERT INTO events (time, device_id, event) VALUES (%s, %s, 'sos_pressed')",
                 (now - timedelta(minutes=5), device),
             )
+        conn.execute(  # a lamp: the community's schedule has a place
+            "INSERT INTO devices (device_id, device_type, profile, community_id, gateway_id, lat, lon)"
+            " VALUES ('lamp-1', 'streetlight', 'generic_nbiot/streetlight', 'c01', 'gw1', 31.23, 121.47)"
+        )
         command_id = conn.execute(
             "INSERT INTO commands (command_id, device_id, community_id, gateway_id, name, params, confirm,"
             " state, requested_by, requested_at, expires_at, updated_at) VALUES (gen_random_uuid(), 'sos-1',"

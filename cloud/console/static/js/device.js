@@ -85,10 +85,92 @@
       el("td", {text: Object.keys(e.attributes).length ? JSON.stringify(e.attributes) : ""}))));
   }
 
+  // --- commands: buttons for what the device's dialect carries, its latest commands and their
+  // states (followed until each ends), and a streetlight's schedule for tonight
+  const FINAL = new Set(["confirmed", "failed", "expired"]);
+  let following = null;
+
+  function params(p) {
+    return Object.entries(p).map(([k, v]) => `${k}=${v}`).join(" ");
+  }
+
+  async function send(name, body, buttons) {
+    linli.show("command-problem", "");
+    linli.show("command-done", "");
+    for (const b of buttons) b.disabled = true;
+    try {
+      await api(`${path}/commands`, {method: "POST", body: {name, params: body}});
+      linli.show("command-done", t("device.command_sent", {name: `${name} ${params(body)}`.trim()}));
+      await commands();
+    } catch (err) {
+      linli.problem(err, "command-problem");
+    } finally {
+      for (const b of buttons) b.disabled = false;
+    }
+  }
+
+  function drawButtons(d) {
+    const carried = d.profile_info ? d.profile_info.commands : [];
+    const box = document.getElementById("command-buttons");
+    const buttons = [];
+    const button = (text, cls, onclick) => {
+      const b = el("button", {type: "button", class: cls, text, onclick: () => onclick()});
+      buttons.push(b);
+      return b;
+    };
+    const parts = [];
+    if (carried.includes("switch")) {
+      parts.push(button(t("device.switch_on"), "primary", () => send("switch", {on: true}, buttons)),
+        button(t("device.switch_off"), "", () => send("switch", {on: false}, buttons)));
+    }
+    if (carried.includes("dim")) {
+      const input = el("input", {type: "number", id: "dim-level", min: "0", max: "100", step: "5", value: "50", inputmode: "numeric"});
+      parts.push(el("label", {for: "dim-level", text: t("device.dim_level")}), input,
+        button(t("device.dim"), "", () => send("dim", {level_pct: Number(input.value)}, buttons)));
+    }
+    if (carried.includes("acknowledge")) {
+      parts.push(button(t("device.acknowledge"), "primary", () => send("acknowledge", {}, buttons)));
+    }
+    box.replaceChildren(...parts);
+    document.getElementById("commands-card").hidden = !carried.length;
+    return carried.length > 0;
+  }
+
+  async function commands() {
+    const body = await api(`${path}/commands`, {params: {limit: 10}});
+    const rows = body.items.map((c) => el("tr", {dataset: {command: c.command_id, state: c.state}},
+      el("td", {text: linli.time(c.requested_at)}), el("td", {text: `${c.name} ${params(c.params)}`.trim()}),
+      el("td", {text: c.requested_by}), el("td", {}, el("span", {class: `badge cmd-${c.state}`, text: t(`command.${c.state}`)})),
+      el("td", {text: c.reason || ""})));
+    document.querySelector("#commands tbody").replaceChildren(
+      ...(rows.length ? rows : [el("tr", {}, el("td", {colspan: "5", class: "hint", text: t("device.no_commands")}))]));
+    clearTimeout(following);
+    if (body.items.some((c) => !FINAL.has(c.state))) {
+      following = setTimeout(() => commands().catch((err) => linli.problem(err, "command-problem")), 1000);
+    }
+  }
+
+  async function schedule(d) {
+    if (d.device_type !== "streetlight" || !d.community_id) return;
+    let plan;
+    try {
+      plan = await api(`/communities/${encodeURIComponent(d.community_id)}/schedule`);
+    } catch (err) {
+      if (err instanceof linli.ApiError && err.status === 404) return;  // no schedule for it
+      throw err;
+    }
+    document.querySelector("#schedule-table tbody").replaceChildren(...plan.transitions.map((x) => el("tr", {},
+      el("td", {text: linli.time(x.at)}),
+      el("td", {text: x.on ? t("device.lamp_on", {level: x.level_pct}) : t("device.lamp_off")}))));
+    document.getElementById("schedule").hidden = !plan.transitions.length;
+  }
+
   (async () => {
     try {
       await linli.ready;
-      drawDevice(await api(path));
+      const d = await api(path);
+      drawDevice(d);
+      if (drawButtons(d)) await Promise.all([commands(), schedule(d)]);
       document.getElementById("history-form").addEventListener("change", () => fromRange().catch(linli.problem));
       await Promise.all([fromRange(), health(), events()]);
       linli.rendered("device");

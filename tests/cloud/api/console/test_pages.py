@@ -185,3 +185,42 @@ def test_gateways_and_performance(screens: Callable[..., Screen], world: dict[st
         expect(page.locator("#by-community tbody tr")).to_have_count(2)
         expect(page.locator("#by-community tbody tr").first).to_have_attribute("data-community", "c01")
         screen.shoot("performance", page)
+
+
+def test_a_lamp_is_switched_and_dimmed_from_its_page_and_its_commands_followed(
+    screens: Callable[..., Screen], world: dict[str, int], migrated_url: str
+) -> None:
+    import psycopg
+
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO devices (device_id, device_type, profile, community_id, gateway_id, lat, lon,"
+            " status) VALUES ('861234567890123', 'streetlight', 'generic_nbiot/streetlight', 'c01', 'gw1',"
+            " 31.2, 121.4, 'online')"
+        )
+    screen = screens("desktop")
+    page = screen.log_in("k-li", then="/console/devices/861234567890123")
+    screen.rendered("device")
+    card = page.locator("#commands-card")
+    expect(card).to_be_visible()
+    expect(card.locator("#commands tbody")).to_contain_text("暂无指令")
+    # tonight's schedule of c01 (the test settings' "*" plan): on, dimmed, full again, off
+    expect(page.locator("#schedule-table tbody tr")).to_have_count(4)
+    expect(page.locator("#schedule-table tbody tr").nth(1)).to_contain_text("40 %")
+    card.get_by_role("button", name="开灯").click()
+    expect(page.locator("#command-done")).to_contain_text("switch on=true")
+    page.get_by_label("亮度 (%)").fill("30")
+    card.get_by_role("button", name="调光").click()
+    expect(page.locator("#commands tbody tr")).to_have_count(2)
+    expect(page.locator("#commands tbody tr").nth(0)).to_contain_text("dim level_pct=30")
+    expect(page.locator("#commands tbody tr").nth(1)).to_contain_text("排队中")
+    # the gateway's report arrives: the page follows the command until it ends
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("UPDATE commands SET state = 'confirmed', updated_at = now() WHERE name = 'switch'")
+    expect(page.locator("#commands tbody tr[data-state='confirmed']")).to_contain_text("已确认")
+    # a level the standard refuses: the reason is shown, nothing is queued
+    page.get_by_label("亮度 (%)").fill("150")
+    card.get_by_role("button", name="调光").click()
+    expect(page.locator("#command-problem")).to_contain_text("level_pct 150 is outside 0..100")
+    expect(page.locator("#commands tbody tr")).to_have_count(2)
+    screen.shoot("device-commands", page)
