@@ -436,6 +436,8 @@ class Agent:
         buffer = "ok" if buffer_error is None else "full" if isinstance(failed, BufferFull) else "failed"
         refused = self.uplink.refused
         counters["batches_refused"] = self.uplink.batches_refused
+        if self.downlink is not None:  # commands to the devices, by what became of them
+            counters |= self.downlink.counters
         self.snapshot = Snapshot(
             counters=counters,
             gauges={

@@ -181,6 +181,8 @@ def test_commands_reach_each_dialect_and_every_state_is_reported(
     )
     assert len(field.commands()) == 3
     assert r.agent.terminate() == 0
+    ended = [line for line in r.agent.lines() if line.get("event") == "command_failed"]
+    assert {line["command_id"] for line in ended} == {dim.command_id, stranger.command_id}
     with sqlite3.connect(Path(str(r.config).replace("edge.toml", "buffer.db"))) as db:
         bad = db.execute("SELECT reason, message FROM quarantine WHERE reason = 'bad_command'").fetchall()
         states = dict(db.execute("SELECT command_id, state FROM commands").fetchall())
