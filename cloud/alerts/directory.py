@@ -60,7 +60,15 @@ def build_directory(
         for cid, pts in places.items()
     }
     return Directory(
-        devices=devices, communities=communities, profile_intervals=intervals, default_timezone=timezone
+        devices=devices,
+        communities=communities,
+        profile_intervals=intervals,
+        default_timezone=timezone,
+        profile_commands={
+            pid: {name: spec.confirm for name, spec in p.commands.items()}
+            for pid, p in profiles.profiles.items()
+            if p.commands
+        },
     )
 
 

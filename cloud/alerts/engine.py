@@ -30,10 +30,12 @@ from collections.abc import Iterable
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from cloud.alerts.actions import make_action
 from cloud.alerts.compiled import RuleIndex
 from cloud.alerts.feed import FeedRow
-from cloud.alerts.model import Action, ActionKind, Directory, Evidence, SubjectKind
+from cloud.alerts.model import Action, ActionKind, Directory, Evidence, RuleCommandOut, SubjectKind
 from cloud.alerts.rulebase import CLEAR_OP, compare
 from cloud.alerts.rules import (
     CompositeRule,
@@ -542,24 +544,37 @@ class Engine(TimeChecks):
         device_id = subject if subject_kind == "device" else device
         info = self._dir.devices.get(device_id) if device_id else None
         dev = self._states[cid].devices.get(device_id) if device_id else None
-        self._actions.append(
-            make_action(
-                kind,
-                rule,
-                community_id=cid,
-                subject=subject,
-                subject_kind=subject_kind,
-                started=started,
-                at=at,
-                evidence=evidence,
-                device_id=device_id,
-                device_type=info.device_type if info else dev.device_type if dev else "",
-                gateway_id=gateway or (info.gateway_id if info else dev.gateway_id if dev else None),
-                info=info,
-                value=value,
-                event=event,
-            )
+        action = make_action(
+            kind,
+            rule,
+            community_id=cid,
+            subject=subject,
+            subject_kind=subject_kind,
+            started=started,
+            at=at,
+            evidence=evidence,
+            device_id=device_id,
+            device_type=info.device_type if info else dev.device_type if dev else "",
+            gateway_id=gateway or (info.gateway_id if info else dev.gateway_id if dev else None),
+            info=info,
+            value=value,
+            event=event,
         )
+        if kind == "fire" and rule.command is not None and device_id is not None:
+            action = self._with_command(action, rule, info.profile if info else dev.profile if dev else "")
+        self._actions.append(action)
+
+    def _with_command(self, action: Action, rule: Rule, profile: str) -> Action:
+        """The fire with the rule's command, if the device's model carries it (else as it is)."""
+        command = rule.command
+        assert command is not None  # noqa: S101 - the caller checked
+        confirm = self._dir.profile_commands.get(profile, {}).get(command.name)
+        if confirm is None:
+            return action
+        out = RuleCommandOut(
+            name=command.name, params=dict(command.params), confirm=confirm, ttl_s=int(command.ttl)
+        )
+        return msgspec.structs.replace(action, command=out)
 
     def _place(self, cid: str, device: str) -> tuple[float, float]:
         community = self._dir.communities.get(cid)

@@ -19,8 +19,9 @@ incident is lost or repeated.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import psycopg
@@ -70,6 +71,29 @@ WITH upd AS (
 INSERT INTO incident_occurrences (incident_id, at, kind, feed_seq, evidence)
 SELECT incident_id, %(at)s, 'cleared', %(feed_seq)s, %(evidence)s FROM upd
 """
+
+#: A fire's command (`Action.command`): queued in the commands outbox with its audit entry, for
+#: the incident just written, in the incident's transaction; its id is derived from the fire, so
+#: a fire written again (after a crash, before the checkpoint) queues nothing twice.
+_COMMAND = """
+WITH ins AS (
+    INSERT INTO commands (command_id, device_id, community_id, gateway_id, name, params, confirm, state,
+        requested_by, requested_at, expires_at, updated_at, incident_id)
+    SELECT %(command_id)s, d.device_id, d.community_id, d.gateway_id, %(name)s, %(params)s, %(confirm)s,
+        'queued', %(actor)s, %(now)s, %(expires)s, %(now)s,
+        (SELECT incident_id FROM incidents WHERE rule = %(rule)s AND subject = %(subject)s
+         AND closed_at IS NULL)
+    FROM devices d WHERE d.device_id = %(device_id)s AND d.gateway_id IS NOT NULL
+    ON CONFLICT (command_id) DO NOTHING
+    RETURNING command_id, gateway_id
+), audit AS (
+    INSERT INTO command_audit (command_id, at, actor, state, detail)
+    SELECT command_id, %(now)s, %(actor)s, 'queued', %(detail)s FROM ins
+)
+SELECT pg_notify('linli_commands', gateway_id) FROM ins
+"""
+#: Namespace of the fires' command ids.
+_COMMAND_NS: Final = uuid.UUID("6c696e6c-692d-7275-6c65-2d636d640000")
 
 _STATE_UPSERT = """
 INSERT INTO alert_state (partition, key, state) VALUES (%s, %s, %s)
@@ -143,8 +167,11 @@ def commit(
     n = 0
     try:
         with conn.transaction(), conn.pipeline(), conn.cursor() as cur:
+            now = datetime.now(UTC)
             for seq, action in actions:
                 cur.execute(_CLEAR if action.kind == "clear" else _UPSERT, _params(action, seq))
+                if action.command is not None and action.device_id is not None:
+                    cur.execute(_COMMAND, _command(action, now))
                 n += 1
             upserts = [(part, k, v) for k, v in states.items() if v is not None]
             deletes = [(part, k) for k, v in states.items() if v is None]
@@ -158,6 +185,29 @@ def commit(
     except psycopg.Error as exc:  # refused: nothing was written; logged and retried with backoff
         raise StoreUnavailable(f"the database refused the incidents' transaction: {exc}") from exc
     return n
+
+
+def _command(action: Action, now: datetime) -> dict[str, Any]:
+    command = action.command
+    assert command is not None  # noqa: S101 - the caller checked
+    detail = " ".join(
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in command.params.items()
+    )
+    return {
+        "command_id": uuid.uuid5(
+            _COMMAND_NS, f"{action.rule}|{action.subject}|{action.started_us}|{command.name}"
+        ),
+        "device_id": action.device_id,
+        "name": command.name,
+        "params": Jsonb(command.params),
+        "confirm": command.confirm,
+        "actor": f"rule {action.rule}",
+        "now": now,
+        "expires": now + timedelta(seconds=command.ttl_s),
+        "rule": action.rule,
+        "subject": action.subject,
+        "detail": f"{command.name} {detail}".strip(),
+    }
 
 
 def _params(action: Action, feed_seq: int) -> dict[str, Any]:

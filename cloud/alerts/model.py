@@ -65,6 +65,17 @@ class Action(msgspec.Struct, frozen=True, kw_only=True):
     #: engine time of this action (fire, repeat or clear), Unix us
     at_us: int
     evidence: tuple[Evidence, ...] = ()
+    #: a fire's command to the device (the rule's ``command``, the device's profile carrying it)
+    command: RuleCommandOut | None = None
+
+
+class RuleCommandOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A command a fire sends its device: written to the commands outbox with the incident."""
+
+    name: str
+    params: dict[str, bool | int | str]
+    confirm: str
+    ttl_s: int
 
 
 class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,3 +113,5 @@ class Directory(msgspec.Struct, frozen=True, kw_only=True):
     communities: dict[str, Community]
     profile_intervals: dict[str, float]
     default_timezone: str = "Asia/Shanghai"
+    #: profile -> the commands its dialect carries -> how each is confirmed (a rule's ``command``)
+    profile_commands: dict[str, dict[str, str]] = {}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: What a title or detail template may name.
 PLACEHOLDERS: Final = frozenset(
@@ -96,6 +96,21 @@ class Text(BaseModel):
         return value
 
 
+class RuleCommand(BaseModel):
+    """A command a fire sends to its device (docs/commands.md), when the device's model carries it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    params: dict[str, bool | int | str] = Field(default_factory=dict)
+    #: how long it may wait for an offline gateway or device
+    ttl: float = 600.0
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl(cls, value: object) -> object:
+        return parse_duration(value)
+
+
 class RuleBase(BaseModel):
     """What every rule has: an id, a severity, the device types it watches, and its texts."""
 
@@ -108,6 +123,23 @@ class RuleBase(BaseModel):
     device_types: tuple[str, ...] = ()
     title: Text
     detail: Text
+    #: sent to the device when the rule fires on it (a lamp off at night: switch it on)
+    command: RuleCommand | None = None
+
+    @model_validator(mode="after")
+    def _command(self) -> Self:
+        if self.command is None:
+            return self
+        from device_profiles.commands import CommandError, check_command
+
+        if not self.device_types:
+            raise ValueError("a rule with a command names its device_types (the command is theirs)")
+        for device_type in self.device_types:
+            try:
+                check_command(device_type, self.command.name, self.command.params)
+            except CommandError as exc:
+                raise ValueError(f"command: {exc}") from None
+        return self
 
     @field_validator(
         "for_",
