@@ -209,6 +209,8 @@ class CommandsConfig(_Section):
     tls: TlsConfig | None = None
     #: a queued command the gateway has not reported stored is sent again after this long
     resend_s: float = Field(default=30.0, gt=0)
+    #: ... and again after twice as long each time, up to this
+    resend_max_s: float = Field(default=600.0, gt=0)
     #: the outbox is looked at when a command is queued, and at least this often
     poll_interval_s: float = Field(default=1.0, gt=0)
     #: commands published per round, at most

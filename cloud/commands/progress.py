@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -36,8 +36,9 @@ _FATE: Final = uuid.UUID("6c696e6c-692d-636d-642d-666174650000")
 
 _DUE: Final = (
     "SELECT command_id, seq, device_id, community_id, gateway_id, name, params, confirm, requested_at,"
-    " expires_at FROM commands WHERE state = 'queued' AND expires_at > %s"
-    " AND (sent_at IS NULL OR sent_at <= %s) ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
+    " expires_at FROM commands WHERE state = 'queued' AND expires_at > %(now)s AND (sent_at IS NULL"
+    " OR sent_at <= %(now)s - make_interval(secs => least(%(resend)s * power(2, greatest(sends - 1, 0)),"
+    " %(most)s))) ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
 )
 
 
@@ -46,11 +47,15 @@ def _us(t: datetime) -> int:
 
 
 def due(
-    conn: psycopg.Connection[Any], *, now: datetime, resend_s: float, limit: int
+    conn: psycopg.Connection[Any], *, now: datetime, resend_s: float, resend_max_s: float, limit: int
 ) -> list[tuple[str, str, DownCommand]]:
-    """(community, gateway, command) of the commands to publish now, in outbox order; locked until
-    the caller's transaction ends (call `mark_sent` in it)."""
-    rows = conn.execute(_DUE, (now, now - timedelta(seconds=resend_s), limit)).fetchall()
+    """(community, gateway, command) of the commands to publish now, in outbox order: never sent,
+    or sent and not reported stored for `resend_s`, doubling with every send up to `resend_max_s`
+    (a gateway offline for hours has its broker session hold a few copies, not hundreds); locked
+    until the caller's transaction ends (call `mark_sent` in it)."""
+    rows = conn.execute(
+        _DUE, {"now": now, "resend": resend_s, "most": max(resend_s, resend_max_s), "limit": limit}
+    ).fetchall()
     return [
         (
             community,

@@ -187,7 +187,9 @@ class CommandService:
         if not self.consumer.connected:
             return False
         with conn.transaction():
-            batch = progress.due(conn, now=now, resend_s=cfg.resend_s, limit=cfg.max_per_round)
+            batch = progress.due(
+                conn, now=now, resend_s=cfg.resend_s, resend_max_s=cfg.resend_max_s, limit=cfg.max_per_round
+            )
             if not batch:
                 return False
             infos: list[tuple[str, MQTTMessageInfo]] = []

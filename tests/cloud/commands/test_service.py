@@ -272,3 +272,31 @@ def test_the_incident_audit_trail_follows_an_sos_acknowledge(
         ]
     finally:
         gateway.close()
+
+
+def test_a_command_not_reported_stored_is_sent_again_less_and_less_often(
+    conn: psycopg.Connection[Any],
+) -> None:
+    from datetime import timedelta
+
+    from cloud.commands import progress
+
+    t0 = datetime.now(UTC)
+    command_id = queue_command(conn, "dim", {"level_pct": 20})
+
+    def due_at(seconds: float) -> list[str]:
+        with conn.transaction():
+            found = progress.due(
+                conn, now=t0 + timedelta(seconds=seconds), resend_s=1.0, resend_max_s=8.0, limit=10
+            )
+        return [c.command_id for _, _, c in found]
+
+    assert due_at(0) == [command_id]  # never sent
+    sent = 0.0
+    for gap in (1.0, 2.0, 4.0, 8.0, 8.0):  # doubling, up to the most
+        conn.execute("UPDATE commands SET sent_at = %s, sends = sends + 1", (t0 + timedelta(seconds=sent),))
+        assert due_at(sent + gap - 0.01) == []
+        assert due_at(sent + gap + 0.01) == [command_id]
+        sent += gap
+    conn.execute("UPDATE commands SET state = 'at_gateway'")
+    assert due_at(sent + 100) == []  # stored: never again
