@@ -616,6 +616,13 @@ class Store:
         with self._transaction("forgetting pending devices failed"):
             return pending.forget(self.conn, device_ids)
 
+    def read(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` outside a write transaction (a read-only store beside the agent)."""
+        try:
+            return fn(self.conn, *args)
+        except sqlite3.Error as exc:
+            raise _mapped(what, exc) from exc
+
     def within(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, *args)`` in one write transaction (durable at commit, like the readings):
         the way the modules of other tables (`edge.command_queue`) write the buffer."""

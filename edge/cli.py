@@ -44,9 +44,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     qlist.add_argument("--json", action="store_true", help="one JSON object per line, payload in base64")
     qlist.set_defaults(handler=_quarantine_list)
 
+    from edge.commands_cli import register_commands
     from edge.devices_cli import register_devices
 
     register_devices(commands)
+    register_commands(commands)
 
 
 def _fail(exc: Exception) -> int:

@@ -120,6 +120,15 @@ def in_state(conn: sqlite3.Connection, state: str) -> list[QueuedCommand]:
     return [_row(r) for r in rows]
 
 
+def recent(conn: sqlite3.Connection, limit: int) -> list[QueuedCommand]:
+    """The newest commands (by the cloud's order), newest first."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM commands ORDER BY seq DESC LIMIT ?",  # noqa: S608 - constant
+        (limit,),
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
 def get(conn: sqlite3.Connection, command_id: str) -> QueuedCommand | None:
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM commands WHERE command_id = ?",  # noqa: S608 - constant

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -181,6 +183,27 @@ def test_commands_reach_each_dialect_and_every_state_is_reported(
     )
     assert len(field.commands()) == 3
     assert r.agent.terminate() == 0
+    shown = subprocess.run(  # what an installer sees
+        [
+            sys.executable,
+            "-m",
+            "device_profiles.console",
+            "edge",
+            "commands",
+            "--config",
+            str(r.config),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    listed = {doc["command_id"]: doc for doc in map(json.loads, shown.stdout.splitlines())}
+    assert listed[switch.command_id]["state"] == "confirmed"
+    assert listed[switch.command_id]["reported"] is True
+    assert listed[dim.command_id]["reason"].startswith("not confirmed within 3 s")
+    assert listed[late.command_id]["state"] == "expired"
     ended = [line for line in r.agent.lines() if line.get("event") == "command_failed"]
     assert {line["command_id"] for line in ended} == {dim.command_id, stranger.command_id}
     with sqlite3.connect(Path(str(r.config).replace("edge.toml", "buffer.db"))) as db:
