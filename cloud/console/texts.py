@@ -105,6 +105,7 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "action.remind": ("提醒", "Reminder"),
     "action.auto_close": ("自动结案", "Auto-closed"),
     "action.detect": ("发现", "Detected"),
+    "action.command": ("下发指令", "Command"),
     "incident.title": ("事件 #{id}", "Incident #{id}"),
     "incident.device": ("设备", "Device"),
     "incident.place": ("位置", "Place"),
