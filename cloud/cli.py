@@ -80,6 +80,10 @@ def _check(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         if settings.incidents.people is not None:  # the people file, and its channels configured
             load_context(settings)
+        if settings.commands.schedules is not None:  # the streetlight schedules
+            from cloud.commands.schedules import load_schedules
+
+            load_schedules(settings.commands.schedules)
     except CloudError as exc:
         print(f"linli cloud: {exc}", file=sys.stderr)
         return 2

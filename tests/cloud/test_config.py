@@ -287,3 +287,19 @@ def test_db_migrate_takes_the_database_from_the_environment(database_url: str) -
     assert count(database_url, "SELECT count(*) FROM schema_migrations") == len(shipped_migrations())
     again = _migrate(env={"LINLI_CLOUD_DATABASE_URL": database_url})
     assert (again.returncode, again.stdout.strip()) == (0, "up to date")
+
+
+def test_check_config_reads_the_streetlight_schedules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "schedules.yaml").write_text(
+        'version: 1\ncommunities:\n  "*": {on: {at: dusk}, off: {at: dawn}}\n'
+    )
+    path = _write(tmp_path, DB + '[commands]\nschedules = "schedules.yaml"\n')
+    assert _cli(capsys, "cloud", "check-config", "--config", str(path)) == (0, "configuration ok\n", "")
+    assert load_settings(path).commands.schedules == tmp_path / "schedules.yaml"
+    (tmp_path / "schedules.yaml").write_text("version: 1\ncommunities:\n  c1: {on: {at: noonish}}\n")
+    code, out, err = _cli(capsys, "cloud", "check-config", "--config", str(path))
+    assert (code, out) == (2, "")
+    assert "communities.c1.on.at" in err
+    assert "noonish" in err
