@@ -13,6 +13,7 @@ and the cloud side to the last: deployed, they are separate machines.
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -230,8 +231,8 @@ def _child(root: Path, name: str, module: str, args: list[str]) -> Child:
 @contextmanager
 def running_chain(root: Path, *, pushes: bool = False, commands: bool = False) -> Iterator[Chain]:
     """Start the chain (with the escalator, the sender and a webhook receiver when `pushes`; with
-    ``linli cloud commands``, the HTTP API and a simulated streetlight that obeys, `Chain.lamp`,
-    when `commands`), pin it as deployed, yield it, and stop everything."""
+    ``linli cloud commands``, the HTTP API and a simulation of `Chain.lamp` and `Chain.button` that
+    obeys commands, when `commands`), pin it as deployed, yield it, and stop everything."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -309,12 +310,13 @@ def running_chain(root: Path, *, pushes: bool = False, commands: bool = False) -
         services += ["commands", "api"] if commands else []
         for name in services:
             chain.children[name] = _child(root, name, "cloud", ["cloud", name, "--config", str(toml)])
-        if commands:
-            Inventory([lamp]).dump(root / "lamp.json")
+        if commands:  # the lamp and the button obey (the button's presses stay `press()`'s)
+            Inventory([lamp, button]).dump(root / "obeying.json")
             chain.children["lamp"] = _child(
                 root, "lamp", "device_profiles.console",
-                ["sim", "--fleet", str(root / "lamp.json"), "--start", "now", "--speed", "1", "--seed", "3",
-                 "--broker", chain.field.url, "--qos", "1", "--obey", "--quiet"],
+                ["sim", "--fleet", str(root / "obeying.json"), "--start", "now", "--speed", "1",
+                 "--seed", "3", "--broker", chain.field.url, "--qos", "1", "--obey", "--quiet",
+                 "--truth", str(root / "obeying-truth.jsonl")],
             )  # fmt: skip
         chain.children["edge"] = _child(root, "edge", "edge", ["run", "--config", str(edge_toml)])
         ingest, alerts, edge = chain.children["ingest"], chain.children["alerts"], chain.children["edge"]
@@ -347,8 +349,9 @@ def running_chain(root: Path, *, pushes: bool = False, commands: bool = False) -
     finally:
         pub.disconnect()
         pub.loop_stop()
-        for child in reversed(chain.children.values()):
-            child.stop(timeout=30)
+        for name, child in reversed(chain.children.items()):
+            # the simulation ends on Ctrl-C with its ground truth complete
+            child.stop(timeout=30, sig=signal.SIGINT if name == "lamp" else signal.SIGTERM)
         if chain.pushes is not None:
             chain.pushes.close()
         chain.field.stop()
