@@ -136,6 +136,8 @@ def test_demo_runs_stops_on_sigint_and_reuses_its_data(root: Path) -> None:
     assert "stopped;" in first.lines[-1], first.text
     assert _strays(root) == ""
     # The first gateway heard a device nobody listed, and Zigbee2MQTT named another: both pending.
+    # the streetlight schedule's commands reached the simulated lamps and came back confirmed
+    assert re.search(r"commands [^;]*?[\d,]+ confirmed", first.text), first.text
     assert "climate-unlisted (environment_sensor by aqara/wsdcgq11lm) on" in first.text, first.text
     assert "leak-unlisted (water_leak_sensor by aqara/sjcgq11lm) on" in first.text, first.text
     config = sorted((root / "edge").glob("*/edge.toml"))[0]
