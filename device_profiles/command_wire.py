@@ -18,6 +18,7 @@ from typing import Final
 
 import msgspec
 
+from device_profiles.errors import DeviceProfilesError
 from device_profiles.standard import TOPIC_COMMANDS, TOPIC_DOWN, uplink_filter, uplink_topic
 
 VERSION: Final = 1
@@ -67,7 +68,7 @@ _down_decoder: Final = msgspec.json.Decoder(DownCommand)
 _progress_decoder: Final = msgspec.json.Decoder(CommandProgress)
 
 
-class WireError(ValueError):
+class WireError(DeviceProfilesError, ValueError):
     """A command message that is not one: the text says what is wrong."""
 
 

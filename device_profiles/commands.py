@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final, Literal, NamedTuple
 
+from device_profiles.errors import DeviceProfilesError
+
 ParamKind = Literal["bool", "int", "time"]
 Value = bool | int | str
 
@@ -90,7 +92,7 @@ CONFIRMS: Final = MappingProxyType({"switch": ("lamp_on", "on"), "dim": ("dim_pc
 _TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
-class CommandError(ValueError):
+class CommandError(DeviceProfilesError, ValueError):
     """A command the standard refuses: unknown for the type, or bad parameters."""
 
 
