@@ -38,6 +38,7 @@ class LightState:
         "manual",
         "rating_w",
         "schedule",
+        "switch_at",
         "volt_0",
     )
 
@@ -59,6 +60,8 @@ class LightState:
         #: the controller's own schedule (`set_schedule`): on at, off at (minutes of the local
         #: day), dim % at night; None: the photocell (dusk and dawn)
         self.schedule: tuple[int, int, float] | None = None
+        #: when the pending switch falls (an earlier chain of switches is void)
+        self.switch_at = 0
 
 
 class StreetlightBehaviour(Behaviour):
@@ -81,7 +84,8 @@ class StreetlightBehaviour(Behaviour):
             else:
                 st.forced_on = [*(st.forced_on or []), window]
         dev.state = st
-        self.ctx.schedule(self._next_switch(dev, start_ms), dev, SWITCH)
+        st.switch_at = self._next_switch(dev, start_ms)
+        self.ctx.schedule(st.switch_at, dev, SWITCH)
 
     def override(self, dev: SimDevice, kind: str, window: Window) -> None:
         """``failed`` (on, no power) or ``forced_on`` (on all day) during `window`, before `setup`."""
@@ -107,6 +111,10 @@ class StreetlightBehaviour(Behaviour):
 
     def _next_switch(self, dev: SimDevice, t_ms: int) -> int:
         st = self._sun(dev, t_ms)
+        if st.schedule is not None:  # the controller's own times, local
+            into_day = (t_ms + dev.offset_ms) % MS_PER_DAY
+            times = [t_ms - into_day + minute * 60_000 for minute in st.schedule[:2]]
+            return min(at if at >= t_ms else at + MS_PER_DAY for at in times)
         if t_ms < st.dawn:
             return st.dawn
         if t_ms < st.dusk:
@@ -159,6 +167,8 @@ class StreetlightBehaviour(Behaviour):
             on_at, off_at = (_minutes(str(params[k])) for k in ("on_at", "off_at"))
             st.schedule = (on_at, off_at, float(int(params["night_dim_pct"])))
             st.manual = None
+            st.switch_at = self._next_switch(dev, t_ms + 1)  # the photocell's pending switch is void
+            self.ctx.schedule(st.switch_at, dev, SWITCH)
             effect = f"schedule on {params['on_at']} off {params['off_at']} night {params['night_dim_pct']} %"
         else:
             return super().command(dev, t_ms, name, params)
@@ -192,7 +202,11 @@ class StreetlightBehaviour(Behaviour):
 
     def act(self, dev: SimDevice, t_ms: int, code: int) -> Sample | None:
         if code == SWITCH:
-            self.ctx.schedule(self._next_switch(dev, t_ms + 1), dev, SWITCH)
+            st: LightState = dev.state
+            if t_ms != st.switch_at:
+                return None  # a switch the controller's new schedule replaced
+            st.switch_at = self._next_switch(dev, t_ms + 1)
+            self.ctx.schedule(st.switch_at, dev, SWITCH)
         elif code != REPORT_NOW:
             raise ValueError(f"streetlight: unknown action code {code}")
         return self.report(dev, t_ms)

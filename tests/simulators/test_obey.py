@@ -147,6 +147,9 @@ def test_schedule_configure_acknowledge_and_the_network_ack() -> None:
         if e.reading.device_id == lamp
     ]
     assert tail[-1].metrics["lamp_on"] == 0.0
+    # the controller reports as it switches off at 10:00 local (02:00 UTC), not at the photocell's dawn
+    switched = [r for r in tail if (r.ts.hour, r.ts.minute, r.ts.second) == (2, 0, 0)]
+    assert [r.metrics["lamp_on"] for r in switched] == [0.0]
 
 
 class Field:
