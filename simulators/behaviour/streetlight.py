@@ -161,7 +161,7 @@ class StreetlightBehaviour(Behaviour):
             effect = f"switched {'on' if on else 'off'} until {iso(until)}"
         elif name == "dim":
             dim = float(int(params["level_pct"]))
-            st.manual = (on, dim if on else 0.0, until)
+            st.manual = (on, dim, until)  # an off lamp keeps the setting, and reports it
             effect = f"dimmed to {dim:g} % ({'on' if on else 'off'}) until {iso(until)}"
         elif name == "set_schedule":
             on_at, off_at = (_minutes(str(params[k])) for k in ("on_at", "off_at"))
