@@ -12,17 +12,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from cloud.api.config import ApiConfig
@@ -30,10 +28,13 @@ from cloud.errors import ConfigError
 from cloud.incidents.config import IncidentsConfig
 from cloud.notify.config import NotifyConfig
 from device_profiles.config_sources import (
+    BrokerSettings,
     ConfigProblem,
     HttpConfig,
     Key,
     Layers,
+    TimeZoneName,
+    TlsConfig,
     UnreadableConfig,
     problems_from,
     read_layers,
@@ -53,55 +54,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TlsConfig(_Section):
-    """TLS towards the cloud broker; with ``client_cert`` and ``client_key`` also mutual TLS."""
-
-    ca_cert: Path
-    client_cert: Path | None = None
-    client_key: Path | None = None
-
-    @model_validator(mode="after")
-    def _pair(self) -> Self:
-        if (self.client_cert is None) != (self.client_key is None):
-            missing = "client_key" if self.client_key is None else "client_cert"
-            raise ValueError(f"{missing} is required when the other half of the client key pair is set")
-        return self
-
-
-class MqttConfig(_Section):
+class MqttConfig(BrokerSettings):
     url: str = "mqtt://127.0.0.1:1883"
     #: Stable per worker: the broker keeps the worker's session (and its unacknowledged
     #: messages) under this id, so a restarted worker gets them back.
     client_id: str = "linli-ingest-1"
     share_group: str = "linli-ingest"
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: TlsConfig | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
     session_expiry_s: int = Field(default=7 * 86400, ge=1)
     #: Unacknowledged QoS 1 messages the broker may hand us at once: the memory bound.
     receive_maximum: int = Field(default=256, ge=1, le=65535)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
-        try:
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from None
-        return value
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
 
 class IngestConfig(_Section):
@@ -149,7 +110,7 @@ class AlertsConfig(_Section):
     #: Profile folders besides the shipped profiles (their report intervals drive absence rules).
     profiles: tuple[Path, ...] = ()
     #: IANA time zone of the communities (active hours of inactivity rules).
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     #: ``wall``: rules run on the clock; ``data``: on the newest device time of each community
     #: (simulations that run faster than real time).
     clock: Literal["wall", "data"] = "wall"
@@ -181,17 +142,6 @@ class AlertsConfig(_Section):
         if not sep or not k.isdigit() or not n.isdigit() or not int(k) < int(n):
             raise ValueError("must be K/N with 0 <= K < N, e.g. 0/1 or 1/2")
         return f"{int(k)}/{int(n)}"
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from exc
-        return value
 
 
 def _commands_http() -> HttpConfig:

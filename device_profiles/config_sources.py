@@ -20,9 +20,19 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Self, Union
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from device_profiles.errors import DeviceProfilesError
 
@@ -331,3 +341,74 @@ class HttpConfig(BaseModel):
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.address.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+def time_zone_name(value: str) -> str:
+    """`value` if it names an IANA time zone this machine knows."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from exc
+    return value
+
+
+#: a configuration's time zone: an IANA name such as ``Asia/Shanghai``
+TimeZoneName = Annotated[str, AfterValidator(time_zone_name)]
+
+
+class TlsConfig(BaseModel):
+    """TLS towards a broker, on both sides. ``ca_cert`` alone: server authentication; with
+    ``client_cert`` and ``client_key``: mutual TLS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.client_cert is None) != (self.client_key is None):
+            missing = "client_key" if self.client_key is None else "client_cert"
+            raise ValueError(f"{missing} is required when the other half of the client key pair is set")
+        return self
+
+
+class BrokerSettings(BaseModel):
+    """What the edge's and the cloud's MQTT sections share: the broker's address and how to log
+    in. Each side adds its own keys (client id, session, flow control)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None

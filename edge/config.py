@@ -13,13 +13,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -27,9 +25,11 @@ from pydantic import (
 
 from device_profiles import Event
 from device_profiles.config_sources import (
+    BrokerSettings,
     ConfigProblem,
     HttpConfig,
     Key,
+    TlsConfig,
     UnreadableConfig,
     problems_from,
     read_layers,
@@ -80,58 +80,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TlsConfig(_Section):
-    """TLS towards a broker. ``ca_cert`` alone: server authentication; with ``client_cert`` and
-    ``client_key``: mutual TLS."""
-
-    ca_cert: Path | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
-
-    @model_validator(mode="after")
-    def _pair(self) -> Self:
-        if (self.client_cert is None) != (self.client_key is None):
-            missing = "client_key" if self.client_key is None else "client_cert"
-            raise ValueError(f"{missing} is required when the other half of the client key pair is set")
-        return self
-
-
-class BrokerConfig(_Section):
-    url: str
+class BrokerConfig(BrokerSettings):
     client_id: str = ""
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: TlsConfig | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
     session_expiry_s: int = Field(default=7 * 86400, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_cap_s: float = Field(default=60.0, gt=0)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
-        try:
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from None
-        return value
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-
-    @property
-    def uses_tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
 
 
 class FieldBrokerConfig(BrokerConfig):

@@ -41,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloud.errors import CloudError
+from device_profiles.config_sources import TimeZoneName
 from device_profiles.solar import MS_PER_DAY, dawn_dusk
 
 #: Namespace of the schedules' command ids.
@@ -97,17 +98,8 @@ class Plan(_Model):
 
 class Schedules(_Model):
     version: Literal[1] = 1
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     communities: dict[str, Plan] = Field(default_factory=dict)
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
 
     def plan(self, community_id: str) -> Plan | None:
         return self.communities.get(community_id) or self.communities.get(EVERY)
