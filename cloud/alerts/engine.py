@@ -55,9 +55,9 @@ from cloud.alerts.state import (
     ResidentState,
     RuleState,
 )
-from cloud.alerts.sun import elevation_deg
 from cloud.alerts.timers import FALLBACK_INTERVAL_S, GATEWAY_UP, SEP, TimeChecks
 from cloud.ingest.envelope import ALARM, WireReading
+from device_profiles.solar import elevation_deg
 from device_profiles.standard import CLOUD_QUALITY
 
 #: With the data clock, time-based checks run when a community's clock moved this far (2 min).
