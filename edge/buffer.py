@@ -44,11 +44,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, Literal, ParamSpec, TypeVar
 
-from edge import command_queue, devicelog, pending
-from edge.envelope import pack_array, split_array
+from edge import batches, command_queue, devicelog, pending
+from edge.batches import EnvelopeBuilder
 from edge.errors import BufferError_, BufferFull
 from edge.pending import PendingDevice
-from edge.records import Batch, BufferStats, DeviceRow, Intake, QuarantineEntry
+from edge.records import ALARM, CLASS_NAMES, TELEMETRY, Batch, BufferStats, DeviceRow, Intake, QuarantineEntry
+from edge.records import TABLES as _TABLES
 
 __all__ = [
     "ALARM",
@@ -69,10 +70,6 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
-ALARM: Final = 0
-TELEMETRY: Final = 1
-CLASS_NAMES: Final = ("alarm", "telemetry")
-_TABLES: Final = ("alarm", "telemetry")
 SCHEMA_VERSION: Final = 3
 
 #: Counters persisted in the ``counters`` table.
@@ -120,17 +117,6 @@ def _mapped(what: str, exc: sqlite3.Error) -> BufferError_:
     its code (``SQLITE_FULL``)."""
     code = getattr(exc, "sqlite_errorname", None)
     return BufferError_(f"{what}: {exc}" + (f" ({code})" if code else ""), sqlite_error=code)
-
-
-def _stored_payload(stored: bytes) -> bytes:
-    """A batch's envelope as published. Stored zlib-compressed (a third of the bytes written to
-    an SD card); a buffer written by an earlier agent holds it as is: an envelope is a MessagePack
-    map (first byte 0x80-0x8f or 0xde/0xdf), a zlib stream starts with 0x78."""
-    return zlib.decompress(stored) if stored[:1] == b"\x78" else stored
-
-
-#: Builds an envelope: (batch_seq, class, packed readings, counters) -> payload.
-EnvelopeBuilder = Callable[[int, Literal["alarm", "telemetry"], bytes, dict[str, int]], bytes]
 
 
 class Store:
@@ -397,129 +383,39 @@ class Store:
                 self._count({"expired": int(n)})
         return int(n)
 
-    # -- batches --------------------------------------------------------------------------
+    # -- batches (edge.batches) -------------------------------------------------------------
 
     def form_batch(self, batch_class: int, max_readings: int, build: EnvelopeBuilder) -> Batch | None:
-        """Fix the next batch of `batch_class`: insert the envelope and delete its chunks in one
-        transaction. Returns None when that class has nothing buffered."""
+        """Fix the next batch of `batch_class` in one transaction (`edge.batches.form`). Returns
+        None when that class has nothing buffered."""
         table = _TABLES[batch_class]
         # Always fsynced, whatever the durability mode: a formed batch is published next, and a
         # power cut must not roll back its sequence number for reuse with other readings.
         with self._transaction("forming a batch failed", synchronous="FULL"):
-            return self._form(table, batch_class, max_readings, build)
-
-    def _form(self, table: str, batch_class: int, max_readings: int, build: EnvelopeBuilder) -> Batch | None:
-        # Read chunks one at a time and stop at the first that does not fit: a backlog of full
-        # chunks must not load hundreds of blobs to use one.
-        batched = self._batched(table)
-        cursor = self.conn.execute(
-            f"SELECT id, n, at_min, data FROM {table} WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608
-            (batched, max(1, max_readings)),
-        )
-        rows = []
-        wanted = 0
-        for row in cursor:
-            rows.append(row)
-            wanted += row[1]
-            if wanted >= max_readings:
-                break
-        cursor.close()
-        if not rows:
-            return None
-        taken: list[bytes] = []
-        count = 0
-        at_min = rows[0][2]
-        first_id = rows[0][0]
-        last_id = None
-        for rid, n, chunk_at, data in rows:
-            if count and count + n > max_readings:
-                break
-            body = zlib.decompress(data)
-            if n > max_readings - count:
-                # A chunk larger than the batch (the setting was lowered): split it.
-                parts = split_array(pack_array(n, body))
-                keep, rest = parts[: max_readings - count], parts[max_readings - count :]
-                self.conn.execute(
-                    f"UPDATE {table} SET n = ?, data = ? WHERE id = ?",  # noqa: S608
-                    (len(rest), zlib.compress(b"".join(rest), 1), rid),
-                )
-                taken.append(b"".join(keep))
-                count += len(keep)
-                at_min = min(at_min, chunk_at)
-                break
-            taken.append(body)
-            count += n
-            at_min = min(at_min, chunk_at)
-            last_id = rid
-        seq = int(self.conn.execute("SELECT value FROM meta WHERE key = 'next_batch_seq'").fetchone()[0])
-        self.conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'next_batch_seq'")
-        readings = pack_array(count, b"".join(taken))
-        payload = build(seq, "alarm" if batch_class == ALARM else "telemetry", readings, self.counters())
-        if last_id is not None and payload.endswith(readings):
-            # Whole chunks: the batch is its header and their ids; they stay, marked as batched.
-            self.conn.execute(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (seq, batch_class, count, at_min, payload[: len(payload) - len(readings)], first_id, last_id),
+            return batches.form(
+                self.conn,
+                table=table,
+                batch_class=batch_class,
+                batched=self._batched(table),
+                max_readings=max_readings,
+                build=build,
+                counters=self.counters,
             )
-            self.conn.execute("UPDATE meta SET value = ? WHERE key = ?", (last_id, f"{table}_batched"))
-        else:
-            if last_id is not None:
-                self.conn.execute(f"DELETE FROM {table} WHERE id > ? AND id <= ?", (batched, last_id))  # noqa: S608
-            self.conn.execute(
-                "INSERT INTO batches (seq, class, n, at_min, payload) VALUES (?, ?, ?, ?, ?)",
-                (seq, batch_class, count, at_min, zlib.compress(payload, 1)),
-            )
-        return Batch(seq=seq, batch_class=batch_class, count=count, at_min=at_min, payload=payload)
 
     def batches(self) -> list[Batch]:
         """Batches formed and not yet acknowledged: alarm batches first, then by sequence."""
         try:
-            rows = self.conn.execute(
-                "SELECT seq, class, n, at_min, payload, first_chunk, last_chunk FROM batches "
-                "ORDER BY class, seq"
-            ).fetchall()
-            return [
-                Batch(
-                    seq=seq,
-                    batch_class=cls,
-                    count=n,
-                    at_min=at_min,
-                    payload=_stored_payload(stored)
-                    if first is None
-                    else self._rebuilt(seq, cls, n, stored, first, last),
-                )
-                for seq, cls, n, at_min, stored, first, last in rows
-            ]
+            return batches.formed(self.conn)
         except sqlite3.Error as exc:
             raise _mapped("reading batches failed", exc) from exc
-
-    def _rebuilt(self, seq: int, batch_class: int, count: int, header: bytes, first: int, last: int) -> bytes:
-        """A batch of whole chunks as it was formed: its header, then its chunks' readings."""
-        rows = self.conn.execute(
-            f"SELECT n, data FROM {_TABLES[batch_class]} WHERE id >= ? AND id <= ? ORDER BY id",  # noqa: S608
-            (first, last),
-        ).fetchall()
-        if sum(n for n, _ in rows) != count:
-            raise BufferError_(
-                f"batch {seq}: its chunks {first}-{last} hold {sum(n for n, _ in rows)} readings, not {count}"
-            )
-        return bytes(header) + pack_array(count, b"".join(zlib.decompress(data) for _, data in rows))
 
     def delete_batch(self, seq: int) -> None:
         # Not fsynced: if a power cut rolls the deletion back, the batch is resent byte for byte
         # and the cloud drops the repeat.
         with self._transaction(f"deleting batch {seq} failed", synchronous="NORMAL"):
-            row = self.conn.execute(
-                "SELECT n, class, first_chunk, last_chunk FROM batches WHERE seq = ?", (seq,)
-            ).fetchone()
-            if row is not None:
-                self.conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
-                if row[2] is not None:
-                    self.conn.execute(
-                        f"DELETE FROM {_TABLES[row[1]]} WHERE id >= ? AND id <= ?",  # noqa: S608
-                        (row[2], row[3]),
-                    )
-                self._count({"readings_sent": int(row[0]), "batches_sent": 1})
+            sent = batches.delete(self.conn, seq)
+            if sent is not None:
+                self._count({"readings_sent": sent, "batches_sent": 1})
 
     # -- reading back ---------------------------------------------------------------------
 

@@ -5,10 +5,17 @@ normaliser builds intakes without touching the store (`edge.buffer` re-exports t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from edge.pending import PendingDevice
+
+#: the two classes of readings, batches and buffer tables: alarms first
+ALARM: Final = 0
+TELEMETRY: Final = 1
+CLASS_NAMES: Final = ("alarm", "telemetry")
+#: the buffer's table of each class's chunks
+TABLES: Final = ("alarm", "telemetry")
 
 
 @dataclass(slots=True)
