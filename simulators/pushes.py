@@ -33,23 +33,21 @@ Rate and timestamp windows use the injected clock, so tests move time instead of
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import socket
 import socketserver
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final, Literal, cast, get_args
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from simulators import push_checks
 
 Kind = Literal["wecom", "dingtalk", "feishu", "webhook"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
@@ -60,12 +58,7 @@ WECOM_MARKDOWN_BYTES: Final = 4096
 FEISHU_BODY_BYTES: Final = 20 * 1024
 #: DingTalk blocks a robot for 10 minutes once it sends too fast.
 DINGTALK_BLOCK_S: Final = 600.0
-#: DingTalk and Feishu accept a signature whose timestamp is within an hour of their clock.
-SIGN_WINDOW_S: Final = 3600.0
-#: linli's generic webhook: a signature older (or newer) than this is refused as a replay.
-WEBHOOK_WINDOW_S: Final = 300.0
 
-_MINUTE: Final = 60.0
 _MAX_REQUEST_BYTES: Final = 1 << 20  # larger bodies are not read at all (HTTP 413)
 
 _WECOM_PATH: Final = "/cgi-bin/webhook/send"
@@ -216,7 +209,7 @@ class PushServer:
 
     def add_wecom(self, key: str, *, per_minute: int = 20) -> str:
         """Register a WeCom group robot; returns its full webhook URL (re-registering resets it)."""
-        _positive(per_minute=per_minute)
+        push_checks.positive(per_minute=per_minute)
         with self._cond:
             self._wecom[key] = _WeComRobot(per_minute=per_minute)
         return f"{self.url}{_WECOM_PATH}?key={quote(key, safe='')}"
@@ -226,7 +219,7 @@ class PushServer:
     ) -> str:
         """Register a signed DingTalk robot (with an optional keyword rule); returns its URL without
         ``timestamp`` and ``sign``, which the sender appends to every request."""
-        _positive(per_minute=per_minute)
+        push_checks.positive(per_minute=per_minute)
         with self._cond:
             self._dingtalk[token] = _DingTalkRobot(
                 secret=secret, keyword=keyword or None, per_minute=per_minute
@@ -237,7 +230,7 @@ class PushServer:
         self, token: str, secret: str | None = None, *, per_minute: int = 100, per_second: int = 5
     ) -> str:
         """Register a Feishu custom bot, signed when `secret` is given; returns its webhook URL."""
-        _positive(per_minute=per_minute, per_second=per_second)
+        push_checks.positive(per_minute=per_minute, per_second=per_second)
         with self._cond:
             self._feishu[token] = _FeishuRobot(secret=secret, per_minute=per_minute, per_second=per_second)
         return f"{self.url}{_FEISHU_PREFIX}{quote(token, safe='')}"
@@ -298,7 +291,7 @@ class PushServer:
             failures = self._failures[kind]
             if failures:
                 status = failures.popleft()
-                phrase = _phrase(status)
+                phrase = push_checks.phrase(status)
                 retry_after = (("Retry-After", "1"),) if status in (429, 503) else ()
                 refused = Refused(kind, robot, now, status, f"injected: {phrase}")
                 reply = _Reply(status, f"{status} {phrase}", refused, retry_after)
@@ -326,9 +319,9 @@ class PushServer:
         robot = self._wecom.get(key)
         if robot is None:
             return no(93000, "invalid webhook url")
-        if _over(robot.sent, now, _MINUTE, robot.per_minute):
+        if push_checks.over(robot.sent, now, push_checks.MINUTE, robot.per_minute):
             return no(45009, "api freq out of limit")
-        body = _json_object(raw)
+        body = push_checks.json_object(raw)
         msgtype = body.get("msgtype") if body is not None else None
         if body is None or msgtype not in ("text", "markdown"):
             return no(40008, "invalid message type")
@@ -341,7 +334,7 @@ class PushServer:
         limit = WECOM_TEXT_BYTES if msgtype == "text" else WECOM_MARKDOWN_BYTES
         if len(content.encode()) > limit:
             return no(40058, "content exceed max length")
-        mentions = _strings(section.get("mentioned_mobile_list")) if msgtype == "text" else ()
+        mentions = push_checks.strings(section.get("mentioned_mobile_list")) if msgtype == "text" else ()
         robot.sent.append(now)
         received = Received("wecom", key, now, body, content, mentions)
         return _Reply(200, {"errcode": 0, "errmsg": "ok"}, received)
@@ -358,13 +351,15 @@ class PushServer:
         too_fast = f"send too fast, exceed {robot.per_minute} times per minute"
         if now < robot.blocked_until:
             return no(130101, too_fast)
-        problem = _dingtalk_sign_problem(robot.secret, query.get("timestamp"), query.get("sign"), now)
+        problem = push_checks.dingtalk_sign_problem(
+            robot.secret, query.get("timestamp"), query.get("sign"), now
+        )
         if problem:
             return no(310000, f"sign not match, more: [{problem}]")
-        if _over(robot.sent, now, _MINUTE, robot.per_minute):
+        if push_checks.over(robot.sent, now, push_checks.MINUTE, robot.per_minute):
             robot.blocked_until = now + DINGTALK_BLOCK_S
             return no(130101, too_fast)
-        body = _json_object(raw)
+        body = push_checks.json_object(raw)
         if body is None:
             return no(40035, "缺少参数 json")
         msgtype = body.get("msgtype")
@@ -383,7 +378,7 @@ class PushServer:
         if robot.keyword is not None and robot.keyword not in str(searched):
             return no(310000, "keywords not in content, more: [the robot's keyword rule]")
         at = body.get("at")
-        mentions = _strings(at.get("atMobiles")) if isinstance(at, dict) else ()
+        mentions = push_checks.strings(at.get("atMobiles")) if isinstance(at, dict) else ()
         robot.sent.append(now)
         return _Reply(
             200, {"errcode": 0, "errmsg": "ok"}, Received("dingtalk", token, now, body, text, mentions)
@@ -399,17 +394,19 @@ class PushServer:
             return no(19001, "param invalid: incoming webhook access token invalid")
         if len(raw) > FEISHU_BODY_BYTES:
             return no(9499, "request body too large")
-        body = _json_object(raw)
+        body = push_checks.json_object(raw)
         if body is None:
             return no(9499, "Bad Request")
-        if robot.secret is not None and not _feishu_sign_ok(robot.secret, body, now):
+        if robot.secret is not None and not push_checks.feishu_sign_ok(robot.secret, body, now):
             return no(19021, "sign match fail or timestamp is not within one hour from current time")
-        if _over(robot.sent, now, 1.0, robot.per_second) or _over(robot.sent, now, _MINUTE, robot.per_minute):
+        if push_checks.over(robot.sent, now, 1.0, robot.per_second) or push_checks.over(
+            robot.sent, now, push_checks.MINUTE, robot.per_minute
+        ):
             return no(11232, "frequency limited psm[lark.oapi.app_platform_runtime]appID[1]")
         msg_type = body.get("msg_type")
         if msg_type not in ("text", "post", "interactive"):
             return no(19002, "params error, msg_type need")
-        text = _feishu_text(msg_type, body)
+        text = push_checks.feishu_text(msg_type, body)
         if not text.strip():
             return no(9499, "Bad Request")
         robot.sent.append(now)
@@ -423,14 +420,14 @@ class PushServer:
         hook = self._hooks.get(name)
         if hook is None:
             return no(404, "unknown hook")
-        if not _webhook_sign_ok(
+        if not push_checks.webhook_sign_ok(
             hook.secret, headers.get("x-linli-timestamp"), headers.get("x-linli-signature"), raw, now
         ):
             return no(401, "bad signature")
         key = headers.get("x-linli-idempotency-key", "").strip()
         if not key:
             return no(400, "missing idempotency key")
-        body = _json_object(raw)
+        body = push_checks.json_object(raw)
         if body is None:
             return no(400, "body is not a JSON object")
         duplicate = key in hook.seen
@@ -565,150 +562,3 @@ def _route(path: str, query_string: str) -> tuple[Kind, str, dict[str, str]] | N
         if path.startswith(prefix) and len(path) > len(prefix) and "/" not in path[len(prefix) :]:
             return cast(Kind, kind), unquote(path[len(prefix) :]), query
     return None
-
-
-# -- checks --------------------------------------------------------------------------------------
-
-
-def _positive(**limits: int) -> None:
-    for name, value in limits.items():
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-
-
-def _over(sent: deque[float], now: float, window_s: float, limit: int) -> bool:
-    """Whether `limit` messages were already accepted in the sliding window ending now. Forgets what
-    is older than a minute (the longest window), so `sent` stays small."""
-    while sent and sent[0] <= now - _MINUTE:
-        sent.popleft()
-    return sum(1 for at in sent if at > now - window_s) >= limit
-
-
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _strings(value: object) -> tuple[str, ...]:
-    return tuple(str(item) for item in value) if isinstance(value, list) else ()
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _dingtalk_sign_problem(secret: str, timestamp: str | None, sign: str | None, now: float) -> str:
-    """What is wrong with a DingTalk signature ("" when nothing). `sign` is the parsed (URL-decoded)
-    query parameter, so it is compared with the plain base64 of the HMAC."""
-    if not timestamp or not sign:
-        return "timestamp and sign are required"
-    try:
-        ms = int(timestamp)
-    except ValueError:
-        return f"timestamp {timestamp!r} is not epoch milliseconds"
-    if abs(now * 1000 - ms) > SIGN_WINDOW_S * 1000:
-        return f"timestamp {ms} is more than an hour from the server's time"
-    digest = hmac.new(secret.encode(), f"{timestamp}\n{secret}".encode(), hashlib.sha256).digest()
-    if not _same(sign, base64.b64encode(digest).decode()):
-        return "the signature does not match the robot's secret"
-    return ""
-
-
-def _feishu_sign_ok(secret: str, body: Mapping[str, Any], now: float) -> bool:
-    timestamp, sign = body.get("timestamp"), body.get("sign")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, str | int) or not isinstance(sign, str):
-        return False
-    try:
-        seconds = int(timestamp)
-    except ValueError:
-        return False
-    if abs(now - seconds) > SIGN_WINDOW_S:
-        return False
-    key = f"{timestamp}\n{secret}".encode()
-    return _same(sign, base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode())
-
-
-def _webhook_sign_ok(
-    secret: str, timestamp: str | None, signature: str | None, raw: bytes, now: float
-) -> bool:
-    if not timestamp or not signature:
-        return False
-    try:
-        seconds = int(timestamp)
-    except ValueError:
-        return False
-    if abs(now - seconds) > WEBHOOK_WINDOW_S:
-        return False
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256)
-    return _same(signature, "sha256=" + mac.hexdigest())
-
-
-# -- Feishu's message types as text ---------------------------------------------------------------
-
-_CARD_TEXT_TAGS: Final = frozenset({"plain_text", "lark_md", "markdown"})
-
-
-def _feishu_text(msg_type: str, body: Mapping[str, Any]) -> str:
-    """The visible text of a Feishu ``text``, ``post`` or ``interactive`` message ("" if none)."""
-    content = body.get("content")
-    content = content if isinstance(content, dict) else {}
-    if msg_type == "text":
-        text = content.get("text")
-        return text if isinstance(text, str) else ""
-    if msg_type == "post":
-        return _post_text(content.get("post"))
-    card = body.get("card", content.get("card"))
-    return "\n".join(text for text in _card_texts(card) if text) if isinstance(card, dict) else ""
-
-
-def _post_text(post: object) -> str:
-    """A rich-text post in one language (zh_cn preferred) as lines: the title, then one line per
-    paragraph with its ``text``, ``a`` and ``at`` elements run together."""
-    if not isinstance(post, dict) or not post:
-        return ""
-    language = post.get("zh_cn") or post.get("en_us") or next(iter(post.values()))
-    if not isinstance(language, dict):
-        return ""
-    title = language.get("title")
-    lines = [title] if isinstance(title, str) and title else []
-    paragraphs = language.get("content")
-    for paragraph in paragraphs if isinstance(paragraphs, list) else []:
-        parts: list[str] = []
-        for element in paragraph if isinstance(paragraph, list) else []:
-            if not isinstance(element, dict):
-                continue
-            if element.get("tag") in ("text", "a") and isinstance(element.get("text"), str):
-                parts.append(element["text"])
-            elif element.get("tag") == "at":
-                parts.append(f"@{element.get('user_name') or element.get('user_id') or ''}")
-        lines.append("".join(parts))
-    return "\n".join(lines)
-
-
-def _card_texts(node: object) -> Iterator[str]:
-    """Every text of a message card, in document order (header first): the ``content`` of each
-    ``plain_text``, ``lark_md`` or ``markdown`` node (or of an untagged one, as a header title may
-    be), wherever it sits (div text, fields, notes, buttons, a v2 card's body)."""
-    if isinstance(node, dict):
-        content = node.get("content")
-        if isinstance(content, str) and node.get("tag", "plain_text") in _CARD_TEXT_TAGS:
-            yield content
-        header = node.get("header")
-        if header is not None:
-            yield from _card_texts(header)
-        for name, value in node.items():
-            if name != "header" and isinstance(value, dict | list):
-                yield from _card_texts(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _card_texts(item)
