@@ -42,6 +42,9 @@ class ApiConfig(BaseModel):
     pool_max: Annotated[int, Field(ge=1)] = 10
     #: a request waits at most this long for a database connection, then 503 with Retry-After
     pool_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    #: answers of at least this many bytes are gzip-compressed for clients that accept it (the
+    #: console on a phone's mobile data; the live feed never is); 0: never compressed
+    gzip_min_bytes: Annotated[int, Field(ge=0)] = 1024
 
     #: how long a check that an account is enabled (or an API key not revoked) is trusted: a
     #: disabled account or a revoked key is refused within this time (0: checked on every request)

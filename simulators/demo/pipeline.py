@@ -229,12 +229,7 @@ class DemoPipeline:
             client_id="linli-demo-ingest-1",
             overrides=pki.ingest_overrides(),
         )
-        self.ingest = Child.python(
-            name="ingest",
-            module="cloud",
-            args=["cloud", "ingest", "--config", str(cloud_toml)],
-            log=logs / "ingest.log",
-        )
+        self.ingest = _cloud_service("ingest", cloud_toml, logs)
         self.ingest.start()
         alerts_port = ports.get("alerts_metrics")
         alerts_toml = write_cloud_config(
@@ -250,12 +245,7 @@ class DemoPipeline:
                 }
             },
         )
-        self.alerts = Child.python(
-            name="alerts",
-            module="cloud",
-            args=["cloud", "alerts", "--config", str(alerts_toml)],
-            log=logs / "alerts.log",
-        )
+        self.alerts = _cloud_service("alerts", alerts_toml, logs)
         self.alerts.start()
         self._start_pushes(ports, logs)
         schedules = self.root / "schedules.yaml"
@@ -274,12 +264,7 @@ class DemoPipeline:
                 }
             },
         )
-        self.commands = Child.python(
-            name="commands",
-            module="cloud",
-            args=["cloud", "commands", "--config", str(commands_toml)],
-            log=logs / "commands.log",
-        )
+        self.commands = _cloud_service("commands", commands_toml, logs)
         self.commands.start()
 
         for gw in gateway_ids:
@@ -406,13 +391,7 @@ class DemoPipeline:
             },
         )
         self.incidents, self.notify, self.api = (
-            Child.python(
-                name=name,
-                module="cloud",
-                args=["cloud", name, "--config", str(toml)],
-                log=logs / f"{name}.log",
-            )
-            for name in ("incidents", "notify", "api")
+            _cloud_service(name, toml, logs) for name in ("incidents", "notify", "api")
         )
         self.incidents.start()
         self.notify.start()
@@ -573,6 +552,13 @@ communities:
     dim:
       - {from: "23:00", to: "05:00", level_pct: 50}
 """
+
+
+def _cloud_service(name: str, config: Path, logs: Path) -> Child:
+    """``linli cloud NAME --config CONFIG``, logging to ``logs/NAME.log`` (not started)."""
+    return Child.python(
+        name=name, module="cloud", args=["cloud", name, "--config", str(config)], log=logs / f"{name}.log"
+    )
 
 
 def demo_people(community: str, inventory: Inventory) -> dict[str, object]:

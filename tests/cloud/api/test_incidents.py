@@ -184,9 +184,10 @@ def feed(client: httpx.Client) -> Callable[..., Any]:
         headers: dict[str, str], last_event_id: str | None = None
     ) -> Iterator[Callable[[], dict[str, Any]]]:
         extra = {"Last-Event-ID": last_event_id} if last_event_id else {}
-        with client.stream("GET", "/api/v1/live", headers=headers | extra) as r:
+        with client.stream("GET", "/api/v1/live", headers=headers | extra | {"Accept-Encoding": "gzip"}) as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
+            assert "content-encoding" not in r.headers  # never compressed: events must not wait in a buffer
             events = Feed(r)
 
             def read() -> dict[str, Any]:

@@ -4,6 +4,7 @@ rollup (equal to SQL over the raw rows), time zones, CSV, limits and bad input."
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -175,6 +176,22 @@ def test_several_metrics_and_csv(client: httpx.Client, history: str, staff: dict
     rows = list(csv.reader(io.StringIO(r.text)))
     assert rows[0] == ["time", "metric", "value"]
     assert [row[1] for row in rows[1:]] == ["power_w"] * 3
+
+
+def test_large_answers_are_gzip_compressed_for_clients_that_accept_it(
+    client: httpx.Client, history: str, staff: dict[str, str]
+) -> None:
+    params = {"metric": "power_w", "start": (END - timedelta(hours=8)).isoformat(), "end": END.isoformat()}
+    plain = client.get(URL, headers={**staff, "Accept-Encoding": "identity"}, params=params)
+    assert "content-encoding" not in plain.headers
+    with client.stream("GET", URL, headers={**staff, "Accept-Encoding": "gzip"}, params=params) as r:
+        assert r.headers["content-encoding"] == "gzip"
+        wire = b"".join(r.iter_raw())
+    assert gzip.decompress(wire) == plain.content  # the same answer ...
+    assert len(wire) * 5 < len(plain.content)  # ... in a fraction of the bytes (480 points)
+    # a small answer is sent as it is
+    small = client.get(URL, headers={**staff, "Accept-Encoding": "gzip"}, params={**params, "limit": 1})
+    assert "content-encoding" not in small.headers
 
 
 @pytest.mark.parametrize(
