@@ -207,11 +207,16 @@ def problems_from(exc: ValidationError, layers: Layers) -> list[ConfigProblem]:
         elif err["type"] == "extra_forbidden":
             detail = "unknown key"
         else:
-            detail = _PYTHON_CLASS.sub("", _INTERNAL_PREFIX.sub("", err["msg"]))
-            if detail[:2].istitle():
-                detail = detail[0].lower() + detail[1:]
+            detail = error_detail(err["msg"])
         out.append(ConfigProblem(".".join(shown), detail, source))
     return out
+
+
+def error_detail(message: str) -> str:
+    """A pydantic error message as linli prints it: without pydantic's internal prefixes
+    (``Value error, ``) and names of Python classes, starting in lower case."""
+    detail = _PYTHON_CLASS.sub("", _INTERNAL_PREFIX.sub("", message))
+    return detail[0].lower() + detail[1:] if detail[:2].istitle() else detail
 
 
 def read_env(model: type[BaseModel], *, prefix: str) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from cloud.alerts.rulebase import (
 )
 from cloud.alerts.rulebase import RuleBase as _Rule
 from cloud.errors import AlertRuleError, RuleProblem
+from device_profiles.config_sources import error_detail
 from device_profiles.standard import Event
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -403,7 +404,7 @@ def _validate(
                 if loc and loc[0] in KINDS:
                     loc = loc[1:]
                 key = ".".join("for" if x == "for_" else x for x in loc)
-                detail = err["msg"].removeprefix("Value error, ")
+                detail = error_detail(err["msg"])
                 problems.append(RuleProblem(file=path, rule=rid, key=key, detail=detail))
     return out
 

@@ -34,14 +34,14 @@ import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, NamedTuple
+from typing import Annotated, Any, Final, Literal, NamedTuple, Self
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloud.errors import CloudError
-from device_profiles.config_sources import TimeZoneName
+from device_profiles.config_sources import TimeZoneName, error_detail
 from device_profiles.solar import MS_PER_DAY, dawn_dusk
 
 #: Namespace of the schedules' command ids.
@@ -95,6 +95,49 @@ class Plan(_Model):
     dim: list[DimWindow] = Field(default_factory=list)
     holidays: list[Holiday] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _nights(self) -> Self:
+        """Refuse a night that could never happen (the lamps would silently never switch)."""
+        problems = _night_problems(self.on, self.off, self.dim)
+        for h in self.holidays:
+            problems += [
+                f"holiday {h.date}: {p}"
+                for p in _night_problems(
+                    h.on or self.on, h.off or self.off, self.dim if h.dim is None else h.dim
+                )
+            ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _night_minute(hhmm: str) -> int:
+    """Minutes from the noon before a night to local time `hhmm` (before noon: the next morning)."""
+    hours, minutes = (int(x) for x in hhmm.split(":"))
+    return (hours - 12) * 60 + minutes + (1440 if hours < 12 else 0)
+
+
+def _night_problems(on: Switch, off: Switch, dim: Sequence[DimWindow]) -> list[str]:
+    problems = []
+    if on.at == "dawn":
+        problems.append("on at dawn would light the lamps in the morning: dusk or an evening time")
+    if off.at == "dusk":
+        problems.append("off at dusk would leave them dark all night: dawn or a morning time")
+    if on.at not in ("dusk", "dawn") and off.at not in ("dusk", "dawn"):
+        on_at, off_at = _night_minute(on.at) + on.offset_min, _night_minute(off.at) + off.offset_min
+        if off_at <= on_at:
+            problems.append(
+                f"off at {off.at} does not come after on at {on.at} in the same night"
+                " (a time before noon is the next morning)"
+            )
+    for w in dim:
+        if _night_minute(w.end) <= _night_minute(w.start):
+            problems.append(
+                f"the dim window from {w.start} to {w.end} ends before it starts"
+                " (a time before noon is the next morning; a window lies within one night)"
+            )
+    return problems
+
 
 class Schedules(_Model):
     version: Literal[1] = 1
@@ -114,7 +157,9 @@ def load_schedules(path: Path) -> Schedules:
     try:
         return Schedules.model_validate(_onoff(doc) if doc is not None else {})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {error_detail(e['msg'])}" for e in exc.errors()
+        )
         raise ScheduleError(f"{path}: {problems}") from None
 
 

@@ -46,7 +46,7 @@ from pydantic import (
 from cloud.alerts.model import Severity
 from cloud.errors import ConfigError
 from cloud.incidents.workflow import Role
-from device_profiles.config_sources import ConfigProblem
+from device_profiles.config_sources import ConfigProblem, error_detail
 
 _T = TypeVar("_T")
 
@@ -252,7 +252,7 @@ def load_people(path: Path) -> People:
         problems: list[ConfigProblem] = []
         for err in exc.errors():
             key = ".".join(str(part) for part in err["loc"])
-            detail = err["msg"].removeprefix("Value error, ")
+            detail = error_detail(err["msg"])
             if not key:  # cross-field problems name their own keys
                 problems.extend(ConfigProblem(*_split(p), str(path)) for p in detail.split("; "))
             else:

@@ -23,6 +23,7 @@ from cloud.alerts.service import AlertService
 from cloud.config import AlertsConfig
 from cloud.ingest.envelope import Envelope, decode
 from cloud.store.writer import BatchWriter
+from tests.cloud.alerts.test_inventory_reload import until
 from tests.cloud.conftest import T0_US, R, envelope, up_topic
 
 pytestmark = pytest.mark.integration
@@ -236,6 +237,8 @@ def test_a_second_process_of_a_partition_stands_by(migrated_url: str) -> None:
     with running(migrated_url, config()) as active:
         wait_checkpoint(migrated_url, "0/1", first)
         with running(migrated_url, config()) as standby:
+            # the standby has found the partition taken before anything is written
+            assert until(lambda: standby.role == "standby"), standby.role
             second = writer.write([sos_batch(2, 2, first=10)]).feed_seq
             wait_checkpoint(migrated_url, "0/1", second)
             assert standby.snapshot().health["role"] == "standby"

@@ -121,6 +121,51 @@ def test_a_bad_schedules_file_names_every_problem(tmp_path: Path) -> None:
     assert Plan().on.at == "dusk"
 
 
+@pytest.mark.parametrize(
+    ("plan", "fragment"),
+    [
+        ("on: {at: '11:30'}\n    off: {at: '05:00'}", "off at 05:00 does not come after on at 11:30"),
+        ("on: {at: '19:00'}\n    off: {at: '18:00'}", "off at 18:00 does not come after on at 19:00"),
+        ("on: {at: dawn}", "on at dawn would light the lamps in the morning"),
+        ("off: {offset_min: 10}", "off at dusk would leave them dark all night"),  # `at` left out: dusk
+        ("dim: [{from: '05:00', to: '23:00', level_pct: 50}]", "from 05:00 to 23:00 ends before it starts"),
+        (
+            "holidays: [{date: 2027-02-05, off: {at: '17:00'}}]\n    on: {at: '18:00'}",
+            "holiday 2027-02-05: off at 17:00 does not come after on at 18:00",
+        ),
+    ],
+)
+def test_a_night_that_could_never_happen_is_refused(tmp_path: Path, plan: str, fragment: str) -> None:
+    """Such a plan would give no transitions: the lamps would silently never switch."""
+    path = tmp_path / "schedules.yaml"
+    path.write_text(f"version: 1\ncommunities:\n  c1:\n    {plan}\n", encoding="utf-8")
+    with pytest.raises(ScheduleError) as err:
+        load_schedules(path)
+    assert fragment in str(err.value)
+    assert "communities.c1: " in str(err.value)
+    assert "Value error" not in str(err.value)
+
+
+def test_nights_across_midnight_and_late_evenings_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "schedules.yaml"
+    path.write_text(
+        "version: 1\ncommunities:\n  c1:\n    on: {at: '18:30'}\n    off: {at: '23:45'}\n"
+        "    dim: [{from: '22:00', to: '23:30', level_pct: 40}]\n"
+        "  c2:\n    off: {at: '05:30', offset_min: -20}\n"
+        "    dim: [{from: '23:00', to: '05:00', level_pct: 50}]\n",
+        encoding="utf-8",
+    )
+    schedules = load_schedules(path)
+    tz = ZoneInfo("Asia/Shanghai")
+    c1 = night(schedules.communities["c1"], date(2027, 1, 10), lat=LAT, lon=LON, tz=tz)
+    assert [(t.at.strftime("%H:%M"), t.on, t.level_pct) for t in c1] == [
+        ("18:30", True, 100),
+        ("22:00", True, 40),
+        ("23:30", True, 100),
+        ("23:45", False, 0),
+    ]
+
+
 @pytest.fixture
 def conn(migrated_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(migrated_url, autocommit=True) as c:
