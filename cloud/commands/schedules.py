@@ -76,6 +76,16 @@ class Switch(_Model):
         return value
 
 
+class OnSwitch(Switch):
+    """``on``: at dusk unless it says otherwise."""
+
+
+class OffSwitch(Switch):
+    """``off``: at dawn unless it says otherwise (``off: {offset_min: 10}`` is dawn + 10 min)."""
+
+    at: str = "dawn"
+
+
 class DimWindow(_Model):
     start: Annotated[str, Field(alias="from", pattern=_HHMM)]
     end: Annotated[str, Field(alias="to", pattern=_HHMM)]
@@ -84,14 +94,14 @@ class DimWindow(_Model):
 
 class Holiday(_Model):
     date: date
-    on: Switch | None = None
-    off: Switch | None = None
+    on: OnSwitch | None = None
+    off: OffSwitch | None = None
     dim: list[DimWindow] | None = None
 
 
 class Plan(_Model):
-    on: Switch = Switch(at="dusk")
-    off: Switch = Switch(at="dawn")
+    on: OnSwitch = OnSwitch()
+    off: OffSwitch = OffSwitch()
     dim: list[DimWindow] = Field(default_factory=list)
     holidays: list[Holiday] = Field(default_factory=list)
 

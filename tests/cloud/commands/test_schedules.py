@@ -121,13 +121,20 @@ def test_a_bad_schedules_file_names_every_problem(tmp_path: Path) -> None:
     assert Plan().on.at == "dusk"
 
 
+def load_schedules_text(tmp_path: Path, plan: str) -> Schedules:
+    """A schedules file whose community c1 has `plan` (YAML lines indented for it)."""
+    path = tmp_path / "schedules.yaml"
+    path.write_text(f"version: 1\ncommunities:\n  c1:\n    {plan}\n", encoding="utf-8")
+    return load_schedules(path)
+
+
 @pytest.mark.parametrize(
     ("plan", "fragment"),
     [
         ("on: {at: '11:30'}\n    off: {at: '05:00'}", "off at 05:00 does not come after on at 11:30"),
         ("on: {at: '19:00'}\n    off: {at: '18:00'}", "off at 18:00 does not come after on at 19:00"),
         ("on: {at: dawn}", "on at dawn would light the lamps in the morning"),
-        ("off: {offset_min: 10}", "off at dusk would leave them dark all night"),  # `at` left out: dusk
+        ("off: {at: dusk}", "off at dusk would leave them dark all night"),
         ("dim: [{from: '05:00', to: '23:00', level_pct: 50}]", "from 05:00 to 23:00 ends before it starts"),
         (
             "holidays: [{date: 2027-02-05, off: {at: '17:00'}}]\n    on: {at: '18:00'}",
@@ -137,10 +144,8 @@ def test_a_bad_schedules_file_names_every_problem(tmp_path: Path) -> None:
 )
 def test_a_night_that_could_never_happen_is_refused(tmp_path: Path, plan: str, fragment: str) -> None:
     """Such a plan would give no transitions: the lamps would silently never switch."""
-    path = tmp_path / "schedules.yaml"
-    path.write_text(f"version: 1\ncommunities:\n  c1:\n    {plan}\n", encoding="utf-8")
     with pytest.raises(ScheduleError) as err:
-        load_schedules(path)
+        load_schedules_text(tmp_path, plan)
     assert fragment in str(err.value)
     assert "communities.c1: " in str(err.value)
     assert "Value error" not in str(err.value)
@@ -158,6 +163,9 @@ def test_nights_across_midnight_and_late_evenings_are_accepted(tmp_path: Path) -
     schedules = load_schedules(path)
     tz = ZoneInfo("Asia/Shanghai")
     c1 = night(schedules.communities["c1"], date(2027, 1, 10), lat=LAT, lon=LON, tz=tz)
+    c2 = schedules.communities["c2"]
+    assert (c2.on.at, c2.off.at, c2.off.offset_min) == ("dusk", "05:30", -20)
+    assert load_schedules_text(tmp_path, "off: {offset_min: 10}").communities["c1"].off.at == "dawn"
     assert [(t.at.strftime("%H:%M"), t.on, t.level_pct) for t in c1] == [
         ("18:30", True, 100),
         ("22:00", True, 40),
