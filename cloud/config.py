@@ -87,6 +87,9 @@ class RetentionConfig(_Section):
     dedupe_reading_ids_hours: int = Field(default=72, ge=1)
     #: How long ``(gateway_id, batch_seq)`` pairs are remembered for per-batch de-duplication.
     dedupe_batches_days: int = Field(default=30, ge=1)
+    #: Commands that reached their end (confirmed, failed, expired) are deleted with their audit
+    #: trail this long after their last change.
+    commands_days: int = Field(default=400, ge=1)
     #: Retention, rollup and pruning run this often (one worker at a time, by advisory lock).
     interval_s: float = Field(default=300.0, gt=0)
 

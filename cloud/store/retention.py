@@ -4,8 +4,9 @@
   the rollup table;
 - ``postgres``: ``DELETE`` on ``readings``, ``events`` and the rollup;
 - ``community``: the server's retention policies do all of that;
-- every mode: forget reading ids and batch claims older than their de-duplication windows, and
-  dead letters older than the events' retention.
+- every mode: forget reading ids and batch claims older than their de-duplication windows, dead
+  letters older than the events' retention, and finished commands (with their audit trail) older
+  than ``commands_days``.
 """
 
 from __future__ import annotations
@@ -55,4 +56,23 @@ def enforce_retention(
     removed["dead_letters"] = conn.execute(
         "DELETE FROM dead_letters WHERE received_at < %s", (events_cutoff,)
     ).rowcount
+    removed.update(_finished_commands(conn, now - timedelta(days=r.commands_days)))
     return removed
+
+
+_FINISHED = "c.state IN ('confirmed', 'failed', 'expired') AND c.updated_at < %s"
+
+
+def _finished_commands(conn: psycopg.Connection[Any], cutoff: datetime) -> dict[str, int]:
+    """Delete commands that ended before `cutoff`, their audit trail first. The trail is
+    append-only (a trigger) except for this transaction (``linli.retention``, migration 0009)."""
+    conn.execute("SELECT set_config('linli.retention', 'on', true)")
+    try:
+        audit = conn.execute(
+            f"DELETE FROM command_audit a USING commands c WHERE a.command_id = c.command_id AND {_FINISHED}",  # noqa: S608 - a fixed condition
+            (cutoff,),
+        ).rowcount
+        commands = conn.execute(f"DELETE FROM commands c WHERE {_FINISHED}", (cutoff,)).rowcount  # noqa: S608
+    finally:
+        conn.execute("SELECT set_config('linli.retention', 'off', true)")
+    return {"command_audit": audit, "commands": commands}

@@ -6,7 +6,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -217,6 +219,50 @@ def test_retention_removes_old_data_only(kind: str, migrated_url: str, plain_url
     assert removed.get("readings_chunks", removed.get("readings", 0)) > 0
     assert count(url, "SELECT count(*) FROM readings WHERE device_id LIKE 'old%'") == 0
     assert count(url, "SELECT count(*) FROM readings WHERE device_id LIKE 'new%'") == 30
+
+
+@pytest.mark.parametrize("kind", ["timescaledb", "plain"])
+def test_finished_commands_go_with_their_audit_trail_after_their_retention(
+    kind: str, migrated_url: str, plain_url: str
+) -> None:
+    url = migrated_url if kind == "timescaledb" else plain_url
+    now = T0 + timedelta(days=1)
+    commands = {  # name: (state, last change)
+        "old-confirmed": ("confirmed", now - timedelta(days=401)),
+        "old-expired": ("expired", now - timedelta(days=500)),
+        "old-but-queued": ("queued", now - timedelta(days=500)),
+        "recent-failed": ("failed", now - timedelta(days=399)),
+    }
+    ids = {name: uuid.uuid5(uuid.NAMESPACE_URL, name) for name in commands}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, (state, at) in commands.items():
+            conn.execute(
+                "INSERT INTO commands (command_id, device_id, community_id, gateway_id, name, params,"
+                " confirm, state, requested_by, requested_at, expires_at, updated_at)"
+                " VALUES (%s, 'lamp-1', 'c01', 'gw1', 'switch', '{}', 'report', %s, 'w1', %s, %s, %s)",
+                (ids[name], state, at, at + timedelta(minutes=10), at),
+            )
+            for step in ("queued", state):
+                conn.execute(
+                    "INSERT INTO command_audit (command_id, at, actor, state) VALUES (%s, %s, 'w1', %s)",
+                    (ids[name], at, step),
+                )
+    with psycopg.connect(url) as conn, conn.transaction():
+        removed = enforce_retention(
+            conn, mode=detect_mode(conn).mode, retention=RetentionConfig(commands_days=400), now=now
+        )
+    assert (removed["commands"], removed["command_audit"]) == (2, 4)
+    kept = {r[0] for r in _rows(url, "SELECT command_id FROM commands")}
+    assert kept == {ids["old-but-queued"], ids["recent-failed"]}
+    assert {r[0] for r in _rows(url, "SELECT DISTINCT command_id FROM command_audit")} == kept
+    # the trail is still append-only for everyone else
+    with psycopg.connect(url, autocommit=True) as conn, pytest.raises(psycopg.errors.RaiseException):
+        conn.execute("DELETE FROM command_audit")
+
+
+def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()
 
 
 @pytest.mark.parametrize("kind", ["timescaledb", "plain"])
