@@ -3,25 +3,15 @@ the benchmark's machinery, not a timing test: the targets live in docs/benchmark
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+
+from tests.bench import bench_figures
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_bench_alerts_quick_prints_the_figures() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "device_profiles.console", "bench", "alerts", "--quick", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = bench_figures("alerts", "--quick")
     for key in (
         "rows_evaluated_per_s",
         "ingest_rows_per_s_same_run",

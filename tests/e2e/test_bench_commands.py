@@ -5,25 +5,15 @@ docs/benchmarks.md)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+
+from tests.bench import bench_figures
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_bench_commands_quick_confirms_every_command_through_the_chain() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "device_profiles.console", "bench", "commands", "--quick", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = bench_figures("commands", "--quick")
     assert figures["commands"] == 10
     for key in ("api_to_confirmed_p50_ms", "api_post_p50_ms", "to_gateway_p50_ms", "to_device_p50_ms"):
         assert figures[key] > 0, key

@@ -3,25 +3,15 @@ the benchmark's machinery on a small fleet; the full run's figures are in docs/d
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+
+from tests.bench import bench_figures
 
 pytestmark = pytest.mark.slow
 
 
 def test_bench_detect_quick_scores_every_detector() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "device_profiles.console", "bench", "detect", "--quick", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = bench_figures("detect", "--quick")
     assert figures["days"] == 30
     assert figures["residents"] == 100
     routine = figures["routine_deviation"]
