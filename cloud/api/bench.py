@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -248,22 +245,7 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return figures
 
 
-def run_in_workdir(
-    args: argparse.Namespace, measure: Callable[[argparse.Namespace, Path], dict[str, Any]], *, prefix: str
-) -> int:
-    """Run `measure` in ``--workdir`` (kept) or a temporary folder (removed), print its JSON."""
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        figures = measure(args, args.workdir)
-    else:
-        root = Path(tempfile.mkdtemp(prefix=prefix))
-        try:
-            figures = measure(args, root)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(figures))
-    return 0
-
-
 def _run(args: argparse.Namespace) -> int:
-    return run_in_workdir(args, _measure, prefix="linli-bench-api-")
+    from simulators.benchrun import run_in_workdir
+
+    return run_in_workdir(args.workdir, lambda root: _measure(args, root), prefix="linli-bench-api-")

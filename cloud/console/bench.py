@@ -169,6 +169,6 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cloud.api.bench import run_in_workdir
+    from simulators.benchrun import run_in_workdir
 
-    return run_in_workdir(args, _measure, prefix="linli-bench-console-")
+    return run_in_workdir(args.workdir, lambda root: _measure(args, root), prefix="linli-bench-console-")

@@ -31,8 +31,6 @@ import argparse
 import json
 import os
 import random
-import shutil
-import tempfile
 import threading
 import time
 import urllib.request
@@ -45,6 +43,7 @@ import numpy as np
 import psycopg
 
 from cloud.bench import run_ingest
+from simulators.benchrun import run_in_workdir
 from simulators.demo.chain import running_chain, wait_until
 from simulators.demo.children import Child
 from simulators.demo.configs import write_cloud_config
@@ -324,10 +323,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.quick:
         args.readings, args.communities, args.presses, args.outages, args.background = 20_000, 4, 8, 1, 2000
         args.outage_s = 4.0
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="linli-bench-alerts-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        load_before = os.getloadavg()[0]
+
+    def measured(root: Path) -> dict[str, Any]:
         figures = throughput(root, readings=args.readings, communities=args.communities)
         figures |= latency(
             root,
@@ -336,9 +333,6 @@ def _run(args: argparse.Namespace) -> int:
             outages=args.outages,
             outage_s=args.outage_s,
         )
-        figures["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(figures))
-    return 0
+        return figures
+
+    return run_in_workdir(args.workdir, measured, prefix="linli-bench-alerts-")

@@ -16,12 +16,8 @@ figure: the target is p99 under 1 s plus that.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import secrets
-import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +26,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from simulators.benchrun import run_in_workdir
 from simulators.demo.chain import Chain, running_chain
 from simulators.runner import OBEY_WAIT_S
 
@@ -170,14 +167,8 @@ def measure(root: Path, *, background: int, commands: int) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     if args.quick:
         args.background, args.commands = 2000, 10
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="linli-bench-commands-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        load_before = os.getloadavg()[0]
-        figures = measure(root, background=args.background, commands=args.commands)
-        figures["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(figures))
-    return 0
+
+    def measured(root: Path) -> dict[str, Any]:
+        return measure(root, background=args.background, commands=args.commands)
+
+    return run_in_workdir(args.workdir, measured, prefix="linli-bench-commands-")

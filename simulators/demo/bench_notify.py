@@ -25,11 +25,7 @@ receiver (`simulators.pushes.PushServer`) that is the first level of the ladder.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +40,7 @@ from cloud.incidents import transitions
 from cloud.incidents.people import People
 from cloud.incidents.record import Context
 from cloud.notify.message import Message
+from simulators.benchrun import run_in_workdir
 from simulators.demo.chain import Chain, running_chain
 from simulators.pushes import PushServer
 
@@ -186,11 +183,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.quick:
         args.background, args.presses, args.backlog, args.drains, args.drain_presses = 2000, 8, 20_000, 1, 3
         args.notifications = 300
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="linli-bench-notify-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        load_before = os.getloadavg()[0]
-        figures = measure(
+
+    def measured(root: Path) -> dict[str, Any]:
+        return measure(
             root,
             background=args.background,
             presses=args.presses,
@@ -199,9 +194,5 @@ def _run(args: argparse.Namespace) -> int:
             drain_presses=args.drain_presses,
             notifications=args.notifications,
         )
-        figures["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(figures))
-    return 0
+
+    return run_in_workdir(args.workdir, measured, prefix="linli-bench-notify-")

@@ -1,5 +1,5 @@
 // linli console: what every page shares. The API is read with the user's own token (kept in
-// this tab's sessionStorage): the console sees exactly what the API lets this user see.
+// this browser's localStorage, below): the console sees exactly what the API lets this user see.
 "use strict";
 
 const linli = (() => {
