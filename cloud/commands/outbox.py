@@ -12,9 +12,9 @@ docs/commands.md.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import psycopg
 from psycopg.rows import dict_row
@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from cloud.errors import CloudError
 from device_profiles.command_encode import carried
+from device_profiles.command_model import CommandSpec
 from device_profiles.commands import CommandError
 from device_profiles.model import Profile
 
@@ -73,26 +74,11 @@ def request(
     (`CHANNEL`) when the transaction commits. Raises `UnknownDevice`, `CommandRefused` or
     `CommandConflict`; writes nothing then.
     """
-    device = conn.execute(
-        "SELECT device_type, profile, community_id, gateway_id FROM devices WHERE device_id = %s",
-        (device_id,),
-    ).fetchone()
+    device = conn.execute(f"SELECT {_DEVICE} FROM devices WHERE device_id = %s", (device_id,)).fetchone()  # noqa: S608
     if device is None or (visible is not None and device[2] not in visible):
         raise UnknownDevice(device_id)
-    device_type, profile_id, community_id, gateway_id = device
-    profile = profiles.get(profile_id)
-    if profile is None:
-        raise CommandRefused(
-            f"{device_id}'s profile {profile_id!r} is not loaded: its dialect is unknown here"
-        )
-    if profile.device_type != device_type:
-        raise CommandRefused(
-            f"{device_id} is a {device_type} but its profile {profile_id} is for {profile.device_type}"
-        )
-    try:
-        values, spec = carried(profile, name, params)
-    except CommandError as exc:
-        raise CommandRefused(str(exc)) from None
+    _, community_id, gateway_id = device[1:]
+    values, spec = _checked(device_id, device, name, params, profiles)
     command_id = command_id or uuid.uuid4()
     row = conn.execute(
         f"INSERT INTO commands ({COLUMNS}) VALUES"  # noqa: S608 - constant columns
@@ -117,6 +103,101 @@ def request(
     found = get(conn, command_id)
     assert found is not None  # noqa: S101 - written above
     return found, True
+
+
+#: what `request` needs to know of a device, in this order
+_DEVICE: Final = "device_type, profile, community_id, gateway_id"
+
+
+def _checked(
+    device_id: str,
+    device: tuple[Any, ...],
+    name: str,
+    params: Mapping[str, object],
+    profiles: Mapping[str, Profile],
+) -> tuple[dict[str, Any], CommandSpec]:
+    """The command's checked parameters and the profile's way of carrying it, for the device's
+    row (`_DEVICE`); `CommandRefused` naming why not."""
+    device_type, profile_id = device[0], device[1]
+    profile = profiles.get(profile_id)
+    if profile is None:
+        raise CommandRefused(
+            f"{device_id}'s profile {profile_id!r} is not loaded: its dialect is unknown here"
+        )
+    if profile.device_type != device_type:
+        raise CommandRefused(
+            f"{device_id} is a {device_type} but its profile {profile_id} is for {profile.device_type}"
+        )
+    try:
+        return carried(profile, name, params)
+    except CommandError as exc:
+        raise CommandRefused(str(exc)) from None
+
+
+class Wanted(NamedTuple):
+    """One command of `request_many`, with its (derived) id."""
+
+    command_id: uuid.UUID
+    device_id: str
+    name: str
+    params: Mapping[str, object]
+    ttl_s: int
+
+
+def request_many(
+    conn: psycopg.Connection[Any],
+    wanted: Sequence[Wanted],
+    *,
+    actor: str,
+    profiles: Mapping[str, Profile],
+    now: datetime,
+) -> tuple[int, dict[str, str]]:
+    """Queue many commands at once, as `request` queues one (the same checks, rows and audit
+    entries), in a few statements however many there are: a schedule's transition for every lamp
+    of a community must not hold up an SOS button's acknowledge behind a round trip per lamp.
+
+    A command whose id is already queued is left as it is (asking again queues nothing twice).
+    Returns how many were queued, and the refused ones (device id: why), which are not written.
+    """
+    ids = sorted({w.device_id for w in wanted})
+    devices = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            f"SELECT device_id, {_DEVICE} FROM devices WHERE device_id = ANY(%s)",  # noqa: S608 - constant columns
+            (ids,),
+        )
+    }
+    refused: dict[str, str] = {}
+    rows: list[tuple[object, ...]] = []
+    for w in wanted:
+        device = devices.get(w.device_id)
+        if device is None:
+            refused[w.device_id] = "no such device"
+            continue
+        try:
+            values, spec = _checked(w.device_id, device, w.name, w.params, profiles)
+        except CommandRefused as exc:
+            refused[w.device_id] = str(exc)
+            continue
+        rows.append(
+            (w.command_id, w.device_id, device[2], device[3], w.name, Jsonb(values), spec.confirm, actor, now,
+             now + timedelta(seconds=w.ttl_s), now, None, f"{w.name} {_params_text(values)}".strip())
+        )  # fmt: skip
+    if not rows:
+        return 0, refused
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"WITH ins AS (INSERT INTO commands ({COLUMNS}) VALUES"  # noqa: S608 - constant columns
+            " (%s, %s, %s, %s, %s, %s, %s, 'queued', NULL, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (command_id) DO NOTHING RETURNING command_id, requested_by, requested_at)"
+            " INSERT INTO command_audit (command_id, at, actor, state, detail)"
+            " SELECT command_id, requested_at, requested_by, 'queued', %s FROM ins",
+            rows,
+        )
+        queued = cur.rowcount
+    for gateway in sorted({str(r[3]) for r in rows}):
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, gateway))
+    return queued, refused
 
 
 def _params_text(values: Mapping[str, object]) -> str:

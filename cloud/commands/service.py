@@ -147,28 +147,19 @@ class CommandService:
             due = due_commands(self.schedules, community_id, members, now)
             if not due:
                 continue
-            known = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT command_id FROM commands WHERE command_id = ANY(%s)",
-                    ([d.command_id for d in due],),
-                )
-            }
             with conn.transaction():
-                for d in due:
-                    if d.command_id in known:
-                        continue
-                    try:
-                        outbox.request(
-                            conn, actor="schedule", device_id=d.device_id, name=d.name, params=d.params,
-                            ttl_s=d.ttl_s, profiles=self.profiles, now=now, command_id=d.command_id,
-                        )  # fmt: skip
-                    except outbox.CommandsError as exc:
-                        if d.device_id not in self._refused:  # said once per device
-                            self._refused.add(d.device_id)
-                            log.warning("schedule: no %s to %s: %s", d.name, d.device_id, exc)
-                        continue
-                    queued += 1
+                n, refused = outbox.request_many(
+                    conn,
+                    [outbox.Wanted(d.command_id, d.device_id, d.name, d.params, d.ttl_s) for d in due],
+                    actor="schedule",
+                    profiles=self.profiles,
+                    now=now,
+                )
+            queued += n
+            for device_id, why in refused.items():
+                if device_id not in self._refused:  # said once per device
+                    self._refused.add(device_id)
+                    log.warning("schedule: no command to %s: %s", device_id, why)
         self.counters["commands_scheduled_total"] += queued
         if queued:
             log.info("schedule: queued %d command(s)", queued)

@@ -211,3 +211,49 @@ def test_the_service_queues_a_transition_once(
     assert rows[0][5] == datetime(2026, 12, 5, 5, tzinfo=SHANGHAI)  # lives until the next transition
     now[0] += 7 * 3600  # 06:00: the current transition is 05:00 (full brightness again)
     assert service.schedule_round(conn) == 6
+
+
+@pytest.mark.integration
+def test_many_commands_are_queued_at_once_with_their_audit_entries_and_refusals(
+    migrated_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """`outbox.request_many`, the schedule's way in: the checks of `request`, a row and an audit
+    entry per command, the refused ones named and not written, nothing queued twice, the sender woken."""
+    import uuid
+
+    from cloud.commands import outbox
+    from device_profiles import ProfileSet
+
+    conn.execute(
+        "INSERT INTO devices (device_id, device_type, profile, community_id, gateway_id)"
+        " VALUES ('door-1', 'door_contact', 'generic_lorawan/door_contact', 'c01', 'gw1')"
+    )
+    lamps = [f"86123456789012{i}" for i in range(3)]
+    wanted = [
+        *(outbox.Wanted(uuid.uuid4(), lamp, "dim", {"level_pct": 30}, 600) for lamp in lamps),
+        outbox.Wanted(uuid.uuid4(), "door-1", "dim", {"level_pct": 30}, 600),  # a door cannot dim
+        outbox.Wanted(uuid.uuid4(), "nobody", "dim", {"level_pct": 30}, 600),
+    ]
+    profiles = ProfileSet.shipped().profiles
+    now = datetime(2026, 12, 4, 23, tzinfo=UTC)
+    with psycopg.connect(migrated_url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {outbox.CHANNEL}")
+        with conn.transaction():
+            queued, refused = outbox.request_many(conn, wanted, actor="schedule", profiles=profiles, now=now)
+        woken = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert queued == 3
+    assert set(refused) == {"door-1", "nobody"}
+    assert "dim" in refused["door-1"]
+    assert refused["nobody"] == "no such device"
+    assert woken == ["gw1"]
+    rows = conn.execute(
+        "SELECT c.device_id, c.params, c.state, a.actor, a.state, a.detail FROM commands c"
+        " JOIN command_audit a USING (command_id) ORDER BY c.device_id"
+    ).fetchall()
+    assert rows == [
+        (lamp, {"level_pct": 30}, "queued", "schedule", "queued", "dim level_pct=30") for lamp in lamps
+    ]
+    with conn.transaction():
+        again, _ = outbox.request_many(conn, wanted, actor="schedule", profiles=profiles, now=now)
+    assert again == 0
+    assert conn.execute("SELECT count(*) FROM command_audit").fetchone() == (3,)
