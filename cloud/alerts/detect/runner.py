@@ -12,7 +12,7 @@ loses an incident.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final
+from typing import Final, TypeGuard
 
 import msgspec
 
@@ -48,8 +48,12 @@ DETECTORS: Final[Mapping[type, Detect]] = {
 
 
 def detector_rules(rules: Iterable[Rule]) -> list[DetectorRule]:
-    return [r for r in rules if isinstance(r, RoutineRule | LampDriftRule | LampTimingRule | WaterTrendRule
-                                            | BatteryLifeRule | ReportDriftRule)]  # fmt: skip
+    """The rules a detector evaluates (`DETECTORS` names every kind)."""
+    return [r for r in rules if _is_detector(r)]
+
+
+def _is_detector(rule: Rule) -> TypeGuard[DetectorRule]:
+    return type(rule) in DETECTORS
 
 
 def run_detectors(rules: Sequence[DetectorRule], history: History, now: int, place: Place) -> list[Finding]:

@@ -280,3 +280,15 @@ def test_detection_state_fires_once_and_clears_and_survives_a_restart() -> None:
     h2 = History(devices=h.devices, series={ACTIVITY: moved})
     cleared = again.apply("c1", rules, run_detectors(rules, h2, at(30, 12.9), PLACE), at(30, 12.9))
     assert [(a.kind, a.subject) for a in cleared] == [("clear", "r0")]
+
+
+def test_every_detector_kind_has_its_detector() -> None:
+    """One list of kinds: the union, the runner's table and the rule files' names agree."""
+    from typing import get_args
+
+    from cloud.alerts.detect.kinds import DETECTOR_KINDS, DetectorRule
+    from cloud.alerts.detect.runner import DETECTORS
+
+    kinds = get_args(DetectorRule)
+    assert set(DETECTORS) == set(kinds)
+    assert sorted(DETECTOR_KINDS) == sorted(get_args(k.model_fields["kind"].annotation)[0] for k in kinds)
