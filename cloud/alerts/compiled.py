@@ -24,6 +24,7 @@ class TypeRules:
     states: list[StateDurationRule] = field(default_factory=list)
     events: dict[str, list[EventRule]] = field(default_factory=lambda: defaultdict(list))
     clears: dict[str, list[EventRule]] = field(default_factory=lambda: defaultdict(list))
+    notes: dict[str, list[EventRule]] = field(default_factory=lambda: defaultdict(list))
 
 
 @dataclass(slots=True)
@@ -68,5 +69,7 @@ class RuleIndex:
                     t.events[e].append(r)
                 for e in r.clear_events:
                     t.clears[e].append(r)
+                for e in r.note_events:
+                    t.notes[e].append(r)
         self.by_type[device_type] = t
         return t

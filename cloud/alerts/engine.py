@@ -250,6 +250,9 @@ class Engine(TimeChecks):
                     self._event(cs, er, cid, r.device_id, e, ts, now)
                 for er in t.clears.get(e, ()):
                     self._event_clear(cs, er, cid, r.device_id, e, ts, now)
+                for er in t.notes.get(e, ()):  # the ledger notes it on the open incident, if any
+                    evidence = [Evidence(time_us=ts, device_id=r.device_id, event=e)]
+                    self._emit("note", er, cid, r.device_id, "device", ts, max(now, ts), evidence, event=e)
         if rules.inactivity and r.device_type == "door_contact":
             self._activity(cs, rules, cid, r, late, now)
 

@@ -79,7 +79,7 @@ def explain(
     subjects = {device_id}
     if info is not None:
         subjects |= {s for s in (info.resident_id, info.gateway_id) if s}
-    counts = {"fire": 0, "repeat": 0, "clear": 0}
+    counts = {"fire": 0, "repeat": 0, "clear": 0, "note": 0}
     t = _us(start)
     step = TICK_S * 1_000_000
     for row in rows:
@@ -104,7 +104,7 @@ def _lines(actions: list[Action], subjects: set[str], counts: dict[str, int]) ->
         if a.subject not in subjects:
             continue
         counts[a.kind] += 1
-        verb = {"fire": "FIRED", "repeat": "repeated", "clear": "cleared"}[a.kind]
+        verb = {"fire": "FIRED", "repeat": "repeated", "clear": "cleared", "note": "noted"}[a.kind]
         at, since = _iso(max(a.at_us, a.started_us)), _iso(a.started_us)
         yield f"{at} {verb} {a.rule} {a.subject}: {a.title_en} (since {since})"
         for e in a.evidence:

@@ -5,8 +5,10 @@
 1. each `Action` of the engine: a ``fire`` opens an incident, or (one open incident per rule and
    subject: the partial unique index ``incidents_open_key``) adds an occurrence to the open one and
    un-clears it; a ``repeat`` adds an occurrence (or opens a new incident if the workflow closed
-   the old one meanwhile); a ``clear`` sets ``cleared_at`` of the open, uncleared incident. Every
-   action is one ``incident_occurrences`` row naming the feed row that caused it;
+   the old one meanwhile); a ``clear`` sets ``cleared_at`` of the open, uncleared incident; a
+   ``note`` adds a ``noted`` occurrence to the open incident (none open: nothing) for the incidents
+   service to tell. Every action is one ``incident_occurrences`` row naming the feed row that
+   caused it;
 2. the engine's changed state keys (``alert_state``), and
 3. the partition's checkpoint (``alert_checkpoints``);
 
@@ -72,6 +74,17 @@ INSERT INTO incident_occurrences (incident_id, at, kind, feed_seq, evidence)
 SELECT incident_id, %(at)s, 'cleared', %(feed_seq)s, %(evidence)s FROM upd
 """
 
+#: A note: an occurrence of the open incident (none open: nothing), which the incidents service
+#: tells everyone already told (`told_at`); notified so it wakes at once.
+_NOTE = """
+WITH occ AS (
+    INSERT INTO incident_occurrences (incident_id, at, kind, feed_seq, evidence)
+    SELECT incident_id, %(at)s, 'noted', %(feed_seq)s, %(evidence)s FROM incidents
+    WHERE rule = %(rule)s AND subject = %(subject)s AND closed_at IS NULL
+    RETURNING incident_id
+)
+SELECT pg_notify(%(channel)s, json_build_object('incident_id', incident_id, 'noted', true)::text) FROM occ
+"""
 #: A fire's command (`Action.command`): queued in the commands outbox with its audit entry, for
 #: the incident just written, in the incident's transaction; its id is derived from the fire, so
 #: a fire written again (after a crash, before the checkpoint) queues nothing twice.
@@ -169,7 +182,7 @@ def commit(
         with conn.transaction(), conn.pipeline(), conn.cursor() as cur:
             now = datetime.now(UTC)
             for seq, action in actions:
-                cur.execute(_CLEAR if action.kind == "clear" else _UPSERT, _params(action, seq))
+                cur.execute(_SQL.get(action.kind, _UPSERT), _params(action, seq))
                 if action.command is not None and action.device_id is not None:
                     cur.execute(_COMMAND, _command(action, now))
                 n += 1
@@ -210,16 +223,20 @@ def _command(action: Action, now: datetime) -> dict[str, Any]:
     }
 
 
+_SQL: Final = {"clear": _CLEAR, "note": _NOTE}
+
+
 def _params(action: Action, feed_seq: int) -> dict[str, Any]:
     at = to_datetime(max(action.at_us, action.started_us))  # never detected before it began
     evidence = Jsonb(evidence_json(action.evidence))
-    if action.kind == "clear":
+    if action.kind in _SQL:
         return {
             "at": at,
             "rule": action.rule,
             "subject": action.subject,
             "feed_seq": feed_seq,
             "evidence": evidence,
+            "channel": INCIDENT_CHANNEL,
         }
     return {
         "rule": action.rule,

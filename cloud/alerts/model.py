@@ -18,7 +18,7 @@ SubjectKind = Literal["device", "resident", "gateway"]
 #: ``fire``: the condition began (opens an incident, or adds an occurrence to the open one and
 #: un-clears it); ``repeat``: a repeat trigger of a condition still firing or latched (an
 #: occurrence); ``clear``: a non-latched condition is over (``cleared_at``).
-ActionKind = Literal["fire", "repeat", "clear"]
+ActionKind = Literal["fire", "repeat", "clear", "note"]
 
 
 class GatewayObservation(msgspec.Struct, frozen=True):

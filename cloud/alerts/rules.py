@@ -108,18 +108,26 @@ class ThresholdRule(_Rule):
 class EventRule(_Rule):
     """Fires on a stored event. ``latched``: every event is a new fire and nothing clears it but
     the workflow (SOS). Otherwise a repeat while firing is a ``repeat``, and the incident clears
-    on one of ``clear_events`` or ``clear_after`` without the event."""
+    on one of ``clear_events`` or ``clear_after`` without the event. One of ``note_events`` from
+    the device is noted on its open incident, which stays as it is; the incidents service tells
+    everyone already told (the resident cancelling an SOS press: call to confirm)."""
 
     kind: Literal["event"]
     events: tuple[str, ...] = Field(min_length=1)
     latched: bool = False
     clear_events: tuple[str, ...] = ()
     clear_after: Duration | None = None
+    note_events: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _latched(self) -> EventRule:
         if self.latched and (self.clear_events or self.clear_after is not None):
             raise ValueError("a latched rule never clears by itself: no clear_events or clear_after")
+        both = set(self.note_events) & (set(self.events) | set(self.clear_events))
+        if both:
+            raise ValueError(
+                f"{', '.join(sorted(both))}: an event fires, clears or is noted, not two of these"
+            )
         return self
 
 

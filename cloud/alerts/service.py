@@ -57,6 +57,7 @@ _ACTION_COUNTER: Final = {
     "fire": "alerts_incidents_fired_total",
     "repeat": "alerts_incidents_repeated_total",
     "clear": "alerts_incidents_cleared_total",
+    "note": "alerts_incidents_noted_total",
 }
 
 
@@ -123,6 +124,7 @@ class AlertService:
             "alerts_transactions_total": 0,
             "alerts_incidents_fired_total": 0,
             "alerts_incidents_repeated_total": 0,
+            "alerts_incidents_noted_total": 0,
             "alerts_incidents_cleared_total": 0,
             "alerts_sessions_total": 0,
             "alerts_detector_actions_total": 0,

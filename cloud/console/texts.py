@@ -106,6 +106,7 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "action.auto_close": ("自动结案", "Auto-closed"),
     "action.detect": ("发现", "Detected"),
     "action.command": ("下发指令", "Command"),
+    "action.note": ("设备上报（如居民取消呼叫）", "Device note (e.g. the resident cancelled)"),
     "incident.title": ("事件 #{id}", "Incident #{id}"),
     "incident.device": ("设备", "Device"),
     "incident.place": ("位置", "Place"),

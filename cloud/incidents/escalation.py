@@ -31,6 +31,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from cloud.incidents.record import SELECT_INCIDENT, Context, IncidentRow, Owed, audit, enqueue
+from cloud.notify.message import Reason
 
 #: The actor of the ladder's steps and of auto-close in the audit trail.
 SYSTEM: Final = "system"
@@ -105,7 +106,7 @@ def _step(
         for earlier in range(1, new_level):
             owed.extend(ctx.to_level(incident, earlier, "remind"))
         if level == 0 and incident.rule in contact_rules:
-            owed.extend(_contacts(ctx, incident))
+            owed.extend(contacts(ctx, incident))
         # no deadline for this severity (info by default): the ladder stops at this level
         deadline = people.deadline_s(incident.community_id, new_level, incident.severity)
         new_next = now + timedelta(seconds=deadline) if deadline is not None else None
@@ -133,10 +134,12 @@ def _step(
     return Step(incident.incident_id, action, new_level, len(owed))
 
 
-def _contacts(ctx: Context, incident: IncidentRow) -> list[Owed]:
+def contacts(ctx: Context, incident: IncidentRow, reason: Reason | None = None) -> list[Owed]:
+    """The resident's emergency contacts and the community's doctors: told of the incident
+    (`reason` None: ``family`` and ``doctor``), or of what `reason` says (a cancelled call)."""
     out: list[Owed] = []
     if incident.resident_id:
-        family = ctx.message(incident, "family")
+        family = ctx.message(incident, reason or "family")
         for contact in ctx.people.contacts.get(incident.resident_id, ()):
             who = {"name": contact.name, "relation": contact.relation}
             if contact.mobile:
@@ -145,7 +148,7 @@ def _contacts(ctx: Context, incident: IncidentRow) -> list[Owed]:
                 who["email"] = contact.email
             out.append(Owed(contact.channel, family, (who,)))
     community = ctx.people.communities[incident.community_id]
-    out.extend(ctx.to_staff(incident, community.doctors, "doctor"))
+    out.extend(ctx.to_staff(incident, community.doctors, reason or "doctor"))
     return out
 
 

@@ -2,7 +2,8 @@
 
 It listens for new incidents (`cloud.alerts.ledger.INCIDENT_CHANNEL`, sent when the alert
 service commits) and for workflow changes, and takes every due step at once
-(`cloud.incidents.escalation`), then sleeps until the next deadline, a notification, or
+(`cloud.incidents.escalation`) and tells every note not told yet (`cloud.incidents.notes`: a
+resident's SOS cancel), then sleeps until the next deadline, a notification, or
 ``poll_interval_s``. Each step is its own transaction with its audit entry and the notifications
 it owes, and rows are taken ``FOR UPDATE SKIP LOCKED``: several processes may run (each step
 happens once), and a kill -9 loses nothing: a step either committed or will be taken again.
@@ -24,6 +25,7 @@ from cloud.endpoint import Snapshot
 from cloud.errors import StoreUnavailable
 from cloud.incidents.config import IncidentsConfig
 from cloud.incidents.escalation import auto_close_due, next_due, step_due
+from cloud.incidents.notes import tell_notes
 from cloud.incidents.record import CHANGE_CHANNEL, Context
 from cloud.session import Sessions, wait_notified
 
@@ -61,6 +63,7 @@ class IncidentService:
             "incidents_reminders_total": 0,
             "incidents_notifications_owed_total": 0,
             "incidents_auto_closed_total": 0,
+            "incidents_notes_told_total": 0,
         }
 
     def snapshot(self) -> Snapshot:
@@ -86,6 +89,8 @@ class IncidentService:
         try:
             while not stop.is_set():
                 self._steps(conn)
+                told = tell_notes(conn, self.context, now=self.now(), contact_rules=self.config.contact_rules)
+                self.counters["incidents_notes_told_total"] += told
                 if self.monotonic() >= next_close:
                     closed = auto_close_due(conn, self.context, now=self.now())
                     self.counters["incidents_auto_closed_total"] += len(closed)

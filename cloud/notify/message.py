@@ -12,7 +12,9 @@ from typing import Final, Literal
 import msgspec
 
 Pii = Literal["full", "masked", "none"]
-Reason = Literal["escalate", "remind", "family", "doctor", "dispatch", "accepted", "digest", "test"]
+Reason = Literal[
+    "escalate", "remind", "family", "doctor", "dispatch", "accepted", "cancelled", "digest", "test"
+]
 
 SEVERITY_ZH: Final = {"critical": "紧急", "major": "重要", "minor": "一般", "info": "提示"}
 _REASON_ZH: Final = {
@@ -22,6 +24,7 @@ _REASON_ZH: Final = {
     "doctor": "请社区医生关注",
     "dispatch": "已派单给您",
     "accepted": "已有人受理",
+    "cancelled": "居民已取消呼叫，请电话确认",
     "digest": "汇总",
     "test": "测试消息",
 }

@@ -245,6 +245,29 @@ latched: true
     assert late[0].started_us == T0 + 10 * MIN
 
 
+def test_a_note_event_is_noted_and_changes_nothing_else(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path,
+        rule("""
+id: sos
+kind: event
+device_types: [sos_button]
+severity: critical
+events: [sos_pressed]
+latched: true
+note_events: [sos_cancelled]
+"""),
+        device("s1", "sos_button"),
+    )
+    assert kinds(h.feed("s1", T0, events=["sos_pressed"], alarm=True)) == [("fire", "sos", "s1")]
+    noted = h.feed("s1", T0 + MIN // 2, events=["sos_cancelled"], alarm=True)
+    assert kinds(noted) == [("note", "sos", "s1")]
+    assert [e.event for e in noted[0].evidence] == ["sos_cancelled"]
+    assert h.clock(T0 + 48 * H) == []  # still latched: nothing clears it
+    # a press after the cancel is a new trigger as before
+    assert kinds(h.feed("s1", T0 + MIN, events=["sos_pressed"], alarm=True)) == [("fire", "sos", "s1")]
+
+
 def test_event_repeats_and_clears_on_clear_event_or_after_quiet(tmp_path: Path) -> None:
     h = Harness(
         tmp_path,

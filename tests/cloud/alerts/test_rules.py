@@ -103,6 +103,7 @@ def test_every_problem_is_reported_with_file_rule_and_key(tmp_path: Path) -> Non
         '    title: {zh: "z {nope}", en: "e"}\n    detail: {zh: "z", en: "e"}\n'
         "  - {id: battery_low, kind: event}\n"
         "  - {id: brand_new, severity: info}\n"
+        "  - {id: sos_pressed, note_events: [sos_pressed]}\n"
     )
     with pytest.raises(AlertRuleError) as info:
         RuleBook.load(paths=[bad, tmp_path / "missing.yaml"])
@@ -110,6 +111,8 @@ def test_every_problem_is_reported_with_file_rule_and_key(tmp_path: Path) -> Non
     assert {("t1", "severity"), ("t1", "for"), ("e1", "events"), ("e1", "title.zh")} <= found
     assert ("battery_low", "kind") in found  # an override cannot change the kind
     assert ("brand_new", "kind") in found  # a new rule needs one
+    noted = [p for p in info.value.problems if p.rule == "sos_pressed"]
+    assert "sos_pressed: an event fires, clears or is noted, not two of these" in noted[0].detail
     assert any(p.file.endswith("missing.yaml") for p in info.value.problems)
     assert all(p.file for p in info.value.problems)
     done = linli("alerts", "check", "--rules", str(bad))

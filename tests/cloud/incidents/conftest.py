@@ -96,8 +96,10 @@ def fire(
     community_id: str = "c01",
     resident_id: str | None = "c01-r0007",
     kind: str = "fire",
+    event: str = "sos_pressed",
 ) -> int:
-    """Write an action as the alert service does; the incident's id."""
+    """Write an action as the alert service does; the incident's id (0: none, a note with no open
+    incident)."""
     at_us = int(T0.timestamp() * 1_000_000)
     action = Action(
         kind=kind,  # type: ignore[arg-type]
@@ -116,7 +118,7 @@ def fire(
         detail_en="",
         started_us=at_us,
         at_us=at_us,
-        evidence=(Evidence(time_us=at_us, device_id=subject, event="sos_pressed"),),
+        evidence=(Evidence(time_us=at_us, device_id=subject, event=event),),
     )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -132,4 +134,4 @@ def fire(
             (rule, subject),
         ).fetchone()
     assert row is not None
-    return int(row[0])
+    return int(row[0] or 0)

@@ -1,5 +1,6 @@
 """The real commands: ``linli cloud incidents`` and ``linli cloud notify`` take an SOS to the grid
-worker's robot, the family and the doctor; a kill -9 of the sender in a burst loses nothing."""
+worker's robot, the family and the doctor, and the resident's cancel after it; a kill -9 of the
+sender in a burst loses nothing."""
 
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ def test_an_sos_reaches_the_grid_worker_the_family_and_the_doctor(
             iid = fire(migrated_url)
             assert pushes.wait_for(lambda p: {r.robot for r in p.received} >= {"grid", "sms"}, timeout=30)
             assert box.wait(1, timeout=30)
+            # the resident cancels: everyone told hears it (the incident stays for staff to close)
+            assert fire(migrated_url, kind="note", event="sos_cancelled") == iid
+            assert pushes.wait_for(
+                lambda p: sum("居民已取消呼叫" in r.text for r in p.received) == 2, timeout=30
+            )
+            assert box.wait(2, timeout=30)
         finally:
             for s in services:
                 s.stop(timeout=20)
@@ -79,6 +86,9 @@ def test_an_sos_reaches_the_grid_worker_the_family_and_the_doctor(
     assert "您的家人可能需要帮助" in family.text
     assert box.messages[0]["To"] == "chen@example.org"
     assert {r.robot for r in pushes.received} == {"grid", "sms"}  # the ladder waits 120 s for level 2
+    cancelled = [r.robot for r in pushes.received if "居民已取消呼叫" in r.text]
+    assert sorted(cancelled) == ["grid", "sms"]
+    assert len(pushes.received) == 4
 
 
 def test_kill_9_of_the_sender_in_a_burst_loses_nothing_and_repeats_at_most_the_one_in_flight(
