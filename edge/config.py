@@ -103,7 +103,7 @@ class CloudBrokerConfig(BrokerConfig):
     max_inflight: int = Field(default=64, ge=1, le=65535)
     #: While alarms wait and the link is down: reconnect at once, then at most this many seconds
     #: apart (jittered) instead of the backoff, until connected.
-    alarm_retry_s: float = Field(default=1.0, gt=0)
+    alarm_retry_s: float = Field(default=0.5, gt=0)
 
 
 class BufferConfig(_Section):

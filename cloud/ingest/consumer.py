@@ -93,11 +93,12 @@ class Consumer:
         client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=paho.MQTTv5, manual_ack=True
         )
-        # 0.1 s, doubling to 2 s at most: the ingest is the only reader of every alarm, and while it
-        # is away after a broker restart the broker delivers uplink batches to nobody (the edge
-        # keeps and resends them every 0.2 s); a handful of ingest workers retrying that often
-        # costs the broker nothing. (paho's hint says int; its wait takes float seconds.)
-        client.reconnect_delay_set(0.1, 2)  # type: ignore[arg-type]
+        # 0.1 s, doubling to 0.5 s at most: the ingest is the only reader of every alarm, and while
+        # it is away after a broker restart the broker delivers uplink batches to nobody (the edge
+        # keeps and resends them every 0.2 s), so an SOS pressed then waits for this reconnect; a
+        # handful of ingest workers retrying twice a second costs the broker nothing. (paho's hint
+        # says int; its wait takes float seconds.)
+        client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         if c.username is not None:
             client.username_pw_set(c.username, c.password.get_secret_value() if c.password else None)
         if c.tls is not None or c.url.startswith("mqtts://"):

@@ -16,7 +16,10 @@ receiver (`simulators.pushes.PushServer`) that is the first level of the ladder.
 2. **during a drain**: the cloud broker is stopped, ``--backlog`` readings are published through
    the edge agent (they wait in its buffer), the broker is started again, and while the agent
    drains the backlog the button is pressed every 0.4 s (``sos_to_push_p99_ms_during_drain``;
-   ``drain_s``: from the restart to the backlog stored).
+   ``drain_s``: from the restart to the backlog stored). ``slowest_during_drain_ms`` says where
+   the slowest of those presses spent its time, from the press: when the ingest's transaction
+   holding it began (``ingest``), the incident was written (``incident``), the notification was
+   owed (``owed``) and sent (``sent``), and the receiver had it (``push``).
 3. **throughput**: ``--notifications`` critical notifications are put in the outbox in one
    transaction; ``notifications_per_s`` is their number divided by the time from that commit to
    the receiver accepting the last.
@@ -88,6 +91,8 @@ class _Presser:
         self.ctx = Context(people=people)
         #: the receiver stamps arrivals with the wall clock; presses are timed with perf_counter
         self.offset = time.time() - time.perf_counter()
+        #: per press: incident id, pressed and pushed (wall clock seconds)
+        self.log: list[tuple[int, float, float]] = []
 
     def once(self) -> float:
         """Press, wait for the push, reject the incident; milliseconds from press to push."""
@@ -95,10 +100,29 @@ class _Presser:
         start = self.chain.press()
         at, incident = _push_for(self.server, self.chain.button.device_id, mark, 60)
         transitions.reject(self.conn, incident, actor="w1", note="benchmark press", ctx=self.ctx)
+        self.log.append((incident, start + self.offset, at))
         return (at - self.offset - start) * 1000
+
+    def stages(self, incident: int, pressed: float, pushed: float) -> dict[str, float]:
+        """Milliseconds from the press to each step of `incident` (see the module's doc)."""
+        row = self.conn.execute(_STAGES, (incident,)).fetchone()
+        if row is None or None in row:
+            raise RuntimeError(f"incident {incident} lacks its feed row or notification")
+        marks = dict(zip(("ingest", "incident", "owed", "sent"), (float(x) for x in row), strict=True))
+        marks["push"] = pushed
+        return {k: round((v - pressed) * 1000, 1) for k, v in marks.items()}
 
     def close(self) -> None:
         self.conn.close()
+
+
+_STAGES = (
+    "SELECT extract(epoch FROM f.committed_at), extract(epoch FROM i.created_at),"
+    " extract(epoch FROM o.created_at), extract(epoch FROM o.sent_at)"
+    " FROM incidents i JOIN alert_feed f USING (feed_seq)"
+    " JOIN LATERAL (SELECT created_at, sent_at FROM notify_outbox WHERE incident_id = i.incident_id"
+    " ORDER BY notification_id LIMIT 1) o ON true WHERE i.incident_id = %s"
+)
 
 
 def _stored(conn: psycopg.Connection[Any]) -> int:
@@ -124,6 +148,7 @@ def measure(root: Path, *, background: int, presses: int, backlog: int, drains: 
             chain.check()
             during: list[float] = []
             drain_s: list[float] = []
+            first_drain_press = len(presser.log)
             for _ in range(drains):
                 before = _stored(presser.conn)
                 chain.cloud.stop()
@@ -140,6 +165,8 @@ def measure(root: Path, *, background: int, presses: int, backlog: int, drains: 
                         raise RuntimeError("the backlog did not drain within 300 s")
                     time.sleep(0.1)
                 drain_s.append(time.perf_counter() - restarted)
+            slowest = max(presser.log[first_drain_press:], key=lambda x: x[2] - x[1])
+            stages = presser.stages(*slowest)
             chain.check()
             rate = _throughput(chain, presser.server, notifications)
         finally:
@@ -157,6 +184,7 @@ def measure(root: Path, *, background: int, presses: int, backlog: int, drains: 
         "background_stored_readings_per_s": round(achieved),
         "backlog_readings": backlog,
         "drain_s": [round(x, 1) for x in drain_s],
+        "slowest_during_drain_ms": stages,
     }
 
 

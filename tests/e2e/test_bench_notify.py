@@ -23,3 +23,7 @@ def test_bench_notify_quick_prints_the_figures() -> None:
     assert figures["presses_during_drain"] == 3
     assert len(figures["drain_s"]) == 1
     assert figures["sos_to_push_p50_ms"] <= figures["sos_to_push_p99_ms"] <= figures["sos_to_push_max_ms"]
+    stages = figures["slowest_during_drain_ms"]
+    # each step of the slowest press follows the one before it, and the push is its total
+    assert 0 < stages["ingest"] <= stages["incident"] <= stages["owed"] <= stages["push"], stages
+    assert abs(stages["push"] - figures["sos_to_push_max_ms_during_drain"]) <= 0.2, stages
