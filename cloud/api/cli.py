@@ -205,12 +205,17 @@ def serve(settings: Any) -> int:
 
     host, port = settings.api.http.host_port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, reuse_port=False)
+    # One listening socket per process on the same port (SO_REUSEPORT): the kernel spreads new
+    # connections over them. A socket shared by forked processes is not spread: whichever process
+    # wakes first accepts every connection waiting (asyncio accepts a whole backlog per wake), so
+    # 32 keep-alive clients connecting at once all landed on one of two processes.
+    several = settings.api.workers > 1
+    sock = socket.create_server((host, port), family=family, reuse_port=several)
     bound = sock.getsockname()
     logging.getLogger("linli.cloud.api").info("api listening on http://%s:%d", host, bound[1])
     server_class = _server_class()
 
-    def run_one() -> None:
+    def run_one(sock: socket.socket) -> None:
         config = uvicorn.Config(
             create_app(settings),
             log_config=None,
@@ -220,20 +225,24 @@ def serve(settings: Any) -> int:
         )
         server_class(config).run(sockets=[sock])
 
-    # ``[api] workers`` processes share the socket, forked before any of them opens its pool or
-    # starts a thread; the first process stops the others (SIGTERM, then waits) when it ends
+    # ``[api] workers`` processes, forked before any of them opens its pool or starts a thread,
+    # each with its own socket on the bound port; the first process stops the others (SIGTERM,
+    # then waits) when it ends
     children: list[int] = []
     for _ in range(settings.api.workers - 1):
+        own = socket.create_server(bound[:2], family=family, reuse_port=True)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child's exit status is its own
             code = 0
             try:
-                run_one()
+                sock.close()
+                run_one(own)
             finally:
                 os._exit(code)
+        own.close()
         children.append(pid)
     try:
-        run_one()
+        run_one(sock)
     finally:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
