@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--clients", type=int, default=32, help="concurrent connections")
     p.add_argument("--workers", type=int, default=2, help="API processes ([api] workers)")
+    p.add_argument(
+        "--pool-max", type=int, default=3, help="database connections per API process ([api] pool_max)"
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="measured time per query")
     p.add_argument("--quick", action="store_true", help="2 million rows, 3 s per query")
     p.add_argument("--workdir", type=Path, default=None, help="keep the services here (default: a temp dir)")
@@ -117,7 +120,9 @@ def measure(
     }
 
 
-def start_api(root: Path, database_url: str, workers: int = 2) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(
+    root: Path, database_url: str, workers: int = 2, pool_max: int = 3
+) -> tuple[subprocess.Popen[bytes], str]:
     from simulators.services import free_port
 
     port = free_port("127.0.0.1")
@@ -125,7 +130,7 @@ def start_api(root: Path, database_url: str, workers: int = 2) -> tuple[subproce
     config = root / "cloud.toml"
     config.write_text(
         f'database_url = "{database_url}"\nlog_level = "warning"\n[incidents]\npeople = "people.yaml"\n'
-        f'[api]\ntoken_key_file = "api-token.key"\npool_max = 12\nworkers = {workers}\n'
+        f'[api]\ntoken_key_file = "api-token.key"\npool_max = {pool_max}\nworkers = {workers}\n'
         f'[api.http]\naddress = "127.0.0.1:{port}"\n',
         encoding="utf-8",
     )
@@ -201,7 +206,7 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         say(f"loaded {written:,} rows in {load_s:.1f} s; rolling up")
         benchdata.load_registry(url, devices, incidents_per_community=200, end=now)
         benchdata.roll_up(url, now=now)
-        proc, api = start_api(root, url, args.workers)
+        proc, api = start_api(root, url, args.workers, args.pool_max)
         try:
             token = login(api)
             rnd = random.Random(7)  # noqa: S311 - choosing devices, not secrets
@@ -231,6 +236,7 @@ def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 "load_s": round(load_s, 1),
                 "clients": args.clients,
                 "workers": args.workers,
+                "pool_max": args.pool_max,
             }
             for name, path in (
                 ("history_hourly_30d", hourly),
