@@ -18,8 +18,10 @@ receiver (`simulators.pushes.PushServer`) that is the first level of the ladder.
    drains the backlog the button is pressed every 0.4 s (``sos_to_push_p99_ms_during_drain``;
    ``drain_s``: from the restart to the backlog stored). ``slowest_during_drain_ms`` says where
    the slowest of those presses spent its time, from the press: when the ingest's transaction
-   holding it began (``ingest``), the incident was written (``incident``), the notification was
-   owed (``owed``) and sent (``sent``), and the receiver had it (``push``).
+   holding it began (``ingest``), the incident's transaction began (``incident``), the
+   escalator's step that owed the notification (``owed``: its clock, read just before it looked
+   for due incidents, so it can precede ``incident`` by a little), the sender recorded it sent
+   (``sent``), and the receiver had it (``push``).
 3. **throughput**: ``--notifications`` critical notifications are put in the outbox in one
    transaction; ``notifications_per_s`` is their number divided by the time from that commit to
    the receiver accepting the last.
