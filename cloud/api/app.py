@@ -276,7 +276,12 @@ def _register_health(app: FastAPI, counts: _Counts) -> None:
         body = exposition(
             prefix="linli_cloud_",
             help_prefix="linli cloud api: ",
-            counters=dict(counts.counters),
+            counters={
+                **counts.counters,
+                # requests that found a connection ready, and those that waited for one in a thread
+                "api_connections_ready_total": float(state.gate.ready),
+                "api_connections_waited_total": float(state.gate.waited),
+            },
             gauges=gauges,
         )
         return Response(content=body, media_type=CONTENT_TYPE)

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from cloud.api.access import Permission, Principal
+from cloud.api.gate import ConnectionGate
 from cloud.api.history import RollupState
 from cloud.api.security import CredentialError, TokenReader, digest, parse_api_key, same_digest
 from cloud.commands.schedules import Schedules
@@ -40,6 +41,8 @@ class ApiState:
     token_key: bytes
     context: Context
     clock: Callable[[], datetime] = utcnow
+    #: the requests' way to the pool (built in the lifespan, on the event loop)
+    gate: ConnectionGate = field(init=False)
     #: where hourly history comes from (cloud.api.history)
     rollup: RollupState = field(default_factory=RollupState)
     #: credentials checked against the database recently: a staff id or an API key -> (the
@@ -54,6 +57,9 @@ class ApiState:
 
     def __post_init__(self) -> None:
         self.tokens = TokenReader(self.token_key)
+        self.gate = ConnectionGate(
+            pool=self.pool, permits=self.pool.max_size, timeout_s=self.settings.api.pool_timeout_s
+        )
 
 
 async def get_state(request: Request) -> ApiState:
@@ -65,14 +71,10 @@ State = Annotated[ApiState, Depends(get_state)]
 
 
 async def connection(state: State) -> AsyncIterator[psycopg.Connection[Any]]:
-    """One pooled connection (autocommit) for the request; a pool exhausted or a database down
-    is answered 503 by the application's handlers. Taken in a worker thread (it may wait), given
-    back from the event loop (it does not)."""
-    conn = await run_in_threadpool(state.pool.getconn, state.settings.api.pool_timeout_s)
-    try:
+    """One pooled connection (autocommit) for the request (`ConnectionGate`); a pool exhausted or
+    a database down is answered 503 by the application's handlers."""
+    async with state.gate.connection() as conn:
         yield conn
-    finally:
-        state.pool.putconn(conn)
 
 
 #: a connection for logging in (no caller yet)
