@@ -119,23 +119,21 @@ def readings(
     # one round trip: the device's community (NULL: no such device), the page's size and last
     # row (raw rows), and each series' JSON written by PostgreSQL; this process only checks the
     # community and splices the JSON in
-    fence = plan.params[-1] if not plan.bucketed else _ALL
-    assert isinstance(fence, int)  # noqa: S101 - a raw plan's LIMIT is the page + 1
-    found = db.execute(
-        "WITH q AS (SELECT t, metric, v, row_number() OVER (ORDER BY t, metric) AS rn"  # noqa: S608 - the plan's own SQL
-        f" FROM ({plan.sql}) AS p(t, metric, v))"
-        " SELECT (SELECT community_id FROM devices WHERE device_id = %s), (SELECT count(*) FROM q),"
-        " (SELECT t FROM q WHERE rn = %s - 1), (SELECT metric FROM q WHERE rn = %s - 1), s.metric, s.points"
-        " FROM (SELECT 1) AS one LEFT JOIN (SELECT metric,"
-        " json_agg(json_build_object('time', t, 'value', v) ORDER BY t)::text AS points"
-        " FROM q WHERE rn < %s GROUP BY metric) AS s ON TRUE",
-        (*plan.params, device_id, fence, fence, fence),
-    ).fetchall()
-    community, count, last_time, last_metric = found[0][:4]
+    following: str | None = None
+    if plan.bucketed:
+        found = db.execute(_BUCKETS.format(plan=plan.sql), (device_id, *plan.params)).fetchall()
+        community = found[0][0]
+    else:
+        fence = plan.params[-1]
+        found = db.execute(
+            _PAGE.format(plan=plan.sql), (*plan.params, device_id, fence, fence, fence)
+        ).fetchall()
+        community, count, last_time, last_metric = found[0][:4]
+        if count == fence:
+            following = pages.encode(last_time, last_metric)
     if community is None or not principal.sees(community):
         raise not_found("device", device_id)
-    series_json = {m: points for *_, m, points in found if m is not None}
-    more = not plan.bucketed and count == fence
+    series_json = {row[-2]: row[-1] for row in found if row[-2] is not None}
     body = {
         "device_id": device_id,
         "start": start,
@@ -144,7 +142,7 @@ def readings(
         "agg": agg if plan.bucketed else None,
         "source": plan.source,
         "series": {m: msgspec.Raw(series_json.get(m, "[]").encode()) for m in metrics},
-        "next": pages.encode(last_time, last_metric) if more else None,
+        "next": following,
     }
     return pages.json_answer(body)
 
@@ -156,8 +154,23 @@ def _cursor(after: str | None) -> tuple[datetime, str] | None:
     return pages.decode_time(at), metric
 
 
-#: a fence above any bucketed answer (max_points bounds them)
-_ALL = 2**62
+_SERIES = "json_agg(json_build_object('time', t, 'value', v) ORDER BY t)::text"
+#: buckets: the device's community, then each metric's series
+_BUCKETS = (
+    "SELECT (SELECT community_id FROM devices WHERE device_id = %s), s.metric, s.points"  # noqa: S608 - constant
+    f" FROM (SELECT 1) AS one LEFT JOIN (SELECT metric, {_SERIES} AS points"
+    " FROM ({plan}) AS p(t, metric, v) GROUP BY metric) AS s ON TRUE"
+)
+#: a page of raw rows (the plan's LIMIT is the page + 1, the fence): the device's community, the
+#: rows found, the page's last row (the cursor), then each metric's series without the fence
+_PAGE = (
+    "WITH q AS (SELECT t, metric, v, row_number() OVER (ORDER BY t, metric) AS rn"  # noqa: S608 - constant
+    " FROM ({plan}) AS p(t, metric, v))"
+    " SELECT (SELECT community_id FROM devices WHERE device_id = %s), (SELECT count(*) FROM q),"
+    " (SELECT t FROM q WHERE rn = %s - 1), (SELECT metric FROM q WHERE rn = %s - 1), s.metric, s.points"
+    f" FROM (SELECT 1) AS one LEFT JOIN (SELECT metric, {_SERIES} AS points"
+    " FROM q WHERE rn < %s GROUP BY metric) AS s ON TRUE"
+)
 
 
 def _csv(db: Db, principal: Principal, device_id: str, plan: Plan) -> Response:
