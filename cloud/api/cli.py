@@ -202,6 +202,7 @@ def serve(settings: Any) -> int:
     import uvicorn
 
     from cloud.api.app import create_app
+    from cloud.api.balance import Rebalance, Shares
 
     host, port = settings.api.http.host_port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -214,35 +215,44 @@ def serve(settings: Any) -> int:
     bound = sock.getsockname()
     logging.getLogger("linli.cloud.api").info("api listening on http://%s:%d", host, bound[1])
     server_class = _server_class()
+    # the kernel places connections by a hash: the processes even them out (cloud.api.balance)
+    shares = Shares(processes=settings.api.workers) if several else None
 
-    def run_one(sock: socket.socket) -> None:
+    def run_one(sock: socket.socket, process: int) -> None:
+        app: Any = create_app(settings)
+        rebalance = None
+        if shares is not None:
+            app = rebalance = Rebalance(app, shares=shares, process=process)
         config = uvicorn.Config(
-            create_app(settings),
+            app,
             log_config=None,
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
         )
-        server_class(config).run(sockets=[sock])
+        server = server_class(config)
+        if rebalance is not None:
+            rebalance.watch(server.server_state.connections)
+        server.run(sockets=[sock])
 
     # ``[api] workers`` processes, forked before any of them opens its pool or starts a thread,
     # each with its own socket on the bound port; the first process stops the others (SIGTERM,
     # then waits) when it ends
     children: list[int] = []
-    for _ in range(settings.api.workers - 1):
+    for process in range(1, settings.api.workers):
         own = socket.create_server(bound[:2], family=family, reuse_port=True)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child's exit status is its own
             code = 0
             try:
                 sock.close()
-                run_one(own)
+                run_one(own, process)
             finally:
                 os._exit(code)
         own.close()
         children.append(pid)
     try:
-        run_one(sock)
+        run_one(sock, 0)
     finally:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):

@@ -1,5 +1,6 @@
 """``linli cloud api`` as deployed: ``[api] workers`` processes share the port (a socket each, so
-connections are spread over them), and SIGTERM ends them all with status 0."""
+connections are spread over them, and evened out by the processes), and SIGTERM ends them all with
+status 0."""
 
 from __future__ import annotations
 
@@ -63,6 +64,59 @@ def _spread(port: int, pids: list[int], clients: int = 32) -> dict[int, int]:
             s.close()
 
 
+def _answer(s: socket.socket) -> bytes:
+    """One whole answer read from `s`; its head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, "the connection closed before its answer"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in lines if line.startswith(b"content-length:"))
+    while len(body) < length:
+        body += s.recv(65536)
+    return head + b"\r\n"
+
+
+def _rebalanced(port: int, pids: list[int], clients: int = 32, deadline_s: float = 30.0) -> dict[int, int]:
+    """`clients` keep-alive connections sending requests round after round, each opened anew when
+    an answer says ``Connection: close`` (as HTTP/1.1 clients do), until the processes hold equal
+    shares or the deadline passes; how many each of `pids` holds then."""
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
+    reopened = 0
+    deadline = time.monotonic() + deadline_s
+
+    def held() -> dict[int, int]:
+        return {
+            pid: sum(
+                1
+                for c in psutil.Process(pid).net_connections("tcp")
+                if c.laddr and c.laddr[1] == port and c.status == psutil.CONN_ESTABLISHED
+            )
+            for pid in pids
+        }
+
+    try:
+        while time.monotonic() < deadline:
+            for i, s in enumerate(conns):
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                head = _answer(s)
+                assert head.startswith(b"HTTP/1.1 200"), head
+                if b"\r\nconnection: close\r\n" in head.lower():
+                    s.close()
+                    conns[i] = socket.create_connection(("127.0.0.1", port))
+                    reopened += 1
+            counts = held()
+            if max(counts.values()) - min(counts.values()) <= 1 and sum(counts.values()) == clients:
+                break
+        assert reopened > 0 or max(counts.values()) - min(counts.values()) <= 1
+        return counts
+    finally:
+        for s in conns:
+            s.close()
+
+
 def test_two_workers_answer_and_stop_together(tmp_path: Path, migrated_url: str) -> None:
     port = free_port("127.0.0.1")
     (tmp_path / "people.yaml").write_text(PEOPLE, encoding="utf-8")
@@ -101,6 +155,8 @@ def test_two_workers_answer_and_stop_together(tmp_path: Path, migrated_url: str)
             # each process has its own socket: connections opened at once land on both (with
             # one shared socket the first to wake accepted all of them)
             assert min(spread.values()) >= 4, spread
+            balanced = _rebalanced(port, [proc.pid, *workers])
+            assert sorted(balanced.values()) == [16, 16], balanced
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         for pid in workers:
