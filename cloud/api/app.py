@@ -100,7 +100,9 @@ def create_app(
             settings.database_url,
             min_size=api.pool_min,
             max_size=max(api.pool_min, api.pool_max),
-            kwargs={"autocommit": True, "application_name": "linli-api"},
+            # times written by PostgreSQL (JSON series) in UTC, as this process writes them,
+            # whatever the server's own time zone
+            kwargs={"autocommit": True, "application_name": "linli-api", "options": "-c TimeZone=UTC"},
             timeout=api.pool_timeout_s,
             open=False,
             name="linli-api",
@@ -272,6 +274,7 @@ def _register_health(app: FastAPI, counts: _Counts) -> None:
             "api_pool_size": float(stats.get("pool_size", 0)),
             "api_pool_available": float(stats.get("pool_available", 0)),
             "api_pool_waiting": float(stats.get("requests_waiting", 0)),
+            "api_hourly_cache_hours": float(state.hourly.hours if state.hourly else 0),
         }
         body = exposition(
             prefix="linli_cloud_",
@@ -281,6 +284,9 @@ def _register_health(app: FastAPI, counts: _Counts) -> None:
                 # requests that found a connection ready, and those that waited for one in a thread
                 "api_connections_ready_total": float(state.gate.ready),
                 "api_connections_waited_total": float(state.gate.waited),
+                # hourly series answered from the cache of rolled-up hours, and read into it
+                "api_hourly_cache_hits_total": float(state.hourly.hits if state.hourly else 0),
+                "api_hourly_cache_misses_total": float(state.hourly.misses if state.hourly else 0),
             },
             gauges=gauges,
         )

@@ -33,6 +33,9 @@ class ApiConfig(BaseModel):
     #: most points (rows or buckets x metrics) one history answer holds; more is a 422 saying how
     #: to narrow the request
     max_points: Annotated[int, Field(ge=10, le=1_000_000)] = 10_000
+    #: rolled-up hours each API process keeps in memory for hourly history (40 bytes each: the
+    #: default is about 40 MB; cloud.api.hourly); 0: none, every series read from the database
+    hourly_cache_hours: Annotated[int, Field(ge=0)] = 1_000_000
     #: IANA time zone of daily buckets when the request does not name one
     timezone: TimeZoneName = "Asia/Shanghai"
     #: roles that may send commands to devices (of their communities): docs/commands.md

@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from cloud.api.access import Permission, Principal
 from cloud.api.gate import ConnectionGate
 from cloud.api.history import RollupState
+from cloud.api.hourly import HourlyCache
 from cloud.api.security import CredentialError, TokenReader, digest, parse_api_key, same_digest
 from cloud.commands.schedules import Schedules
 from cloud.config import CloudSettings
@@ -45,6 +46,8 @@ class ApiState:
     gate: ConnectionGate = field(init=False)
     #: where hourly history comes from (cloud.api.history)
     rollup: RollupState = field(default_factory=RollupState)
+    #: the rolled-up hours asked for recently (cloud.api.hourly); None: off
+    hourly: HourlyCache | None = field(init=False)
     #: credentials checked against the database recently: a staff id or an API key -> (the
     #: principal, when checked, the key's expiry); trusted for ``[api] auth_cache_s``
     checked: dict[str, tuple[Principal, datetime, datetime | None]] = field(default_factory=dict)
@@ -57,6 +60,8 @@ class ApiState:
 
     def __post_init__(self) -> None:
         self.tokens = TokenReader(self.token_key)
+        hours = self.settings.api.hourly_cache_hours
+        self.hourly = HourlyCache(max_hours=hours) if hours > 0 else None
         self.gate = ConnectionGate(
             pool=self.pool, permits=self.pool.max_size, timeout_s=self.settings.api.pool_timeout_s
         )

@@ -87,6 +87,8 @@ class Rollup:
 
     continuous: bool
     watermark: datetime
+    #: when the rollup last ran (its rows below the watermark change only then); None: never
+    generation: datetime | None = None
 
 
 class RollupState:
@@ -94,12 +96,13 @@ class RollupState:
 
     A watermark older than the real one only moves more hours to the raw side: still exact."""
 
-    def __init__(self, *, ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
         self._continuous: bool | None = None
         self._watermark = _NEVER
+        self._generation: datetime | None = None
         self._read_at = -math.inf
 
     def get(self, conn: psycopg.Connection[Any]) -> Rollup:
@@ -110,10 +113,26 @@ class RollupState:
                 self._continuous = detect_mode(conn).server_jobs
             now = self._clock()
             if not self._continuous and now - self._read_at >= self._ttl_s:
-                row = conn.execute("SELECT max(value) FROM job_state WHERE job = 'rollup'").fetchone()
-                self._watermark = row[0] if row is not None and row[0] is not None else _NEVER
+                row = conn.execute("SELECT value, mark FROM job_state WHERE job = 'rollup'").fetchone()
+                self._watermark, self._generation = (row[0], row[1]) if row is not None else (_NEVER, None)
                 self._read_at = now
-            return Rollup(continuous=self._continuous, watermark=self._watermark)
+            return Rollup(continuous=self._continuous, watermark=self._watermark, generation=self._generation)
+
+
+@dataclass(frozen=True, slots=True)
+class Rolled:
+    """Buckets of the service's rollup table below `split` and of the raw rows from `split` to
+    `end` (hourly aggregates of both, composed into buckets of `width` from `origin`): what a
+    cache of the rolled-up hours (`cloud.api.hourly`) can answer in place of `Plan.sql`."""
+
+    device_id: str
+    metrics: list[str]
+    start: datetime
+    split: datetime
+    end: datetime
+    width: timedelta
+    origin: datetime
+    agg: Agg
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +143,8 @@ class Plan:
     bucketed: bool
     sql: str
     params: tuple[object, ...]
+    #: the same buckets described for the cache of rolled-up hours (service rollup only)
+    rolled: Rolled | None = None
 
 
 def _whole_hours(t: datetime) -> bool:
@@ -207,7 +228,9 @@ def plan_history(
             " WHERE device_id = %s AND metric = ANY(%s) AND time >= %s AND time < %s"
             " GROUP BY 1, 2 ORDER BY 1, 2"
         )
-        return Plan("hourly", True, sql, (device_id, metrics, start, split, device_id, metrics, split, end))
+        rolled = Rolled(device_id, metrics, start, split, end, width, origin, agg)
+        parts = (device_id, metrics, start, split, device_id, metrics, split, end)
+        return Plan("hourly", True, sql, parts, rolled)
     if hourly:
         # the rollup table below the watermark, the raw rows above it, with constant bounds so
         # that only the chunks above the watermark are planned
@@ -223,7 +246,8 @@ def plan_history(
             ") AS h GROUP BY b, h.metric ORDER BY b, h.metric"
         )
         params = (width, origin, device_id, metrics, start, split, device_id, metrics, split, end)
-        return Plan("hourly", True, sql, params)
+        rolled = Rolled(device_id, metrics, start, split, end, width, origin, agg)
+        return Plan("hourly", True, sql, params, rolled)
     sql = (
         f"SELECT date_bin(%s, time, %s) AS b, metric, {_RAW_AGG[agg]} FROM readings"  # noqa: S608 - a fixed table of expressions
         " WHERE device_id = %s AND metric = ANY(%s) AND time >= %s AND time < %s"

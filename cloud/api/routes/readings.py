@@ -24,6 +24,7 @@ from cloud.api.history import (
     Zone,
     plan_history,
 )
+from cloud.api.hourly import NONE, compose, tail_sql, tails
 from cloud.api.problems import Instant, Invalid
 
 router = APIRouter(tags=["history"])
@@ -110,7 +111,7 @@ def readings(
             max_points=state.settings.api.max_points,
             limit=limit,
             after=_cursor(after),
-            rollup=state.rollup.get(db),
+            rollup=(rollup := state.rollup.get(db)),
         )
     except HistoryRequestError as exc:
         raise _unprocessable(str(exc)) from exc
@@ -120,6 +121,20 @@ def readings(
     # row (raw rows), and each series' JSON written by PostgreSQL; this process only checks the
     # community and splices the JSON in
     following: str | None = None
+    cache, rolled = state.hourly, plan.rolled
+    if cache is not None and rolled is not None and rollup.generation is not None:
+        # the rolled-up hours from this process's cache, the raw hours above them from the database
+        sql, params = tail_sql(rolled)
+        found = db.execute(sql, params).fetchall()
+        if found[0][0] is None or not principal.sees(found[0][0]):
+            raise not_found("device", device_id)
+        above = tails(found)
+        start_s, split_s = int(rolled.start.timestamp()), int(rolled.split.timestamp())
+        series = {}
+        for m in metrics:
+            rolled_up = cache.series(db, rollup.generation, device_id, m).between(start_s, split_s)
+            series[m] = compose(rolled_up.then(above.get(m, NONE)), rolled)
+        return _answer(device_id, metrics, start, end, interval, agg, plan, series, None)
     if plan.bucketed:
         found = db.execute(_BUCKETS.format(plan=plan.sql), (device_id, *plan.params)).fetchall()
         community = found[0][0]
@@ -133,7 +148,21 @@ def readings(
             following = pages.encode(last_time, last_metric)
     if community is None or not principal.sees(community):
         raise not_found("device", device_id)
-    series_json = {row[-2]: row[-1] for row in found if row[-2] is not None}
+    series_json = {row[-2]: row[-1].encode() for row in found if row[-2] is not None}
+    return _answer(device_id, metrics, start, end, interval, agg, plan, series_json, following)
+
+
+def _answer(
+    device_id: str,
+    metrics: list[str],
+    start: datetime,
+    end: datetime,
+    interval: str | None,
+    agg: Agg,
+    plan: Plan,
+    series: dict[str, bytes],
+    following: str | None,
+) -> Response:
     body = {
         "device_id": device_id,
         "start": start,
@@ -141,7 +170,7 @@ def readings(
         "interval": interval,
         "agg": agg if plan.bucketed else None,
         "source": plan.source,
-        "series": {m: msgspec.Raw(series_json.get(m, "[]").encode()) for m in metrics},
+        "series": {m: msgspec.Raw(series.get(m, b"[]")) for m in metrics},
         "next": following,
     }
     return pages.json_answer(body)

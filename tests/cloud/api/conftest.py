@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from cloud.api.accounts import add_user, create_key
 from cloud.api.app import create_app
+from cloud.api.deps import ApiState
 from cloud.config import CloudSettings, build_settings
 from cloud.incidents.people import People
 from cloud.incidents.record import Context
@@ -99,13 +100,25 @@ def serve(app: FastAPI) -> Iterator[str]:
         sock.close()
 
 
+#: the application each `client` talks to
+_APPS: dict[int, FastAPI] = {}
+
+
 @pytest.fixture
 def client(api_settings: CloudSettings, api_context: Context, clock: Clock) -> Iterator[httpx.Client]:
-    with (
-        serve(create_app(api_settings, context=api_context, clock=clock)) as url,
-        httpx.Client(base_url=url, timeout=30) as c,
-    ):
-        yield c
+    app = create_app(api_settings, context=api_context, clock=clock)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        _APPS[id(c)] = app
+        try:
+            yield c
+        finally:
+            del _APPS[id(c)]
+
+
+def client_state(client: httpx.Client) -> ApiState:
+    """The state of the application `client` talks to (in this process)."""
+    state: ApiState = _APPS[id(client)].state.linli
+    return state
 
 
 @pytest.fixture

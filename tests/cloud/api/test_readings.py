@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,10 +14,14 @@ import httpx
 import psycopg
 import pytest
 
-from cloud.config import RetentionConfig
+from cloud.api.app import create_app
+from cloud.api.history import RollupState
+from cloud.api.hourly import HourlyCache
+from cloud.config import CloudSettings, RetentionConfig
+from cloud.incidents.record import Context
 from cloud.store.mode import prepare
 from cloud.store.rollup import refresh_rollup
-from tests.cloud.api.conftest import login
+from tests.cloud.api.conftest import Clock, client_state, login, serve
 
 pytestmark = [pytest.mark.integration]
 
@@ -236,3 +240,108 @@ def test_another_communitys_device_is_404_and_an_integrator_reads_its_own(
     )
     assert own.status_code == 200
     assert len(own.json()["series"]["power_w"]) == 4  # three days, cut at Shanghai midnight
+
+
+@pytest.fixture
+def uncached(api_settings: CloudSettings, api_context: Context, clock: Clock) -> Iterator[httpx.Client]:
+    """The same API without the cache of rolled-up hours: every series from SQL."""
+    settings = api_settings.model_copy(
+        update={"api": api_settings.api.model_copy(update={"hourly_cache_hours": 0})}
+    )
+    with (
+        serve(create_app(settings, context=api_context, clock=clock)) as url,
+        httpx.Client(base_url=url, timeout=30) as c,
+    ):
+        yield c
+
+
+def _series(body: dict[str, Any]) -> dict[str, list[tuple[datetime, float]]]:
+    return {
+        m: [(datetime.fromisoformat(p["time"]), p["value"]) for p in points]
+        for m, points in body["series"].items()
+    }
+
+
+@pytest.fixture
+def server_in_shanghai(history: str) -> str:
+    """The database's own time zone is not UTC (the API's answers are in UTC all the same)."""
+    with psycopg.connect(history, autocommit=True) as conn:
+        name = conn.info.dbname
+        conn.execute(f"ALTER DATABASE \"{name}\" SET TimeZone = 'Asia/Shanghai'")
+    return history
+
+
+@pytest.mark.parametrize("agg", ["avg", "min", "max", "sum", "count"])
+def test_hourly_history_from_the_cache_equals_the_sql_path(
+    server_in_shanghai: str, client: httpx.Client, uncached: httpx.Client, staff: dict[str, str], agg: str
+) -> None:
+    for interval, tz, start in (
+        ("1h", None, START),
+        ("3h", "UTC", START),
+        ("1d", None, START),  # Shanghai midnights: 16:00 UTC
+        ("1h", None, END - timedelta(hours=30)),  # the last 6 rolled-up hours and a day of raw ones
+        ("2h", "Asia/Kathmandu", START),  # UTC+05:45: not composable from hours, raw SQL on both
+    ):
+        params = {"metric": ["power_w", "lamp_on"], "interval": interval, "agg": agg, "tz": tz}
+        params["start"] = start.isoformat()
+        cached, direct = _get(client, staff, **params), _get(uncached, staff, **params)
+        assert cached.status_code == direct.status_code == 200, (cached.text, direct.text)
+        assert cached.json()["source"] == direct.json()["source"]
+        answers = (cached.json(), direct.json())
+        times = [p["time"] for b in answers for points in b["series"].values() for p in points]
+        assert all(t.endswith("+00:00") for t in times)
+        got, want = _series(cached.json()), _series(direct.json())
+        assert got.keys() == want.keys() == {"power_w", "lamp_on"}
+        for m in want:
+            assert [t for t, _ in got[m]] == [t for t, _ in want[m]], (interval, m)
+            assert [v for _, v in got[m]] == pytest.approx([v for _, v in want[m]], rel=1e-12), (interval, m)
+        assert any(got.values())
+    metrics = client.get("/metrics").text
+    assert "linli_cloud_api_hourly_cache_hits_total" in metrics
+
+
+def test_the_cache_follows_each_rollup_run_and_still_checks_the_community(
+    client: httpx.Client, history: str, staff: dict[str, str], accounts: Callable[..., None]
+) -> None:
+    accounts("q-sun")
+    district = login(client, "q-sun")
+    hour = START + timedelta(hours=5)
+    params = {"metric": "power_w", "interval": "1h", "agg": "sum"}
+    before = dict(_series(_get(client, staff, **params).json())["power_w"])
+    assert _get(client, district, **params).status_code == 200
+    # the cache is warm with lamp-1 and lamp-2 (read by the district); a worker of c01 still
+    # cannot read lamp-2
+    lamp2_url, lamp2_params = URL.replace("lamp-1", "lamp-2"), {**params, "start": START.isoformat()}
+    assert client.get(lamp2_url, headers=district, params=lamp2_params).status_code == 200
+    foreign = client.get(lamp2_url, headers=staff, params=lamp2_params)
+    assert foreign.status_code == 404
+    # a run of the rollup that changes an hour (as late readings would) and stamps job_state
+    with psycopg.connect(history, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE readings_hourly_rollup SET sum = sum + 1000"
+            " WHERE device_id = 'lamp-1' AND metric = 'power_w' AND bucket = %s",
+            (hour,),
+        )
+        conn.execute("UPDATE job_state SET mark = mark + INTERVAL '5 minutes' WHERE job = 'rollup'")
+    client_state(client).rollup = RollupState(ttl_s=0.0)  # the next request reads job_state
+    after = dict(_series(_get(client, staff, **params).json())["power_w"])
+    assert after[hour] == before[hour] + 1000
+    assert {t: v for t, v in after.items() if t != hour} == {t: v for t, v in before.items() if t != hour}
+
+
+def test_the_cache_keeps_at_most_its_hours_least_recently_used_out_first(history: str) -> None:
+    generation = datetime(2026, 11, 29, tzinfo=UTC)
+    cache = HourlyCache(max_hours=100)
+    with psycopg.connect(history, autocommit=True) as conn:
+        first = cache.series(conn, generation, "lamp-1", "power_w")
+        assert len(first.at) == 48  # two rolled-up days
+        cache.series(conn, generation, "lamp-1", "lamp_on")
+        assert cache.hours == 96
+        cache.series(conn, generation, "lamp-1", "power_w")  # the most recent again
+        cache.series(conn, generation, "lamp-2", "power_w")  # lamp-1 lamp_on goes
+        assert cache.hours == 96
+        assert (cache.hits, cache.misses) == (1, 3)
+        cache.series(conn, generation, "lamp-1", "power_w")
+        assert (cache.hits, cache.misses) == (2, 3)
+        cache.series(conn, generation + timedelta(minutes=5), "lamp-1", "power_w")  # a new run: all gone
+        assert (cache.hits, cache.misses, cache.hours) == (2, 4, 48)
