@@ -118,11 +118,13 @@ class HourlyCache:
                 return found
             self.misses += 1
         hours = Hours.of_rows(
-            conn.execute(
+            conn.cursor(binary=True)
+            .execute(
                 "SELECT extract(epoch FROM bucket)::bigint, n, sum, min, max FROM readings_hourly_rollup"
                 " WHERE device_id = %s AND metric = %s ORDER BY bucket",
                 (device_id, metric),
-            ).fetchall()
+            )
+            .fetchall()
         )
         with self._lock:
             # a run seen by another request meanwhile: these rows may be older than its; keep
