@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--clients", type=int, default=32, help="concurrent connections")
     p.add_argument("--workers", type=int, default=2, help="API processes ([api] workers)")
     p.add_argument(
-        "--pool-max", type=int, default=3, help="database connections per API process ([api] pool_max)"
+        "--pool-max", type=int, default=2, help="database connections per API process ([api] pool_max)"
     )
     p.add_argument("--seconds", type=float, default=10.0, help="measured time per query")
     p.add_argument("--quick", action="store_true", help="2 million rows, 3 s per query")
