@@ -107,11 +107,12 @@ class HourlyCache:
         """The rolled-up hours of (`device_id`, `metric`), read from `conn` on a miss."""
         key = (device_id, metric)
         with self._lock:
-            if generation != self._generation:
+            if self._generation is None or generation > self._generation:
                 self._series.clear()
                 self._hours = 0
                 self._generation = generation
-            found = self._series.get(key)
+            # a request that read an earlier run's stamp reads its series itself (below)
+            found = self._series.get(key) if generation == self._generation else None
             if found is not None:
                 self._series.move_to_end(key)
                 self.hits += 1
@@ -127,8 +128,8 @@ class HourlyCache:
             .fetchall()
         )
         with self._lock:
-            # a run seen by another request meanwhile: these rows may be older than its; keep
-            # them out of its cache (this answer is still exact: its split is below them)
+            # only for the run this request saw being the newest one seen (rows read now are
+            # never older than the stamp read before them)
             if generation == self._generation and key not in self._series and len(hours.at) <= self.max_hours:
                 self._series[key] = hours
                 self._hours += len(hours.at)

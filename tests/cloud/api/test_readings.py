@@ -345,3 +345,14 @@ def test_the_cache_keeps_at_most_its_hours_least_recently_used_out_first(history
         assert (cache.hits, cache.misses) == (2, 3)
         cache.series(conn, generation + timedelta(minutes=5), "lamp-1", "power_w")  # a new run: all gone
         assert (cache.hits, cache.misses, cache.hours) == (2, 4, 48)
+
+
+def test_a_request_with_an_earlier_runs_stamp_does_not_empty_the_cache(history: str) -> None:
+    run = datetime(2026, 11, 29, tzinfo=UTC)
+    cache = HourlyCache(max_hours=1000)
+    with psycopg.connect(history, autocommit=True) as conn:
+        cache.series(conn, run, "lamp-1", "power_w")
+        cache.series(conn, run - timedelta(minutes=5), "lamp-1", "lamp_on")  # read before the run
+        assert (cache.hours, cache.hits, cache.misses) == (48, 0, 2)
+        assert len(cache.series(conn, run, "lamp-1", "power_w").at) == 48
+        assert (cache.hours, cache.hits, cache.misses) == (48, 1, 2)
