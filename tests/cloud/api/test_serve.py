@@ -42,6 +42,18 @@ def _listening(pid: int, port: int) -> set[str]:
     }
 
 
+def _held(port: int, pids: list[int]) -> dict[int, int]:
+    """How many established connections on `port` each of `pids` holds."""
+    return {
+        pid: sum(
+            1
+            for c in psutil.Process(pid).net_connections("tcp")
+            if c.laddr and c.laddr[1] == port and c.status == psutil.CONN_ESTABLISHED
+        )
+        for pid in pids
+    }
+
+
 def _spread(port: int, pids: list[int], clients: int = 32) -> dict[int, int]:
     """Open `clients` keep-alive connections at once, each answered once; how many each of
     `pids` holds."""
@@ -51,14 +63,7 @@ def _spread(port: int, pids: list[int], clients: int = 32) -> dict[int, int]:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         for s in conns:
             assert s.recv(65536).startswith(b"HTTP/1.1 200"), "every connection is answered"
-        return {
-            pid: sum(
-                1
-                for c in psutil.Process(pid).net_connections("tcp")
-                if c.laddr and c.laddr[1] == port and c.status == psutil.CONN_ESTABLISHED
-            )
-            for pid in pids
-        }
+        return _held(port, pids)
     finally:
         for s in conns:
             s.close()
@@ -87,16 +92,6 @@ def _rebalanced(port: int, pids: list[int], clients: int = 32, deadline_s: float
     reopened = 0
     deadline = time.monotonic() + deadline_s
 
-    def held() -> dict[int, int]:
-        return {
-            pid: sum(
-                1
-                for c in psutil.Process(pid).net_connections("tcp")
-                if c.laddr and c.laddr[1] == port and c.status == psutil.CONN_ESTABLISHED
-            )
-            for pid in pids
-        }
-
     try:
         while time.monotonic() < deadline:
             for i, s in enumerate(conns):
@@ -107,7 +102,7 @@ def _rebalanced(port: int, pids: list[int], clients: int = 32, deadline_s: float
                     s.close()
                     conns[i] = socket.create_connection(("127.0.0.1", port))
                     reopened += 1
-            counts = held()
+            counts = _held(port, pids)
             if max(counts.values()) - min(counts.values()) <= 1 and sum(counts.values()) == clients:
                 break
         assert reopened > 0 or max(counts.values()) - min(counts.values()) <= 1
