@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.errors import CloudError, ConfigError
-from device_profiles.config_sources import ConfigProblem
+from device_profiles.config_view import ConfigProblem
 
 #: The variable `linli cloud ingest` reads for ``database_url`` too.
 DATABASE_URL_VAR = "LINLI_CLOUD_DATABASE_URL"

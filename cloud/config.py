@@ -29,9 +29,7 @@ from cloud.incidents.config import IncidentsConfig
 from cloud.notify.config import NotifyConfig
 from device_profiles.config_sources import (
     BrokerSettings,
-    ConfigProblem,
     HttpConfig,
-    Key,
     Layers,
     TimeZoneName,
     TlsConfig,
@@ -40,6 +38,7 @@ from device_profiles.config_sources import (
     read_layers,
     read_toml,
 )
+from device_profiles.config_view import ConfigProblem, Key
 
 #: Keys renamed for clarity: old -> new. The old names (in the file or the environment) work,
 #: with a warning, until the next release. ``[http] host`` and ``port`` became ``[http] address``.

@@ -22,7 +22,7 @@ translated where they are met, with ``raise ... from exc``.
 
 from __future__ import annotations
 
-from device_profiles.config_sources import ConfigProblems
+from device_profiles.config_view import ConfigProblems
 
 
 class CloudError(Exception):

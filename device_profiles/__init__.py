@@ -9,6 +9,9 @@
 See docs/data-standard.md for the canonical names and units and the profile file format.
 """
 
+from typing import TYPE_CHECKING
+
+from device_profiles.dialect import DEFAULT_REPORT_INTERVAL_S, SHIPPED_DIR
 from device_profiles.engine import MAX_PAYLOAD_BYTES, ProfileSet
 from device_profiles.errors import (
     DeviceProfilesError,
@@ -18,8 +21,6 @@ from device_profiles.errors import (
     UnknownProfileError,
 )
 from device_profiles.jsonschema import reading_schema
-from device_profiles.loader import SHIPPED_DIR
-from device_profiles.model import DEFAULT_REPORT_INTERVAL_S, Profile
 from device_profiles.reading import DEVICE_TYPES, Reading
 from device_profiles.standard import (
     ALL_EVENTS,
@@ -63,3 +64,16 @@ __all__ = [
     "UnknownProfileError",
     "reading_schema",
 ]
+
+if TYPE_CHECKING:
+    from device_profiles.model import Profile
+
+
+def __getattr__(name: str) -> object:
+    # `Profile` is the pydantic model: imported when asked for, so that running compiled
+    # profiles (`ProfileSet`) does not load pydantic.
+    if name == "Profile":
+        from device_profiles.model import Profile
+
+        return Profile
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

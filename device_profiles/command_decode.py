@@ -14,13 +14,15 @@ import binascii
 import re
 import struct
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from device_profiles.command_model import CommandSpec
 from device_profiles.commands import CommandError, Value, check_command, command_def
-from device_profiles.model import Profile
+
+if TYPE_CHECKING:
+    from device_profiles.command_model import CommandSpec
+    from device_profiles.model import Profile
 
 _FORMATS = {"int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i", "uint32": "I"}
 _WHOLE = re.compile(r"^\{([a-z_][a-z0-9_]*)\}$")

@@ -17,7 +17,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Self, Union
@@ -34,49 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from device_profiles.config_view import BrokerAddress, ConfigProblem, HttpAddress, Key
 from device_profiles.errors import DeviceProfilesError
-
-Key = tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    """One thing wrong with a configuration.
-
-    Attributes:
-        key: the dotted key at fault (``cloud.tls.client_cert``), '' for the whole file.
-        detail: what is wrong with it.
-        source: where the value came from: the file's path or the environment variable's name
-            ('' when not known).
-    """
-
-    key: str
-    detail: str
-    source: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        return f"{where}{self.key}: {self.detail}" if self.key else f"{where}{self.detail}"
-
-
-class ConfigProblems(Exception):
-    """Base of the edge's and the cloud's ``ConfigError``: every problem found, not just the first.
-
-    Attributes:
-        problems: each problem, in the order found (at least one).
-        key: the first problem's key ('' for the whole file).
-        detail: the first problem's detail.
-    """
-
-    def __init__(self, key: str = "", detail: str = "", *, problems: Sequence[ConfigProblem] = ()) -> None:
-        self.problems = tuple(problems) or (ConfigProblem(key, detail),)
-        self.key = self.problems[0].key
-        self.detail = self.problems[0].detail
-        if len(self.problems) == 1:
-            super().__init__(str(self.problems[0]))
-        else:
-            lines = "".join(f"\n  {p}" for p in self.problems)
-            super().__init__(f"{len(self.problems)} problems in the configuration:{lines}")
 
 
 class UnreadableConfig(DeviceProfilesError):
@@ -324,7 +283,7 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class HttpConfig(BaseModel):
+class HttpConfig(HttpAddress, BaseModel):
     """The ``[http]`` section of both the edge's and the cloud's configuration: the endpoint that
     serves ``/metrics`` and ``/healthz``."""
 
@@ -341,11 +300,6 @@ class HttpConfig(BaseModel):
             if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
         return value
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        host, _, port = self.address.rpartition(":")
-        return host.strip("[]"), int(port)
 
 
 def time_zone_name(value: str) -> str:
@@ -381,7 +335,7 @@ class TlsConfig(BaseModel):
         return self
 
 
-class BrokerSettings(BaseModel):
+class BrokerSettings(BrokerAddress, BaseModel):
     """What the edge's and the cloud's MQTT sections share: the broker's address and how to log
     in. Each side adds its own keys (client id, session, flow control)."""
 
@@ -404,16 +358,3 @@ class BrokerSettings(BaseModel):
         except ValueError as exc:
             raise ValueError(f"bad port: {exc}") from None
         return value
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-
-    @property
-    def uses_tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None

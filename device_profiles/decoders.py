@@ -14,13 +14,16 @@ import re
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from device_profiles.dialect import BINARY_FORMATS, binary_size
 from device_profiles.errors import Rejected
 from device_profiles.fields import MAX_INT, GetterFactory, check_number, out_of_range, plan_fields
-from device_profiles.model import BINARY_FORMATS, FieldSpec, Profile, TimestampSpec, binary_size
 from device_profiles.paths import compile_getter
 from device_profiles.reading import Reading
+
+if TYPE_CHECKING:
+    from device_profiles.model import FieldSpec, Profile, TimestampSpec
 
 MAX_ID_LEN: Final = 128
 MAX_TS_TEXT: Final = 64

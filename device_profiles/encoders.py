@@ -24,16 +24,19 @@ import re
 import struct
 from collections.abc import Callable
 from datetime import UTC
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from device_profiles.decoders import derived_reading_id, profile_person, uuid8
+from device_profiles.dialect import BINARY_FORMATS, binary_size, topic_vars
 from device_profiles.errors import EncodeError
 from device_profiles.layout import CONSTANT, JsonLayout, Write
-from device_profiles.model import BINARY_FORMATS, FieldSpec, Profile, binary_size, topic_vars
 from device_profiles.paths import parse_path
 from device_profiles.reading import Reading
+
+if TYPE_CHECKING:
+    from device_profiles.model import FieldSpec, Profile
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _INT_BOUNDS: Final = {

@@ -17,15 +17,17 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from device_profiles.dialect import SHIPPED_DIR
 from device_profiles.encoders import CompiledEncoder
 from device_profiles.errors import ProfileError, Rejected, UnknownProfileError
-from device_profiles.loader import SHIPPED_DIR, load_dirs
-from device_profiles.model import Profile
 from device_profiles.reading import Reading
 from device_profiles.select import Candidate, Group, TopicIndex
 from device_profiles.standard import DecodeError
+
+if TYPE_CHECKING:
+    from device_profiles.model import Profile
 
 #: Default cap on a payload's size. A profile's own `max_payload_bytes` may be lower.
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
@@ -88,6 +90,8 @@ class ProfileSet:
 
         Raises `ProfileError` for the first invalid file, naming the file and the field.
         """
+        from device_profiles.loader import load_dirs  # pydantic: only where profiles are validated
+
         profiles, sources = load_dirs(dirs or (SHIPPED_DIR,))
         return cls(profiles.values(), device_map=device_map, sources=sources)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from device_profiles.errors import Rejected
-from device_profiles.model import FieldSpec
 from device_profiles.paths import Getter
+
+if TYPE_CHECKING:
+    from device_profiles.model import FieldSpec
 
 #: Integers beyond this magnitude are refused before any float arithmetic (2**53: exact in a float).
 MAX_INT: Final = 1 << 53

@@ -14,11 +14,10 @@ from typing import Any, Final
 import yaml
 from pydantic import ValidationError
 
+from device_profiles.dialect import SHIPPED_DIR as SHIPPED_DIR
 from device_profiles.errors import ProfileError
 from device_profiles.model import Profile
 
-#: The profiles shipped with the package.
-SHIPPED_DIR: Final = Path(__file__).parent / "profiles"
 MAX_PROFILE_BYTES: Final = 256 * 1024
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-import struct
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -27,6 +26,16 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from device_profiles.command_model import CommandSpec, command_errors
+from device_profiles.dialect import (
+    BINARY_FORMATS,
+    DEFAULT_REPORT_INTERVAL_S,
+    FALLBACK_REPORT_INTERVAL_S,
+    MAX_BINARY_LENGTH,
+    TOPIC_VAR,
+    ProfileMembers,
+    binary_size,
+    topic_vars,
+)
 from device_profiles.paths import WILDCARD, parse_path
 from device_profiles.standard import ALL_METRICS, COMMAND_EVENTS, DERIVED_EVENTS, EVENTS, METRICS
 
@@ -35,37 +44,8 @@ JsonType = Literal["number", "integer", "bool", "string"]
 BinaryType = Literal["int8", "uint8", "int16", "uint16", "int32", "uint32", "float32"]
 ByteOrder = Literal["big", "little"]
 
-#: struct format character and size of each binary type.
-BINARY_FORMATS: Final = {
-    "int8": "b",
-    "uint8": "B",
-    "int16": "h",
-    "uint16": "H",
-    "int32": "i",
-    "uint32": "I",
-    "float32": "f",
-}
-
-#: Liveness defaults (seconds between reports) per device type, when a profile does not say.
-DEFAULT_REPORT_INTERVAL_S: Final = {
-    "door_contact": 3600.0,
-    "sos_button": 14400.0,
-    "manhole_cover": 1800.0,
-    "streetlight": 900.0,
-    "environment_sensor": 3600.0,
-    "smoke_detector": 14400.0,
-    "water_leak_sensor": 14400.0,
-}
-FALLBACK_REPORT_INTERVAL_S: Final = 3600.0
-
 _NAME = r"[a-z][a-z0-9_]*"
 _ID = r"^[a-z0-9][a-z0-9_.\-]*(/[a-z0-9][a-z0-9_.\-]*)?$"
-_TOPIC_VAR = re.compile(r"^\{([a-z_][a-z0-9_]*)\}$")
-MAX_BINARY_LENGTH: Final = 1024
-
-
-def binary_size(type_name: str) -> int:
-    return struct.calcsize(BINARY_FORMATS[type_name])
 
 
 class _Model(BaseModel):
@@ -248,16 +228,7 @@ class EncodeSpec(_Model):
         return value
 
 
-def topic_segments(pattern: str) -> list[str | None]:
-    """Split a topic pattern: a literal segment as is, ``{var}`` as None."""
-    return [None if _TOPIC_VAR.match(seg) else seg for seg in pattern.split("/")]
-
-
-def topic_vars(pattern: str) -> list[str]:
-    return [m.group(1) for seg in pattern.split("/") if (m := _TOPIC_VAR.match(seg))]
-
-
-class Profile(_Model):
+class Profile(ProfileMembers, _Model):
     """A validated device profile."""
 
     id: str = Field(pattern=_ID, max_length=128)
@@ -288,11 +259,6 @@ class Profile(_Model):
             data = {**data, "report_interval_s": default}
         return data
 
-    @property
-    def expected_interval_s(self) -> float:
-        """Seconds between two reports of a healthy device (the edge agent's liveness check)."""
-        return self.report_interval_s
-
     @model_validator(mode="after")
     def _cross_field(self) -> Self:
         for where, detail in _cross_field_errors(self):
@@ -306,7 +272,7 @@ def _cross_field_errors(p: Profile) -> list[tuple[str, str]]:
     binary = p.payload.binary
     for i, pattern in enumerate(p.topics):
         segs = pattern.split("/")
-        if any(not s or "+" in s or "#" in s or ("{" in s and not _TOPIC_VAR.match(s)) for s in segs):
+        if any(not s or "+" in s or "#" in s or ("{" in s and not TOPIC_VAR.match(s)) for s in segs):
             errors.append((f"topics[{i}]", f"invalid pattern {pattern!r}: use literal segments and {{var}}"))
         names = topic_vars(pattern)
         if len(set(names)) != len(names):

@@ -16,8 +16,9 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from device_profiles.dialect import BINARY_FORMATS, binary_size
 from device_profiles.fields import decimals_of
-from device_profiles.model import BINARY_FORMATS, FieldSpec, Profile, binary_size
+from device_profiles.model import FieldSpec, Profile
 from device_profiles.reading import Reading
 from device_profiles.standard import METRICS
 

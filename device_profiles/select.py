@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device_profiles.decoders import CompiledDecoder
+from device_profiles.dialect import topic_segments, topic_vars
 from device_profiles.errors import Rejected
 from device_profiles.fields import GetterFactory
-from device_profiles.model import MatchRule, Profile, topic_segments, topic_vars
 from device_profiles.paths import compile_getter
 from device_profiles.projection import Projection, profile_paths
+
+if TYPE_CHECKING:
+    from device_profiles.model import MatchRule, Profile
 
 Predicate = Callable[[Any], bool]
 

@@ -31,12 +31,12 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
 
 from device_profiles import ProfileSet
 from device_profiles.inventory import file_stamp
 from edge.buffer import Buffer, Intake
-from edge.config import BrokerConfig, EdgeConfig
 from edge.discovery import Discovery
 from edge.downlink import Downlink
 from edge.endpoint import Endpoint, Snapshot
@@ -51,6 +51,9 @@ from edge.preflight import Loaded, ack_filters, bridge_topic, discovery_filters,
 from edge.sdnotify import Notifier
 from edge.status import StatusReporter, offline_payload
 from edge.uplink import Uplink
+
+if TYPE_CHECKING:
+    from edge.config import BrokerConfig, EdgeConfig
 
 _log = get_logger("edge.agent")
 
@@ -88,11 +91,18 @@ class Agent:
         self,
         *,
         config: EdgeConfig,
+        loaded: Loaded | None = None,
+        load: Callable[[], Loaded] | None = None,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         install_signals: bool = True,
     ) -> None:
+        """`loaded`: the profiles and inventory to start with, already checked (else `load` is
+        called); `load`: how a start or a reload checks them (default: `preflight` in this
+        process; `edge.handoff` does it in a child process)."""
         self.config = config
+        self._loaded = loaded
+        self._loader: Callable[[], Loaded] = load or partial(preflight, config)
         self.wall = wall
         self.monotonic = monotonic
         self.install_signals = install_signals
@@ -120,8 +130,11 @@ class Agent:
     # -- setup ----------------------------------------------------------------------------
 
     async def _load(self) -> Loaded:
-        """`preflight` (file reads and compiling: off the loop); its warnings are logged."""
-        loaded = await asyncio.to_thread(preflight, self.config)
+        """The checked set handed in at start, else `preflight` (file reads and compiling: off the
+        loop); its warnings are logged."""
+        loaded, self._loaded = self._loaded, None
+        if loaded is None:
+            loaded = await asyncio.to_thread(self._loader)
         for warning in loaded.warnings:
             _log.warning("config_warning", detail=warning)
         return loaded

@@ -7,7 +7,6 @@ runnable as ``python -m edge ...``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import sys
 from collections.abc import Sequence
@@ -57,26 +56,23 @@ def _fail(exc: Exception) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge.agent import Agent
     from edge.config import load_config
     from edge.errors import PreflightError
+    from edge.handoff import exec_agent
     from edge.logs import configure, get_logger
+    from edge.preflight import preflight
 
     try:
         config = load_config(args.config)
     except EdgeError as exc:
         return _fail(exc)
     configure(config.log_level, fmt=config.log_format)
-    log = get_logger("edge.agent")
     try:
-        asyncio.run(Agent(config=config).run())
+        loaded = preflight(config)
     except PreflightError as exc:  # what check-config refuses, run refuses: exit as it does
-        log.error("refused", problems=len(exc.problems), error=str(exc))
+        get_logger("edge.agent").error("refused", problems=len(exc.problems), error=str(exc))
         return _fail(exc)
-    except EdgeError as exc:
-        log.error("fatal", error=str(exc))
-        return 1
-    return 0
+    return exec_agent(config, loaded)  # the agent, without the validating models (edge.handoff)
 
 
 def _check(args: argparse.Namespace) -> int:

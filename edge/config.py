@@ -26,24 +26,16 @@ from pydantic import (
 from device_profiles import Event
 from device_profiles.config_sources import (
     BrokerSettings,
-    ConfigProblem,
     HttpConfig,
-    Key,
     TlsConfig,
     UnreadableConfig,
     problems_from,
     read_layers,
     read_toml,
 )
-from device_profiles.standard import (
-    TOPIC_ALARM,
-    TOPIC_COMMANDS,
-    TOPIC_DOWN,
-    TOPIC_STATUS,
-    TOPIC_TELEMETRY,
-    uplink_topic,
-)
+from device_profiles.config_view import ConfigProblem, Key
 from edge.errors import ConfigError
+from edge.identity import GatewayIdentity
 
 #: MQTT topic levels must not contain wildcards or separators.
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -186,7 +178,7 @@ class CommandsConfig(_Section):
     keep_days: float = Field(default=7.0, gt=0)
 
 
-class EdgeConfig(BaseModel):
+class EdgeConfig(GatewayIdentity, BaseModel):
     """The whole configuration. Build it with `load_config`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -228,34 +220,6 @@ class EdgeConfig(BaseModel):
         if not _TOPIC_LEVEL.match(value):
             raise ValueError("must be 1-64 letters, digits, '_', '.', '-' (it is an MQTT topic level)")
         return value
-
-    @property
-    def up_topic(self) -> str:
-        return uplink_topic(self.community_id, self.gateway_id, TOPIC_TELEMETRY)
-
-    @property
-    def alarm_topic(self) -> str:
-        return uplink_topic(self.community_id, self.gateway_id, TOPIC_ALARM)
-
-    @property
-    def status_topic(self) -> str:
-        return uplink_topic(self.community_id, self.gateway_id, TOPIC_STATUS)
-
-    @property
-    def down_topic(self) -> str:
-        return uplink_topic(self.community_id, self.gateway_id, TOPIC_DOWN)
-
-    @property
-    def progress_topic(self) -> str:
-        return uplink_topic(self.community_id, self.gateway_id, TOPIC_COMMANDS)
-
-    @property
-    def field_client_id(self) -> str:
-        return self.field.client_id or f"linli-edge-{self.gateway_id}-field"
-
-    @property
-    def cloud_client_id(self) -> str:
-        return self.cloud.client_id or f"linli-edge-{self.gateway_id}"
 
 
 def _print_warning(note: str) -> None:

@@ -23,7 +23,7 @@ the module that meets them, with ``raise ... from exc``.
 
 from __future__ import annotations
 
-from device_profiles.config_sources import ConfigProblems
+from device_profiles.config_view import ConfigProblems
 
 
 class EdgeError(Exception):

@@ -12,7 +12,7 @@ devices that is about 2 MB less resident memory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
@@ -47,6 +47,22 @@ class InventoryView:
                 owners[d.device_id] = d.gateway_id
         self.devices: Mapping[str, Device] = MappingProxyType(own)
         self._owners = owners
+
+    @classmethod
+    def restore(
+        cls, *, gateway_id: str, devices: Iterable[Device], owners: Mapping[str, str]
+    ) -> InventoryView:
+        """The view rebuilt from its parts (`devices`, `owners`), as `edge.handoff` carries it."""
+        view = cls.__new__(cls)
+        view.gateway_id = gateway_id
+        view.devices = MappingProxyType({d.device_id: d for d in devices})
+        view._owners = dict(owners)
+        return view
+
+    @property
+    def owners(self) -> Mapping[str, str]:
+        """device id -> gateway id of the devices the inventory assigns to other gateways."""
+        return MappingProxyType(self._owners)
 
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)

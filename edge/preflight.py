@@ -22,14 +22,16 @@ gateway; an alarm event or metric in ``classes`` that no loaded profile gives) i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from device_profiles import DERIVED_EVENTS, SHIPPED_DIR, DeviceProfilesError, ProfileSet
 from device_profiles.inventory import Inventory
 from device_profiles.inventory import InventoryError as InventoryFileError
-from edge.config import EdgeConfig
 from edge.errors import InventoryError, PreflightError
 from edge.inventory import InventoryView, load_inventory
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
 
 #: Devices named per problem; the rest are counted.
 NAMED_PER_PROBLEM: Final = 5

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Final
 
 from device_profiles import METRICS, Profile
-from device_profiles.model import BINARY_FORMATS, FieldSpec, binary_size
+from device_profiles.dialect import BINARY_FORMATS, binary_size
+from device_profiles.model import FieldSpec
 
 #: Decimal places a simulated metric keeps when the dialect sends plain JSON numbers.
 METRIC_DECIMALS: Final = {

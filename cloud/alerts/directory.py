@@ -15,7 +15,7 @@ from cloud.alerts.model import Community, DeviceInfo, Directory
 from cloud.config import AlertsConfig
 from cloud.errors import ConfigError
 from device_profiles import DEFAULT_REPORT_INTERVAL_S, SHIPPED_DIR, ProfileSet
-from device_profiles.config_sources import ConfigProblem
+from device_profiles.config_view import ConfigProblem
 from device_profiles.errors import DeviceProfilesError
 from device_profiles.inventory import Inventory
 

@@ -16,7 +16,7 @@ from cloud.incidents.service import IncidentService
 from cloud.notify.channels import build_channel
 from cloud.notify.sender import Sender
 from cloud.session import run_until_stopped
-from device_profiles.config_sources import ConfigProblem
+from device_profiles.config_view import ConfigProblem
 
 log = logging.getLogger("linli.cloud.incidents")
 

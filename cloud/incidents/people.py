@@ -46,7 +46,8 @@ from pydantic import (
 from cloud.alerts.model import Severity
 from cloud.errors import ConfigError
 from cloud.incidents.workflow import Role
-from device_profiles.config_sources import ConfigProblem, error_detail
+from device_profiles.config_sources import error_detail
+from device_profiles.config_view import ConfigProblem
 
 _T = TypeVar("_T")
 
