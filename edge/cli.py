@@ -72,7 +72,11 @@ def _run(args: argparse.Namespace) -> int:
     except PreflightError as exc:  # what check-config refuses, run refuses: exit as it does
         get_logger("edge.agent").error("refused", problems=len(exc.problems), error=str(exc))
         return _fail(exc)
-    return exec_agent(config, loaded)  # the agent, without the validating models (edge.handoff)
+    try:
+        return exec_agent(config, loaded)  # the agent, without the validating models (edge.handoff)
+    except EdgeError as exc:
+        get_logger("edge.agent").error("fatal", error=str(exc))
+        return 1
 
 
 def _check(args: argparse.Namespace) -> int:

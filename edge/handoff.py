@@ -139,15 +139,21 @@ def decode(data: bytes) -> tuple[EdgeConfig, Loaded]:
 def exec_agent(config: EdgeConfig, loaded: Loaded) -> NoReturn:
     """Replace this process with the agent running `config` and `loaded` (checked by the caller)."""
     data = encode(config, loaded)
-    fd = os.memfd_create("linli-edge-handoff", 0)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.set_inheritable(fd, True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "edge.handoff", "run", str(fd)])  # noqa: S606
+    fd = -1
+    try:
+        fd = os.memfd_create("linli-edge-handoff", 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.set_inheritable(fd, True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "edge.handoff", "run", str(fd)])  # noqa: S606
+    except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
+        raise EdgeError(f"cannot start the agent ({sys.executable} -m edge.handoff): {exc}") from exc
 
 
 def check_in_child(config: EdgeConfig) -> Loaded:
@@ -163,6 +169,7 @@ def check_in_child(config: EdgeConfig) -> Loaded:
             capture_output=True,
             timeout=CHECK_TIMEOUT_S,
             check=False,
+            start_new_session=True,  # a SIGHUP to the agent's process group is not for it
         )
     except subprocess.TimeoutExpired as exc:
         raise EdgeError(f"the check of the profiles and the inventory took over {exc.timeout:.0f} s") from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,9 +16,9 @@ from pydantic import BaseModel, SecretStr
 
 from device_profiles.samples import sample_payloads, sample_reading
 from edge.config import EdgeConfig, load_config
-from edge.errors import PreflightError
+from edge.errors import EdgeError, PreflightError
 from edge.frozen_gen import FROZEN, render
-from edge.handoff import check_in_child, decode, encode
+from edge.handoff import check_in_child, decode, encode, exec_agent
 from edge.preflight import Loaded, preflight
 from tests.edge.conftest import Dev, Fleet, Rig
 
@@ -179,6 +180,15 @@ def test_a_reload_is_checked_in_a_child_process(checked: tuple[EdgeConfig, Loade
     with pytest.raises(PreflightError, match="no_such_profile") as refused:
         check_in_child(running)
     assert refused.value.problems
+
+
+def test_an_agent_that_cannot_be_started_is_a_clear_error(
+    checked: tuple[EdgeConfig, Loaded, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, loaded, _ = checked
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(EdgeError, match=r"cannot start the agent .*no-python.*No such file"):
+        exec_agent(config, loaded)
 
 
 def test_the_running_agent_has_not_loaded_pydantic(rig: Callable[..., Rig]) -> None:
