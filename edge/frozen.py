@@ -24,32 +24,28 @@ class TlsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     client_key: Path | None
 
 
-class FieldBrokerConfig(BrokerAddress, msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class BrokerSettings(BrokerAddress, msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     url: str
     username: str | None
     password: Secret | None
     tls: TlsConfig | None
     keepalive_s: int
+
+
+class BrokerConfig(BrokerSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     client_id: str
     session_expiry_s: int
     connect_timeout_s: float
     backoff_base_s: float
     backoff_cap_s: float
+
+
+class FieldBrokerConfig(BrokerConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     receive_maximum: int
     max_packet_bytes: int
 
 
-class CloudBrokerConfig(BrokerAddress, msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    url: str
-    username: str | None
-    password: Secret | None
-    tls: TlsConfig | None
-    keepalive_s: int
-    client_id: str
-    session_expiry_s: int
-    connect_timeout_s: float
-    backoff_base_s: float
-    backoff_cap_s: float
+class CloudBrokerConfig(BrokerConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_inflight: int
     alarm_retry_s: float
 

@@ -63,8 +63,14 @@ class _Renderer:
         if other is not model:
             raise TypeError(f"two models named {model.__name__}: {other.__module__} and {model.__module__}")
         self.fields[model] = []  # visited (a model may refer to itself)
+        parent = self.parent(model)
+        if parent is not None:
+            self.visit(parent)
+        inherited = {} if parent is None else parent.model_fields
         self.fields[model] = [
-            (name, self.type_of(info.annotation)) for name, info in model.model_fields.items()
+            (name, self.type_of(info.annotation))
+            for name, info in model.model_fields.items()
+            if name not in inherited or inherited[name].annotation != info.annotation
         ]
         for base in self.members(model):
             if base.__dict__.get("__slots__") != ():
@@ -73,9 +79,18 @@ class _Renderer:
         self.order.append(model)
 
     @staticmethod
-    def members(model: type[BaseModel]) -> list[type]:
-        """The model's pydantic-free bases: its read-only members (properties)."""
-        return [b for b in model.__mro__[1:] if not issubclass(b, BaseModel) and b is not object]
+    def parent(model: type[BaseModel]) -> type[BaseModel] | None:
+        """The nearest base model with fields: its copy is the base of this model's copy."""
+        return next((b for b in model.__mro__[1:] if issubclass(b, BaseModel) and b.model_fields), None)
+
+    def members(self, model: type[BaseModel]) -> list[type]:
+        """The model's own pydantic-free bases (not its parent's): read-only members (properties)."""
+        inherited = () if (parent := self.parent(model)) is None else parent.__mro__
+        return [
+            b
+            for b in model.__mro__[1:]
+            if not issubclass(b, BaseModel) and b is not object and b not in inherited
+        ]
 
     def type_of(self, tp: Any) -> str:
         if tp is type(None):
@@ -114,9 +129,13 @@ class _Renderer:
         out = [_HEADER]
         out.extend(f"from {m} import {', '.join(sorted(names))}\n" for m, names in sorted(by_module.items()))
         for model in self.order:
-            bases = [*(b.__name__ for b in self.members(model)), "msgspec.Struct"]
+            parent = self.parent(model)
+            bases = [b.__name__ for b in self.members(model)]
+            bases.append("msgspec.Struct" if parent is None else parent.__name__)
             out.append(f"\n\nclass {model.__name__}({', '.join(bases)}, {_OPTIONS}):\n")
             out.extend(f"    {name}: {tp}\n" for name, tp in self.fields[model])
+            if not self.fields[model]:
+                out.append("    pass\n")
         return "".join(out)
 
 

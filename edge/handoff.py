@@ -187,16 +187,13 @@ def check_in_child(config: EdgeConfig) -> Loaded:
 
 
 def run_agent(agent: Agent) -> int:
-    """Run `agent` until it stops: the exit status of ``linli edge run``."""
+    """Run `agent` (handed its checked set: nothing left to refuse) until it stops: the exit status
+    of ``linli edge run``."""
     from edge.logs import get_logger
 
     log = get_logger("edge.agent")
     try:
         asyncio.run(agent.run())
-    except PreflightError as exc:  # what check-config refuses, run refuses: exit as it does
-        log.error("refused", problems=len(exc.problems), error=str(exc))
-        print(f"linli edge: {exc}", file=sys.stderr)
-        return 2
     except EdgeError as exc:
         log.error("fatal", error=str(exc))
         return 1
