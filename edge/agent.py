@@ -32,7 +32,7 @@ import signal
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from device_profiles import ProfileSet
 from device_profiles.inventory import file_stamp
@@ -45,7 +45,7 @@ from edge.fieldlink import FieldLink
 from edge.inventory import InventoryView
 from edge.liveness import DeviceMemory, Liveness
 from edge.logs import get_logger
-from edge.mqtt import Message, MqttLink, Will, tls_context
+from edge.mqtt import Message, MqttLink, Will, link_options
 from edge.normalise import Classifier, Normaliser
 from edge.preflight import Loaded, ack_filters, bridge_topic, discovery_filters, preflight
 from edge.sdnotify import Notifier
@@ -53,35 +53,12 @@ from edge.status import StatusReporter, offline_payload
 from edge.uplink import Uplink
 
 if TYPE_CHECKING:
-    from edge.config import BrokerConfig, EdgeConfig
+    from edge.config import EdgeConfig
 
 _log = get_logger("edge.agent")
 
 #: Seconds between attempts to commit while the buffer cannot write.
 BUFFER_RETRY_S: Final = 1.0
-
-
-def _link_options(config: BrokerConfig) -> dict[str, Any]:
-    tls = None
-    if config.uses_tls:
-        t = config.tls
-        tls = tls_context(
-            ca_cert=t.ca_cert if t else None,
-            client_cert=t.client_cert if t else None,
-            client_key=t.client_key if t else None,
-        )
-    return {
-        "host": config.host,
-        "port": config.port,
-        "tls": tls,
-        "username": config.username,
-        "password": config.password.get_secret_value() if config.password else None,
-        "keepalive_s": config.keepalive_s,
-        "session_expiry_s": config.session_expiry_s,
-        "connect_timeout_s": config.connect_timeout_s,
-        "backoff_base_s": config.backoff_base_s,
-        "backoff_cap_s": config.backoff_cap_s,
-    }
 
 
 class Agent:
@@ -201,7 +178,7 @@ class Agent:
         except BufferError_ as exc:  # the buffer's own errors surface at the first commit
             _log.warning("subscriptions_not_recorded", error=str(exc))
         self.field = FieldLink(
-            **_link_options(cfg.field),
+            **link_options(cfg.field),
             name="field",
             client_id=cfg.field_client_id,
             receive_maximum=cfg.field.receive_maximum,
@@ -211,7 +188,7 @@ class Agent:
             on_message=self._on_field_message,
         )
         self.cloud = MqttLink(
-            **_link_options(cfg.cloud),
+            **link_options(cfg.cloud),
             name="cloud",
             client_id=cfg.cloud_client_id,
             will=Will(
@@ -224,7 +201,7 @@ class Agent:
         )
         if cfg.commands.enabled:
             self.field_out = MqttLink(
-                **_link_options(cfg.field), name="field-out", client_id=f"{cfg.field_client_id}-out"
+                **link_options(cfg.field), name="field-out", client_id=f"{cfg.field_client_id}-out"
             )
             self.downlink = Downlink(
                 buffer=self.buffer,

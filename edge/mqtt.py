@@ -38,7 +38,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -50,6 +50,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.errors import MqttError, NegativeAck, NoSubscribers, UplinkUnavailable
 from edge.logs import Logger, get_logger
+
+if TYPE_CHECKING:
+    from edge.config import BrokerConfig
 
 #: The MQTT v5 PUBACK reason code "No matching subscribers" (0x10): accepted, delivered to nobody.
 NO_MATCHING_SUBSCRIBERS: Final = 0x10
@@ -80,6 +83,30 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
+
+
+def link_options(config: BrokerConfig) -> dict[str, Any]:
+    """The connection keywords of `MqttLink` and `edge.fieldlink.FieldLink` for a broker section."""
+    tls = None
+    if config.uses_tls:
+        t = config.tls
+        tls = tls_context(
+            ca_cert=t.ca_cert if t else None,
+            client_cert=t.client_cert if t else None,
+            client_key=t.client_key if t else None,
+        )
+    return {
+        "host": config.host,
+        "port": config.port,
+        "tls": tls,
+        "username": config.username,
+        "password": config.password.get_secret_value() if config.password else None,
+        "keepalive_s": config.keepalive_s,
+        "session_expiry_s": config.session_expiry_s,
+        "connect_timeout_s": config.connect_timeout_s,
+        "backoff_base_s": config.backoff_base_s,
+        "backoff_cap_s": config.backoff_cap_s,
+    }
 
 
 def tls_context(
